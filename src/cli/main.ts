@@ -1,0 +1,33 @@
+/**
+ * The `braid` command: one binary, subcommands.
+ */
+import { Command, CommanderError } from 'commander';
+import { BRAID_VERSION } from '../version.js';
+import { coordinatorCommand } from './commands/coordinator.js';
+import { eventsCommand } from './commands/events.js';
+import { versionCommand } from './commands/version.js';
+import { EXIT_USAGE, reportAndExit } from './exit.js';
+
+export async function main(argv: string[], env: NodeJS.ProcessEnv): Promise<void> {
+  const program = new Command('braid')
+    .description('build native multi-architecture container images on a farm of real hosts')
+    .version(BRAID_VERSION, '-V, --version', 'print the client version')
+    .showSuggestionAfterError()
+    .exitOverride()
+    .configureOutput({
+      outputError: (text, write) => write(`braid: ${text.replace(/^error: /, '')}`),
+    })
+    .addCommand(coordinatorCommand(env))
+    .addCommand(versionCommand(env))
+    .addCommand(eventsCommand(env));
+  for (const command of program.commands) command.exitOverride();
+  try {
+    await program.parseAsync(argv);
+  } catch (err) {
+    if (err instanceof CommanderError) {
+      // Help and --version exit 0; every usage error exits 2.
+      process.exit(err.exitCode === 0 ? 0 : EXIT_USAGE);
+    }
+    reportAndExit(err);
+  }
+}

@@ -1,0 +1,82 @@
+/**
+ * braid's error taxonomy. Every error a user can see is a BraidError with a
+ * stable `code`; the message is one line that names the offending value.
+ */
+
+/** Stable, transport-independent error codes (mapped to gRPC in src/rpc/status.ts). */
+export type ErrorCode =
+  | 'invalid_argument'
+  | 'not_found'
+  | 'already_exists'
+  | 'failed_precondition'
+  | 'permission_denied'
+  | 'unauthenticated'
+  | 'resource_exhausted'
+  | 'unavailable'
+  | 'deadline_exceeded'
+  | 'cancelled'
+  | 'unimplemented'
+  | 'internal';
+
+export const ERROR_CODES: readonly ErrorCode[] = [
+  'invalid_argument',
+  'not_found',
+  'already_exists',
+  'failed_precondition',
+  'permission_denied',
+  'unauthenticated',
+  'resource_exhausted',
+  'unavailable',
+  'deadline_exceeded',
+  'cancelled',
+  'unimplemented',
+  'internal',
+];
+
+export function isErrorCode(value: string): value is ErrorCode {
+  return (ERROR_CODES as readonly string[]).includes(value);
+}
+
+export class BraidError extends Error {
+  readonly code: ErrorCode;
+
+  constructor(code: ErrorCode, message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = new.target.name;
+    this.code = code;
+  }
+}
+
+/** Invalid configuration: `key` names the setting, as the user spelled it. */
+export class ConfigError extends BraidError {
+  readonly key: string;
+
+  constructor(key: string, message: string, options?: { cause?: unknown }) {
+    super('invalid_argument', `invalid config ${key}: ${message}`, options);
+    this.key = key;
+  }
+}
+
+/** A remote call failed; `operation` is the RPC path, `target` the address. */
+export class RpcError extends BraidError {
+  readonly operation: string;
+  readonly target: string;
+
+  constructor(
+    code: ErrorCode,
+    operation: string,
+    target: string,
+    message: string,
+    options?: { cause?: unknown },
+  ) {
+    super(code, message, options);
+    this.operation = operation;
+    this.target = target;
+  }
+}
+
+/** The one line a user sees for any error. */
+export function errorLine(err: unknown): string {
+  if (err instanceof Error) return err.message.split('\n')[0] ?? err.name;
+  return String(err);
+}

@@ -1,0 +1,49 @@
+/**
+ * braid's logger: pino, one JSON event per line on stderr; pretty lines only
+ * when stderr is a terminal. Loggers for build work carry build id, platform
+ * and agent on every line.
+ */
+import { pino, type Logger, type LevelWithSilent } from 'pino';
+import pretty from 'pino-pretty';
+
+export type { Logger };
+
+export const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
+export type LogLevel = (typeof LOG_LEVELS)[number];
+export type LogFormat = 'auto' | 'json' | 'pretty';
+
+export interface LoggerOptions {
+  level: LogLevel;
+  format: LogFormat;
+  /** Component name, e.g. "coordinator" or "agent". */
+  component: string;
+  /** Destination; stderr when omitted. */
+  stream?: NodeJS.WritableStream & { isTTY?: boolean };
+}
+
+export function createLogger(options: LoggerOptions): Logger {
+  const stream = options.stream ?? process.stderr;
+  const usePretty =
+    options.format === 'pretty' || (options.format === 'auto' && stream.isTTY === true);
+  const base = { component: options.component };
+  const level: LevelWithSilent = options.level;
+  if (usePretty) {
+    return pino(
+      { level, base },
+      pretty({ destination: stream, colorize: stream.isTTY === true, sync: true }),
+    );
+  }
+  return pino({ level, base, timestamp: pino.stdTimeFunctions.isoTime }, stream);
+}
+
+/** Fields every log line about build work carries. */
+export interface BuildLogFields {
+  buildId: string;
+  platform: string;
+  agent: string;
+}
+
+/** A child logger whose every line names the build, platform and agent. */
+export function buildLogger(parent: Logger, fields: BuildLogFields): Logger {
+  return parent.child(fields);
+}

@@ -1,0 +1,58 @@
+/**
+ * gRPC addresses as users write them: `HOST:PORT`, `[V6]:PORT`, `unix:/path`
+ * (also `unix:///path`). Parsed once, named in errors, printed canonically.
+ */
+import { isIP } from 'node:net';
+import { BraidError } from '../errors.js';
+
+export type GrpcAddress =
+  { kind: 'tcp'; host: string; port: number } | { kind: 'unix'; path: string };
+
+export function parseGrpcAddress(text: string, what = 'address'): GrpcAddress {
+  const value = text.trim();
+  if (value.startsWith('unix:')) {
+    const path = value.replace(/^unix:(\/\/)?/, '');
+    if (!path.startsWith('/')) {
+      throw new BraidError(
+        'invalid_argument',
+        `${what} "${text}": unix socket path must be absolute`,
+      );
+    }
+    return { kind: 'unix', path };
+  }
+  const match = /^(?:\[([0-9a-fA-F:.]+)\]|([^:[\]]+)):(\d{1,5})$/.exec(value);
+  if (!match) {
+    throw new BraidError(
+      'invalid_argument',
+      `${what} "${text}": expected HOST:PORT, [IPv6]:PORT or unix:/path`,
+    );
+  }
+  const host = match[1] ?? match[2] ?? '';
+  if (match[1] !== undefined && isIP(host) !== 6) {
+    throw new BraidError('invalid_argument', `${what} "${text}": "${host}" is not an IPv6 address`);
+  }
+  if (match[2] !== undefined && !/^[A-Za-z0-9.-]+$/.test(host)) {
+    throw new BraidError('invalid_argument', `${what} "${text}": "${host}" is not a host name`);
+  }
+  const port = Number(match[3]);
+  if (port > 65535) {
+    throw new BraidError('invalid_argument', `${what} "${text}": port ${port} is out of range`);
+  }
+  return { kind: 'tcp', host, port };
+}
+
+/** The address as grpc-js takes it for both bind and dial. */
+export function formatGrpcAddress(address: GrpcAddress): string {
+  if (address.kind === 'unix') return `unix:${address.path}`;
+  return isIP(address.host) === 6
+    ? `[${address.host}]:${address.port}`
+    : `${address.host}:${address.port}`;
+}
+
+/** True where plaintext never leaves the machine: loopback IPs, localhost, unix sockets. */
+export function isLocalAddress(address: GrpcAddress): boolean {
+  if (address.kind === 'unix') return true;
+  const host = address.host.toLowerCase();
+  if (host === 'localhost' || host === '::1') return true;
+  return isIP(host) === 4 && host.startsWith('127.');
+}
