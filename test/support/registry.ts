@@ -32,7 +32,8 @@ async function waitReady(url: string, proc: Started, timeoutMs: number): Promise
   while (Date.now() < deadline) {
     try {
       const res = await fetch(`${url}/v2/`, { signal: AbortSignal.timeout(1000) });
-      if (res.status === 200) return;
+      // 401: up, and wants credentials.
+      if (res.status === 200 || res.status === 401) return;
       last = `HTTP ${res.status}`;
     } catch (err) {
       last = (err as Error).message;
@@ -46,7 +47,28 @@ async function waitReady(url: string, proc: Started, timeoutMs: number): Promise
   throw new Error(`docker-registry at ${url} not ready within ${timeoutMs} ms (${last})`);
 }
 
-export async function startRegistry(): Promise<TestRegistry> {
+export type RegistryAuthConfig =
+  | { kind: 'htpasswd'; file: string }
+  | { kind: 'token'; realm: string; service: string; issuer: string; certFile: string };
+
+function authYaml(auth: RegistryAuthConfig | undefined): string[] {
+  if (!auth) return [];
+  if (auth.kind === 'htpasswd') {
+    return ['auth:', '  htpasswd:', '    realm: braid-test', `    path: ${auth.file}`];
+  }
+  return [
+    'auth:',
+    '  token:',
+    `    realm: ${auth.realm}`,
+    `    service: ${auth.service}`,
+    `    issuer: ${auth.issuer}`,
+    `    rootcertbundle: ${auth.certFile}`,
+  ];
+}
+
+export async function startRegistry(
+  options: { auth?: RegistryAuthConfig } = {},
+): Promise<TestRegistry> {
   const binary = await requireCommand('docker-registry', 'docker-registry');
   const dir = await mkdtemp(join(tmpdir(), 'braid-registry-'));
   const storageDir = join(dir, 'storage');
@@ -71,6 +93,7 @@ export async function startRegistry(): Promise<TestRegistry> {
         'http:',
         `  addr: ${host}`,
         '  secret: braid-test-only',
+        ...authYaml(options.auth),
         '',
       ].join('\n'),
     );
