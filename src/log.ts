@@ -4,7 +4,7 @@
  * and agent on every line.
  */
 import { pino, type Logger, type LevelWithSilent } from 'pino';
-import pretty from 'pino-pretty';
+import { createRequire } from 'node:module';
 
 export type { Logger };
 
@@ -28,6 +28,8 @@ export function createLogger(options: LoggerOptions): Logger {
   const base = { component: options.component };
   const level: LevelWithSilent = options.level;
   if (usePretty) {
+    // pino-pretty loads only for a terminal.
+    const pretty = createRequire(import.meta.url)('pino-pretty') as typeof import('pino-pretty');
     return pino(
       { level, base },
       pretty({ destination: stream, colorize: stream.isTTY === true, sync: true }),

@@ -5,6 +5,7 @@ import { Command, CommanderError } from 'commander';
 import { BRAID_VERSION } from '../version.js';
 import { coordinatorCommand } from './commands/coordinator.js';
 import { eventsCommand } from './commands/events.js';
+import { manifestCommand } from './commands/manifest.js';
 import { versionCommand } from './commands/version.js';
 import { EXIT_USAGE, reportAndExit } from './exit.js';
 
@@ -19,8 +20,10 @@ export async function main(argv: string[], env: NodeJS.ProcessEnv): Promise<void
     })
     .addCommand(coordinatorCommand(env))
     .addCommand(versionCommand(env))
-    .addCommand(eventsCommand(env));
-  for (const command of program.commands) command.exitOverride();
+    .addCommand(eventsCommand(env))
+    .addCommand(manifestCommand(env));
+  const all = (c: Command): Command[] => [c, ...c.commands.flatMap(all)];
+  for (const command of all(program)) command.exitOverride();
   try {
     await program.parseAsync(argv);
   } catch (err) {

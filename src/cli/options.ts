@@ -1,10 +1,8 @@
 /**
- * Shared CLI plumbing: the config flags every command takes, and compiling a
- * command's settings from flags, environment and the config file.
+ * The config flags every command takes. Only commander here: command
+ * definitions stay cheap to load, their implementations load on use.
  */
 import type { Command } from 'commander';
-import type { z } from 'zod';
-import { loadConfig, type Env } from '../config/loader.js';
 
 export function addLogOptions(command: Command): Command {
   return command
@@ -21,14 +19,4 @@ export function addClientOptions(command: Command): Command {
     )
     .option('--insecure', 'allow plaintext to a non-loopback coordinator (env BRAID_INSECURE)')
     .option('--timeout-ms <ms>', 'deadline for each call (env BRAID_TIMEOUT_MS)');
-}
-
-export function compile<Shape extends z.ZodRawShape>(
-  schema: z.ZodObject<Shape>,
-  flags: Record<string, unknown>,
-  env: Env,
-) {
-  const { config: file, ...rest } = flags;
-  const configFile = typeof file === 'string' ? file : env.BRAID_CONFIG;
-  return loadConfig(schema, { flags: rest, env, file: configFile });
 }

@@ -5,9 +5,16 @@
  * user wrote it (`--listen`, `BRAID_LISTEN`, or `FILE: listen`).
  */
 import { readFileSync } from 'node:fs';
-import { parse as parseYaml } from 'yaml';
+import { createRequire } from 'node:module';
 import { z } from 'zod';
 import { ConfigError } from '../errors.js';
+
+// yaml loads only when a config file is named: most runs have none, and
+// every command's start-up time counts.
+const requireLazily = createRequire(import.meta.url);
+function parseYaml(text: string): unknown {
+  return (requireLazily('yaml') as typeof import('yaml')).parse(text);
+}
 
 export type Env = Readonly<Record<string, string | undefined>>;
 
@@ -148,5 +155,31 @@ export function parsedSetting<T>(parse: (text: string) => T, defaultValue: strin
         ctx.issues.push({ code: 'custom', message: (err as Error).message, input: text });
         return z.NEVER;
       }
+    });
+}
+
+/** A list setting: repeated flags arrive as arrays, env and YAML may give "a,b". */
+export function listSetting(check: (item: string) => void = () => undefined) {
+  return z
+    .preprocess(
+      (v) =>
+        typeof v === 'string'
+          ? v
+              .split(',')
+              .map((s) => s.trim())
+              .filter(Boolean)
+          : v,
+      z.array(z.string({ error: 'expected a list of strings' })).default([]),
+    )
+    .transform((items, ctx) => {
+      for (const item of items) {
+        try {
+          check(item);
+        } catch (err) {
+          ctx.issues.push({ code: 'custom', message: (err as Error).message, input: item });
+          return z.NEVER;
+        }
+      }
+      return items;
     });
 }

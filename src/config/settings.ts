@@ -7,7 +7,15 @@ import { join } from 'node:path';
 import { z } from 'zod';
 import { LOG_LEVELS } from '../log.js';
 import { parseGrpcAddress } from '../rpc/address.js';
-import { boolSetting, enumSetting, intSetting, parsedSetting, type Env } from './loader.js';
+import {
+  boolSetting,
+  enumSetting,
+  intSetting,
+  listSetting,
+  parsedSetting,
+  type Env,
+} from './loader.js';
+import { BraidError } from '../errors.js';
 
 export const DEFAULT_COORDINATOR_ADDRESS = '127.0.0.1:7465';
 
@@ -54,5 +62,29 @@ export function clientSettings() {
   });
 }
 
+/** `HOST[:PORT]` of a registry spoken to over plain HTTP. */
+function checkRegistryHost(text: string): void {
+  if (!/^(\[[0-9a-fA-F:]+\]|[A-Za-z0-9.-]+)(:\d{1,5})?$/.test(text)) {
+    throw new BraidError('invalid_argument', `"${text}" is not HOST[:PORT]`);
+  }
+}
+
+/** Settings of commands that talk to registries (`braid manifest ...`). */
+export function registrySettings() {
+  return z.object({
+    insecureRegistry: listSetting(checkRegistryHost),
+    registryTimeoutMs: intSetting({ min: 100, max: 3_600_000, default: 30_000 }),
+    registryRetries: intSetting({ min: 1, max: 20, default: 5 }),
+    archCheckBudgetBytes: intSetting({
+      min: 0,
+      max: 16 * 1024 * 1024 * 1024,
+      default: 64 * 1024 * 1024,
+    }),
+    ...logSettings,
+    logLevel: enumSetting(LOG_LEVELS, 'warn'),
+  });
+}
+
+export type RegistryConfig = z.infer<ReturnType<typeof registrySettings>>;
 export type CoordinatorConfig = z.infer<ReturnType<typeof coordinatorSettings>>;
 export type ClientConfig = z.infer<ReturnType<typeof clientSettings>>;

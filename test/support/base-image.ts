@@ -152,11 +152,20 @@ const CONFIG = 'application/vnd.oci.image.config.v1+json';
 const LAYER = 'application/vnd.oci.image.layer.v1.tar+gzip';
 
 /** Write the OCI layout of the base image into `dir` under `tag`; returns the index digest. */
+export interface BaseImageOptions {
+  /** Platforms to include; a platform's busybox comes from `debianArch`, so a mismatch can be made on purpose. */
+  platforms?: readonly BasePlatform[];
+  /** Add a buildx-style attestation manifest (platform unknown/unknown) for every image. */
+  attestations?: boolean;
+}
+
 export async function writeBaseImageLayout(
   dir: string,
   tag: string,
-  platforms: readonly BasePlatform[] = BASE_PLATFORMS,
+  options: BaseImageOptions = {},
 ): Promise<string> {
+  const platforms = options.platforms ?? BASE_PLATFORMS;
+  const attestationDescriptors: object[] = [];
   const blobs: Blob[] = [];
   const descriptors: object[] = [];
   for (const p of platforms) {
@@ -203,6 +212,59 @@ export async function writeBaseImageLayout(
       },
     });
   }
+  if (options.attestations) {
+    for (const image of descriptors as { digest: string }[]) {
+      const statement = blob(
+        Buffer.from(
+          JSON.stringify({
+            _type: 'https://in-toto.io/Statement/v0.1',
+            predicateType: 'https://spdx.dev/Document',
+            subject: [{ name: 'braid-test', digest: { sha256: image.digest.slice(7) } }],
+            predicate: { spdxVersion: 'SPDX-2.3', name: 'braid-test' },
+          }),
+        ),
+      );
+      const config = blob(
+        Buffer.from(
+          JSON.stringify({
+            architecture: 'unknown',
+            os: 'unknown',
+            config: {},
+            rootfs: { type: 'layers', diff_ids: [statement.digest] },
+          }),
+        ),
+      );
+      const manifest = blob(
+        Buffer.from(
+          JSON.stringify({
+            schemaVersion: 2,
+            mediaType: MANIFEST,
+            config: { mediaType: CONFIG, digest: config.digest, size: config.size },
+            layers: [
+              {
+                mediaType: 'application/vnd.in-toto+json',
+                digest: statement.digest,
+                size: statement.size,
+                annotations: { 'in-toto.io/predicate-type': 'https://spdx.dev/Document' },
+              },
+            ],
+          }),
+        ),
+      );
+      blobs.push(statement, config, manifest);
+      attestationDescriptors.push({
+        mediaType: MANIFEST,
+        digest: manifest.digest,
+        size: manifest.size,
+        platform: { architecture: 'unknown', os: 'unknown' },
+        annotations: {
+          'vnd.docker.reference.digest': image.digest,
+          'vnd.docker.reference.type': 'attestation-manifest',
+        },
+      });
+    }
+  }
+  descriptors.push(...attestationDescriptors);
   const index = blob(
     Buffer.from(JSON.stringify({ schemaVersion: 2, mediaType: INDEX, manifests: descriptors })),
   );
@@ -237,11 +299,12 @@ export async function pushBaseImage(
   registryHost: string,
   repository: string,
   tag = 'latest',
+  options: BaseImageOptions = {},
 ): Promise<string> {
   const skopeo = await requireCommand('skopeo', 'skopeo');
   const dir = await mkdtemp(join(tmpdir(), 'braid-base-'));
   try {
-    const digest = await writeBaseImageLayout(dir, tag);
+    const digest = await writeBaseImageLayout(dir, tag, options);
     const result = await run(skopeo, [
       'copy',
       '--all',

@@ -1,11 +1,5 @@
 import { Command } from 'commander';
-import { timestampDate } from '@bufbuild/protobuf/wkt';
-import { clientSettings } from '../../config/settings.js';
-import { SystemService } from '../../gen/braid/v1/system_pb.js';
-import { formatGrpcAddress } from '../../rpc/address.js';
-import { BRAID_VERSION } from '../../version.js';
-import { coordinatorClient } from '../client.js';
-import { addClientOptions, compile } from '../options.js';
+import { addClientOptions } from '../options.js';
 
 export function versionCommand(env: NodeJS.ProcessEnv): Command {
   return addClientOptions(new Command('version'))
@@ -13,38 +7,7 @@ export function versionCommand(env: NodeJS.ProcessEnv): Command {
     .option('--client-only', 'do not contact the coordinator')
     .option('--output <format>', 'text|json', 'text')
     .action(async (flags: Record<string, unknown>) => {
-      const { clientOnly, output, ...rest } = flags;
-      const config = compile(clientSettings(), rest, env);
-      const result: Record<string, unknown> = { client: { version: BRAID_VERSION } };
-      if (!clientOnly) {
-        const client = coordinatorClient(SystemService, config);
-        try {
-          const v = await client.version(
-            { clientVersion: BRAID_VERSION },
-            { timeoutMs: config.timeoutMs },
-          );
-          result.coordinator = {
-            address: formatGrpcAddress(config.coordinator),
-            version: v.version,
-            apiVersions: v.apiVersions,
-            hostname: v.hostname,
-            platform: v.platform,
-            startedAt: v.startedAt ? timestampDate(v.startedAt).toISOString() : undefined,
-          };
-        } finally {
-          client.close();
-        }
-      }
-      if (output === 'json') {
-        process.stdout.write(`${JSON.stringify(result)}\n`);
-        return;
-      }
-      process.stdout.write(`client       ${BRAID_VERSION}\n`);
-      const c = result.coordinator as Record<string, unknown> | undefined;
-      if (c) {
-        process.stdout.write(
-          `coordinator  ${String(c.version)} at ${String(c.address)} (${String(c.hostname)}, ${String(c.platform)}, api ${(c.apiVersions as string[]).join(',')}, up since ${String(c.startedAt)})\n`,
-        );
-      }
+      const { runVersion } = await import('./version-run.js');
+      await runVersion(flags, env);
     });
 }

@@ -1,0 +1,193 @@
+/**
+ * npm run bench:stitch — stitch 4 existing platform images into one index
+ * and push it under 2 tags: braid against `docker manifest create` +
+ * `docker manifest push`, same registry, same run, each run into a fresh
+ * target repository (so both tools mount the children every time).
+ * Reports medians and the braid/docker ratio (target: <= 0.5).
+ *
+ * skopeo cannot create an index; the nearest job it does — copying an
+ * existing 4-platform index to a new repository under a tag — is measured
+ * for reference and labelled as such.
+ */
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { BASE_PLATFORMS, platformString, pushBaseImage } from '../test/support/base-image.js';
+import { BRAID_BIN, cleanEnv } from '../test/support/braid-cli.js';
+import { requireCommand } from '../test/support/components.js';
+import { run } from '../test/support/process.js';
+import { startRegistry } from '../test/support/registry.js';
+
+const RUNS = Number(process.env.BENCH_RUNS ?? 11);
+const PLATFORMS = BASE_PLATFORMS.filter((p) =>
+  ['amd64', 'arm64', 'ppc64le', 's390x'].includes(p.architecture),
+);
+
+function median(values: number[]): number {
+  const sorted = [...values].sort((a, b) => a - b);
+  const mid = Math.floor(sorted.length / 2);
+  return sorted.length % 2
+    ? (sorted[mid] as number)
+    : ((sorted[mid - 1] as number) + (sorted[mid] as number)) / 2;
+}
+
+async function timed(
+  label: string,
+  command: string,
+  args: string[],
+  env: NodeJS.ProcessEnv,
+): Promise<number> {
+  const start = process.hrtime.bigint();
+  const result = await run(command, args, { env, timeoutMs: 120_000 });
+  const ms = Number(process.hrtime.bigint() - start) / 1e6;
+  if (result.code !== 0)
+    throw new Error(`${label} failed: ${command} ${args.join(' ')}\n${result.stderr}`);
+  return ms;
+}
+
+async function main(): Promise<void> {
+  const docker = await requireCommand('docker', 'docker.io');
+  const skopeo = await requireCommand('skopeo', 'skopeo');
+  const registry = await startRegistry();
+  const dockerConfig = await mkdtemp(join(tmpdir(), 'braid-bench-docker-'));
+  const env = cleanEnv({ DOCKER_CONFIG: dockerConfig });
+  try {
+    await pushBaseImage(registry.host, 'src/busybox', 'multi');
+    const index = JSON.parse(
+      (
+        await run(skopeo, [
+          'inspect',
+          '--raw',
+          '--tls-verify=false',
+          `docker://${registry.host}/src/busybox:multi`,
+        ])
+      ).stdout,
+    ) as {
+      manifests: {
+        digest: string;
+        platform: { architecture: string; os: string; variant?: string };
+      }[];
+    };
+    const sources = PLATFORMS.map((p) => {
+      const m = index.manifests.find(
+        (c) => platformString({ ...c.platform, os: 'linux' }) === platformString(p),
+      );
+      if (!m) throw new Error(`base image lacks ${platformString(p)}`);
+      return `${registry.host}/src/busybox@${m.digest}`;
+    });
+    const times = { braid: [] as number[], docker: [] as number[], skopeo: [] as number[] };
+    for (let i = 0; i < RUNS; i++) {
+      // Alternate who goes first so drift on a shared machine hits both alike.
+      const jobs = [
+        async () => {
+          const repo = `${registry.host}/bench/braid-${i}`;
+          times.braid.push(
+            await timed(
+              'braid',
+              process.execPath,
+              [
+                BRAID_BIN,
+                'manifest',
+                'create',
+                '-t',
+                `${repo}:1`,
+                '-t',
+                `${repo}:latest`,
+                ...sources,
+              ],
+              env,
+            ),
+          );
+        },
+        async () => {
+          const repo = `${registry.host}/bench/docker-${i}`;
+          const start = process.hrtime.bigint();
+          await timed(
+            'docker manifest create',
+            docker,
+            ['manifest', 'create', '--insecure', `${repo}:1`, ...sources],
+            env,
+          );
+          await timed(
+            'docker manifest push',
+            docker,
+            ['manifest', 'push', '--insecure', `${repo}:1`],
+            env,
+          );
+          await timed(
+            'docker manifest create',
+            docker,
+            ['manifest', 'create', '--insecure', `${repo}:latest`, ...sources],
+            env,
+          );
+          await timed(
+            'docker manifest push',
+            docker,
+            ['manifest', 'push', '--insecure', `${repo}:latest`],
+            env,
+          );
+          times.docker.push(Number(process.hrtime.bigint() - start) / 1e6);
+        },
+        async () => {
+          const repo = `${registry.host}/bench/skopeo-${i}`;
+          const start = process.hrtime.bigint();
+          await timed(
+            'skopeo copy',
+            skopeo,
+            [
+              'copy',
+              '--all',
+              '--quiet',
+              '--src-tls-verify=false',
+              '--dest-tls-verify=false',
+              `docker://${registry.host}/src/busybox:multi`,
+              `docker://${repo}:1`,
+            ],
+            env,
+          );
+          await timed(
+            'skopeo copy',
+            skopeo,
+            [
+              'copy',
+              '--all',
+              '--quiet',
+              '--src-tls-verify=false',
+              '--dest-tls-verify=false',
+              `docker://${repo}:1`,
+              `docker://${repo}:latest`,
+            ],
+            env,
+          );
+          times.skopeo.push(Number(process.hrtime.bigint() - start) / 1e6);
+        },
+      ];
+      const order = i % 2 === 0 ? jobs : [...jobs].reverse();
+      for (const job of order) await job();
+    }
+    const m = {
+      braid: median(times.braid),
+      docker: median(times.docker),
+      skopeo: median(times.skopeo),
+    };
+    const fmt = (v: number) => `${v.toFixed(0)} ms`;
+    console.log(
+      `bench:stitch — 4 platform images -> one index under 2 tags, ${RUNS} runs, medians`,
+    );
+    console.log(
+      `  braid manifest create                        ${fmt(m.braid)}   (runs: ${times.braid.map((t) => t.toFixed(0)).join(' ')})`,
+    );
+    console.log(
+      `  docker manifest create + push (x2 tags)      ${fmt(m.docker)}   (runs: ${times.docker.map((t) => t.toFixed(0)).join(' ')})`,
+    );
+    console.log(
+      `  skopeo copy --all of an existing index (x2)  ${fmt(m.skopeo)}   (reference only: skopeo cannot create an index)`,
+    );
+    console.log(`  ratio braid/docker: ${(m.braid / m.docker).toFixed(2)} (target <= 0.50)`);
+  } finally {
+    await registry.stop();
+    await rm(dockerConfig, { recursive: true, force: true });
+  }
+}
+
+await main();

@@ -1,0 +1,80 @@
+import { timestampDate } from '@bufbuild/protobuf/wkt';
+import { clientSettings } from '../../config/settings.js';
+import { EventKind, Severity, SystemService, type Event } from '../../gen/braid/v1/system_pb.js';
+import { BraidError } from '../../errors.js';
+import { coordinatorClient } from '../client.js';
+import { compile } from '../compile.js';
+
+/** `agent-connected` <-> EventKind.AGENT_CONNECTED */
+function kindName(kind: EventKind): string {
+  return (EventKind[kind] ?? String(kind)).toLowerCase().replace(/_/g, '-');
+}
+
+function parseKind(text: string): EventKind {
+  const key = text.toUpperCase().replace(/-/g, '_') as keyof typeof EventKind;
+  const kind = EventKind[key];
+  if (typeof kind !== 'number' || kind === EventKind.UNSPECIFIED) {
+    const known = Object.values(EventKind)
+      .filter((k): k is EventKind => typeof k === 'number' && k !== EventKind.UNSPECIFIED)
+      .map(kindName);
+    throw new BraidError(
+      'invalid_argument',
+      `unknown event kind "${text}" (known: ${known.join(', ')})`,
+    );
+  }
+  return kind;
+}
+
+function eventLine(event: Event): string {
+  const time = event.time ? timestampDate(event.time).toISOString() : '-';
+  const fields = [
+    event.buildId && `build=${event.buildId}`,
+    event.platform && `platform=${event.platform}`,
+    event.agent && `agent=${event.agent}`,
+  ].filter(Boolean);
+  const severity = (Severity[event.severity] ?? 'INFO').toLowerCase();
+  return `${event.sequence} ${time} ${severity} ${kindName(event.kind)} ${event.message}${fields.length ? ` ${fields.join(' ')}` : ''}`;
+}
+
+export async function runEvents(
+  flags: Record<string, unknown>,
+  env: NodeJS.ProcessEnv,
+): Promise<void> {
+  const { after, follow, kind, output, ...rest } = flags;
+  const config = compile(clientSettings(), rest, env);
+  if (!/^\d+$/.test(String(after))) {
+    throw new BraidError(
+      'invalid_argument',
+      `--after "${String(after)}": expected a sequence number`,
+    );
+  }
+  const kinds = ((kind as string[] | undefined) ?? []).map(parseKind);
+  const client = coordinatorClient(SystemService, config);
+  const interrupt = new AbortController();
+  process.once('SIGINT', () => interrupt.abort());
+  try {
+    const stream = client.events(
+      { afterSequence: BigInt(String(after)), follow: Boolean(follow), kinds },
+      { signal: interrupt.signal, timeoutMs: follow ? undefined : config.timeoutMs },
+    );
+    for await (const { event } of stream) {
+      if (!event) continue;
+      process.stdout.write(
+        output === 'json'
+          ? `${JSON.stringify({
+              sequence: event.sequence.toString(),
+              time: event.time ? timestampDate(event.time).toISOString() : null,
+              kind: kindName(event.kind),
+              severity: (Severity[event.severity] ?? '').toLowerCase(),
+              message: event.message,
+              buildId: event.buildId || undefined,
+              platform: event.platform || undefined,
+              agent: event.agent || undefined,
+            })}\n`
+          : `${eventLine(event)}\n`,
+      );
+    }
+  } finally {
+    client.close();
+  }
+}

@@ -1,0 +1,16 @@
+/**
+ * Compile a command's settings from its flags, the environment and the
+ * config file named by --config / BRAID_CONFIG.
+ */
+import type { z } from 'zod';
+import { loadConfig, type Env } from '../config/loader.js';
+
+export function compile<Shape extends z.ZodRawShape>(
+  schema: z.ZodObject<Shape>,
+  flags: Record<string, unknown>,
+  env: Env,
+) {
+  const { config: file, ...rest } = flags;
+  const configFile = typeof file === 'string' ? file : env.BRAID_CONFIG;
+  return loadConfig(schema, { flags: rest, env, file: configFile });
+}
