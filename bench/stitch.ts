@@ -5,11 +5,16 @@
  * target repository (so both tools mount the children every time).
  * Reports medians and the braid/docker ratio (target: <= 0.5).
  *
+ * Two rounds: straight to the loopback registry, and through a proxy that
+ * adds BENCH_RTT_MS (default 20) of round-trip time, as a registry in the
+ * same region would: the second shows what request parallelism buys.
+ *
  * skopeo cannot create an index; the nearest job it does — copying an
  * existing 4-platform index to a new repository under a tag — is measured
  * for reference and labelled as such.
  */
 import { mkdtemp, rm } from 'node:fs/promises';
+import { connect, createServer, type Server, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { BASE_PLATFORMS, platformString, pushBaseImage } from '../test/support/base-image.js';
@@ -19,6 +24,7 @@ import { run } from '../test/support/process.js';
 import { startRegistry } from '../test/support/registry.js';
 
 const RUNS = Number(process.env.BENCH_RUNS ?? 11);
+const RTT_MS = Number(process.env.BENCH_RTT_MS ?? 20);
 const PLATFORMS = BASE_PLATFORMS.filter((p) =>
   ['amd64', 'arm64', 'ppc64le', 's390x'].includes(p.architecture),
 );
@@ -45,6 +51,37 @@ async function timed(
   return ms;
 }
 
+/** A loopback TCP proxy that delays every chunk by half the RTT in each direction. */
+async function startDelayProxy(
+  target: string,
+  rttMs: number,
+): Promise<{ host: string; stop(): Promise<void> }> {
+  const [targetHost, targetPort] = target.split(':');
+  const sockets = new Set<Socket>();
+  const delayed = (from: Socket, to: Socket) => {
+    from.on('data', (chunk) => setTimeout(() => to.write(chunk), rttMs / 2));
+    from.on('end', () => setTimeout(() => to.end(), rttMs / 2));
+    from.on('error', () => to.destroy());
+  };
+  const server: Server = createServer((client) => {
+    const upstream = connect(Number(targetPort), targetHost);
+    sockets.add(client).add(upstream);
+    delayed(client, upstream);
+    delayed(upstream, client);
+    client.on('close', () => sockets.delete(client));
+    upstream.on('close', () => sockets.delete(upstream));
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const port = (server.address() as { port: number }).port;
+  return {
+    host: `127.0.0.1:${port}`,
+    stop: () => {
+      for (const s of sockets) s.destroy();
+      return new Promise<void>((resolve) => server.close(() => resolve()));
+    },
+  };
+}
+
 async function main(): Promise<void> {
   const docker = await requireCommand('docker', 'docker.io');
   const skopeo = await requireCommand('skopeo', 'skopeo');
@@ -68,122 +105,131 @@ async function main(): Promise<void> {
         platform: { architecture: string; os: string; variant?: string };
       }[];
     };
-    const sources = PLATFORMS.map((p) => {
-      const m = index.manifests.find(
-        (c) => platformString({ ...c.platform, os: 'linux' }) === platformString(p),
-      );
-      if (!m) throw new Error(`base image lacks ${platformString(p)}`);
-      return `${registry.host}/src/busybox@${m.digest}`;
-    });
-    const times = { braid: [] as number[], docker: [] as number[], skopeo: [] as number[] };
-    for (let i = 0; i < RUNS; i++) {
-      // Alternate who goes first so drift on a shared machine hits both alike.
-      const jobs = [
-        async () => {
-          const repo = `${registry.host}/bench/braid-${i}`;
-          times.braid.push(
+    const report = async (label: string, host: string) => {
+      const sources = PLATFORMS.map((p) => {
+        const m = index.manifests.find(
+          (c) => platformString({ ...c.platform, os: 'linux' }) === platformString(p),
+        );
+        if (!m) throw new Error(`base image lacks ${platformString(p)}`);
+        return `${host}/src/busybox@${m.digest}`;
+      });
+      const times = { braid: [] as number[], docker: [] as number[], skopeo: [] as number[] };
+      for (let i = 0; i < RUNS; i++) {
+        // Alternate who goes first so drift on a shared machine hits both alike.
+        const jobs = [
+          async () => {
+            const repo = `${host}/bench/braid-${i}`;
+            times.braid.push(
+              await timed(
+                'braid',
+                process.execPath,
+                [
+                  BRAID_BIN,
+                  'manifest',
+                  'create',
+                  '-t',
+                  `${repo}:1`,
+                  '-t',
+                  `${repo}:latest`,
+                  ...sources,
+                ],
+                env,
+              ),
+            );
+          },
+          async () => {
+            const repo = `${host}/bench/docker-${i}`;
+            const start = process.hrtime.bigint();
             await timed(
-              'braid',
-              process.execPath,
+              'docker manifest create',
+              docker,
+              ['manifest', 'create', '--insecure', `${repo}:1`, ...sources],
+              env,
+            );
+            await timed(
+              'docker manifest push',
+              docker,
+              ['manifest', 'push', '--insecure', `${repo}:1`],
+              env,
+            );
+            await timed(
+              'docker manifest create',
+              docker,
+              ['manifest', 'create', '--insecure', `${repo}:latest`, ...sources],
+              env,
+            );
+            await timed(
+              'docker manifest push',
+              docker,
+              ['manifest', 'push', '--insecure', `${repo}:latest`],
+              env,
+            );
+            times.docker.push(Number(process.hrtime.bigint() - start) / 1e6);
+          },
+          async () => {
+            const repo = `${host}/bench/skopeo-${i}`;
+            const start = process.hrtime.bigint();
+            await timed(
+              'skopeo copy',
+              skopeo,
               [
-                BRAID_BIN,
-                'manifest',
-                'create',
-                '-t',
-                `${repo}:1`,
-                '-t',
-                `${repo}:latest`,
-                ...sources,
+                'copy',
+                '--all',
+                '--quiet',
+                '--src-tls-verify=false',
+                '--dest-tls-verify=false',
+                `docker://${host}/src/busybox:multi`,
+                `docker://${repo}:1`,
               ],
               env,
-            ),
-          );
-        },
-        async () => {
-          const repo = `${registry.host}/bench/docker-${i}`;
-          const start = process.hrtime.bigint();
-          await timed(
-            'docker manifest create',
-            docker,
-            ['manifest', 'create', '--insecure', `${repo}:1`, ...sources],
-            env,
-          );
-          await timed(
-            'docker manifest push',
-            docker,
-            ['manifest', 'push', '--insecure', `${repo}:1`],
-            env,
-          );
-          await timed(
-            'docker manifest create',
-            docker,
-            ['manifest', 'create', '--insecure', `${repo}:latest`, ...sources],
-            env,
-          );
-          await timed(
-            'docker manifest push',
-            docker,
-            ['manifest', 'push', '--insecure', `${repo}:latest`],
-            env,
-          );
-          times.docker.push(Number(process.hrtime.bigint() - start) / 1e6);
-        },
-        async () => {
-          const repo = `${registry.host}/bench/skopeo-${i}`;
-          const start = process.hrtime.bigint();
-          await timed(
-            'skopeo copy',
-            skopeo,
-            [
-              'copy',
-              '--all',
-              '--quiet',
-              '--src-tls-verify=false',
-              '--dest-tls-verify=false',
-              `docker://${registry.host}/src/busybox:multi`,
-              `docker://${repo}:1`,
-            ],
-            env,
-          );
-          await timed(
-            'skopeo copy',
-            skopeo,
-            [
-              'copy',
-              '--all',
-              '--quiet',
-              '--src-tls-verify=false',
-              '--dest-tls-verify=false',
-              `docker://${repo}:1`,
-              `docker://${repo}:latest`,
-            ],
-            env,
-          );
-          times.skopeo.push(Number(process.hrtime.bigint() - start) / 1e6);
-        },
-      ];
-      const order = i % 2 === 0 ? jobs : [...jobs].reverse();
-      for (const job of order) await job();
-    }
-    const m = {
-      braid: median(times.braid),
-      docker: median(times.docker),
-      skopeo: median(times.skopeo),
+            );
+            await timed(
+              'skopeo copy',
+              skopeo,
+              [
+                'copy',
+                '--all',
+                '--quiet',
+                '--src-tls-verify=false',
+                '--dest-tls-verify=false',
+                `docker://${repo}:1`,
+                `docker://${repo}:latest`,
+              ],
+              env,
+            );
+            times.skopeo.push(Number(process.hrtime.bigint() - start) / 1e6);
+          },
+        ];
+        const order = i % 2 === 0 ? jobs : [...jobs].reverse();
+        for (const job of order) await job();
+      }
+      const m = {
+        braid: median(times.braid),
+        docker: median(times.docker),
+        skopeo: median(times.skopeo),
+      };
+      const fmt = (v: number) => `${v.toFixed(0)} ms`;
+      console.log(
+        `bench:stitch (${label}) — 4 platform images -> one index under 2 tags, ${RUNS} runs, medians`,
+      );
+      console.log(
+        `  braid manifest create                        ${fmt(m.braid)}   (runs: ${times.braid.map((t) => t.toFixed(0)).join(' ')})`,
+      );
+      console.log(
+        `  docker manifest create + push (x2 tags)      ${fmt(m.docker)}   (runs: ${times.docker.map((t) => t.toFixed(0)).join(' ')})`,
+      );
+      console.log(
+        `  skopeo copy --all of an existing index (x2)  ${fmt(m.skopeo)}   (reference only: skopeo cannot create an index)`,
+      );
+      console.log(`  ratio braid/docker: ${(m.braid / m.docker).toFixed(2)} (target <= 0.50)`);
     };
-    const fmt = (v: number) => `${v.toFixed(0)} ms`;
-    console.log(
-      `bench:stitch — 4 platform images -> one index under 2 tags, ${RUNS} runs, medians`,
-    );
-    console.log(
-      `  braid manifest create                        ${fmt(m.braid)}   (runs: ${times.braid.map((t) => t.toFixed(0)).join(' ')})`,
-    );
-    console.log(
-      `  docker manifest create + push (x2 tags)      ${fmt(m.docker)}   (runs: ${times.docker.map((t) => t.toFixed(0)).join(' ')})`,
-    );
-    console.log(
-      `  skopeo copy --all of an existing index (x2)  ${fmt(m.skopeo)}   (reference only: skopeo cannot create an index)`,
-    );
-    console.log(`  ratio braid/docker: ${(m.braid / m.docker).toFixed(2)} (target <= 0.50)`);
+    await report('loopback registry', registry.host);
+    const proxy = await startDelayProxy(registry.host, RTT_MS);
+    try {
+      await report(`registry at ${RTT_MS} ms round trip`, proxy.host);
+    } finally {
+      await proxy.stop();
+    }
   } finally {
     await registry.stop();
     await rm(dockerConfig, { recursive: true, force: true });

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # braid on one box: provisions the engine, QEMU and a loopback registry,
-# builds braid, starts a coordinator, and shows what this build of braid can
-# do today. Everything started here is stopped (by pid) on exit.
+# runs `braid serve` (a coordinator and a local agent), builds examples/hello
+# for linux/amd64, arm64, ppc64le and s390x into the registry, prints the
+# index and runs each platform's image. Everything started here is stopped
+# (by pid) on exit.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -11,7 +13,9 @@ npm run --silent build
 
 work="$(mktemp -d)"
 pids=()
+images=()
 cleanup() {
+  for image in "${images[@]}"; do docker image rm --force "$image" >/dev/null 2>&1 || true; done
   for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
   for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
   rm -rf "$work"
@@ -19,36 +23,54 @@ cleanup() {
 trap cleanup EXIT
 
 free_port() { node -e 'const s=require("net").createServer().listen(0,"127.0.0.1",()=>{console.log(s.address().port);s.close()})'; }
+wait_for() { for _ in $(seq 1 100); do grep -q "$1" "$2" 2>/dev/null && return 0; sleep 0.1; done; cat "$3" >&2; return 1; }
 
-# A loopback registry for the images braid will push.
-reg_port="$(free_port)"
+# A loopback registry for the images braid pushes.
+port="$(free_port)"
+registry="127.0.0.1:$port"
 cat > "$work/registry.yml" <<YAML
 version: 0.1
 log: { level: error, accesslog: { disabled: true } }
 storage: { filesystem: { rootdirectory: $work/registry }, delete: { enabled: true } }
-http: { addr: 127.0.0.1:$reg_port }
+http: { addr: $registry }
 YAML
 docker-registry serve "$work/registry.yml" >"$work/registry.log" 2>&1 &
 pids+=($!)
+for _ in $(seq 1 50); do curl -sf "http://$registry/v2/" >/dev/null && break; sleep 0.1; done
 
-# The coordinator, on a free loopback port.
-node bin/braid.js coordinator --listen 127.0.0.1:0 --data-dir "$work/data" \
-  >"$work/coordinator.out" 2>"$work/coordinator.log" &
+# The base image every platform builds FROM (no public registry is reachable).
+echo "== base image: busybox for 5 platforms, from Debian's busybox-static"
+npx tsx scripts/push-base-image.ts "$registry" braid/busybox latest
+
+# One-box farm: coordinator + local agent (native amd64, QEMU for the rest).
+node bin/braid.js serve --listen 127.0.0.1:0 --data-dir "$work/data" --cache-dir "$work/cache" \
+  --build-network none --log-format json >"$work/serve.out" 2>"$work/serve.log" &
 pids+=($!)
-for _ in $(seq 1 50); do grep -q '^listening' "$work/coordinator.out" 2>/dev/null && break; sleep 0.1; done
-coordinator="$(awk '/^listening/{print $2}' "$work/coordinator.out")"
-[ -n "$coordinator" ] || { cat "$work/coordinator.log" >&2; exit 1; }
+wait_for '^listening' "$work/serve.out" "$work/serve.log"
+coordinator="$(awk '/^listening/{print $2}' "$work/serve.out")"
+for _ in $(seq 1 50); do node bin/braid.js agents --coordinator "$coordinator" 2>/dev/null | grep -q '^local ' && break; sleep 0.2; done
 
-echo "== braid version (client and coordinator over gRPC)"
-node bin/braid.js version --coordinator "$coordinator"
 echo
-echo "== braid events (the coordinator's event log)"
-node bin/braid.js events --coordinator "$coordinator"
+echo "== braid agents"
+node bin/braid.js agents --coordinator "$coordinator"
+
+image="$registry/braid/hello:latest"
 echo
-echo "== this box: engine and QEMU handlers the agent will offer"
-echo "engine:     $(docker info --format '{{.OSType}}/{{.Architecture}} (Docker {{.ServerVersion}})')"
-echo "emulation:  $(cd /proc/sys/fs/binfmt_misc && grep -l '^enabled' qemu-* 2>/dev/null | tr '\n' ' ')"
-echo "registry:   127.0.0.1:$reg_port"
+echo "== braid build examples/hello for 4 platforms"
+node bin/braid.js build examples/hello -t "$image" \
+  --platform linux/amd64,linux/arm64,linux/ppc64le,linux/s390x \
+  --build-arg "BASE=$registry/braid/busybox:latest" \
+  --metadata-file "$work/metadata.json" --coordinator "$coordinator"
+
 echo
-echo "braid build (the farm: coordinator + agents building examples/hello for"
-echo "linux/amd64, arm64, ppc64le and s390x) is not implemented yet; nothing was built."
+echo "== braid manifest inspect $image"
+node bin/braid.js manifest inspect "$image"
+
+echo
+echo "== each platform's image, pulled and run by the engine"
+images+=("$image")
+for platform in linux/amd64 linux/arm64 linux/ppc64le linux/s390x; do
+  docker pull --quiet --platform "$platform" "$image" >/dev/null
+  images+=("$(docker image inspect --format '{{.Id}}' "$image")")
+  printf '%-14s %s\n' "$platform" "$(docker run --rm --network none --platform "$platform" "$image" | tr '\n' ' ')"
+done

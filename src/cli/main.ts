@@ -3,7 +3,15 @@
  */
 import { Command, CommanderError } from 'commander';
 import { BRAID_VERSION } from '../version.js';
+import { agentCommand } from './commands/agent.js';
+import { agentsCommand } from './commands/agents.js';
+import { buildCommand } from './commands/build.js';
+import { buildsCommand } from './commands/builds.js';
+import { cancelCommand } from './commands/cancel.js';
 import { coordinatorCommand } from './commands/coordinator.js';
+import { logsCommand } from './commands/logs.js';
+import { serveCommand } from './commands/serve.js';
+import { statusCommand } from './commands/status.js';
 import { eventsCommand } from './commands/events.js';
 import { manifestCommand } from './commands/manifest.js';
 import { versionCommand } from './commands/version.js';
@@ -18,10 +26,18 @@ export async function main(argv: string[], env: NodeJS.ProcessEnv): Promise<void
     .configureOutput({
       outputError: (text, write) => write(`braid: ${text.replace(/^error: /, '')}`),
     })
+    .addCommand(buildCommand(env))
+    .addCommand(buildsCommand(env))
+    .addCommand(statusCommand(env))
+    .addCommand(logsCommand(env))
+    .addCommand(cancelCommand(env))
+    .addCommand(agentsCommand(env))
+    .addCommand(manifestCommand(env))
+    .addCommand(serveCommand(env))
     .addCommand(coordinatorCommand(env))
+    .addCommand(agentCommand(env))
     .addCommand(versionCommand(env))
-    .addCommand(eventsCommand(env))
-    .addCommand(manifestCommand(env));
+    .addCommand(eventsCommand(env));
   const all = (c: Command): Command[] => [c, ...c.commands.flatMap(all)];
   for (const command of all(program)) command.exitOverride();
   try {

@@ -24,6 +24,34 @@ const logSettings = {
   logFormat: enumSetting(['auto', 'json', 'pretty'] as const, 'auto'),
 };
 
+/** `HOST[:PORT]` of a registry spoken to over plain HTTP. */
+function checkRegistryHost(text: string): void {
+  if (!/^(\[[0-9a-fA-F:]+\]|[A-Za-z0-9.-]+)(:\d{1,5})?$/.test(text)) {
+    throw new BraidError('invalid_argument', `"${text}" is not HOST[:PORT]`);
+  }
+}
+
+/** Settings of everything that talks to registries. */
+const registryFields = {
+  insecureRegistry: listSetting(checkRegistryHost),
+  registryTimeoutMs: intSetting({ min: 100, max: 3_600_000, default: 30_000 }),
+  registryRetries: intSetting({ min: 1, max: 20, default: 5 }),
+  archCheckBudgetBytes: intSetting({
+    min: 0,
+    max: 16 * 1024 * 1024 * 1024,
+    default: 64 * 1024 * 1024,
+  }),
+};
+
+/** Settings of commands that talk to registries (`braid manifest ...`). */
+export function registrySettings() {
+  return z.object({
+    ...registryFields,
+    ...logSettings,
+    logLevel: enumSetting(LOG_LEVELS, 'warn'),
+  });
+}
+
 function defaultDataDir(env: Env): string {
   if (env.XDG_DATA_HOME) return join(env.XDG_DATA_HOME, 'braid');
   if (env.HOME && env.HOME !== '/root') return join(env.HOME, '.local', 'share', 'braid');
@@ -45,6 +73,15 @@ export function coordinatorSettings(env: Env) {
     }),
     shutdownGraceMs: intSetting({ min: 0, max: 3_600_000, default: 10_000 }),
     eventsRetained: intSetting({ min: 100, max: 1_000_000, default: 10_000 }),
+    heartbeatIntervalMs: intSetting({ min: 100, max: 600_000, default: 5_000 }),
+    heartbeatTimeoutMs: intSetting({ min: 300, max: 3_600_000, default: 15_000 }),
+    maxContextBytes: intSetting({
+      min: 1024,
+      max: 64 * 1024 * 1024 * 1024,
+      default: 2 * 1024 * 1024 * 1024,
+    }),
+    archCheck: boolSetting(true),
+    ...registryFields,
     ...logSettings,
   });
 }
@@ -62,29 +99,62 @@ export function clientSettings() {
   });
 }
 
-/** `HOST[:PORT]` of a registry spoken to over plain HTTP. */
-function checkRegistryHost(text: string): void {
-  if (!/^(\[[0-9a-fA-F:]+\]|[A-Za-z0-9.-]+)(:\d{1,5})?$/.test(text)) {
-    throw new BraidError('invalid_argument', `"${text}" is not HOST[:PORT]`);
+export type RegistryConfig = z.infer<ReturnType<typeof registrySettings>>;
+function checkLabel(text: string): void {
+  if (!/^[A-Za-z0-9][A-Za-z0-9_./-]*=.*$/.test(text)) {
+    throw new BraidError('invalid_argument', `label "${text}" is not KEY=VALUE`);
   }
 }
 
-/** Settings of commands that talk to registries (`braid manifest ...`). */
-export function registrySettings() {
-  return z.object({
-    insecureRegistry: listSetting(checkRegistryHost),
-    registryTimeoutMs: intSetting({ min: 100, max: 3_600_000, default: 30_000 }),
-    registryRetries: intSetting({ min: 1, max: 20, default: 5 }),
-    archCheckBudgetBytes: intSetting({
-      min: 0,
-      max: 16 * 1024 * 1024 * 1024,
-      default: 64 * 1024 * 1024,
+/** Settings of `braid agent` (and the agent half of `braid serve`). */
+export function agentFields(env: Env) {
+  return {
+    name: z
+      .string()
+      .regex(/^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$/, {
+        error: 'expected letters, digits, ".", "_" or "-"',
+      })
+      .default((env.HOSTNAME ?? 'agent').replace(/[^A-Za-z0-9_.-]/g, '-').slice(0, 63) || 'agent'),
+    engine: z
+      .string()
+      .regex(/^(unix|tcp):\/\//, { error: 'expected unix:///path or tcp://host:port' })
+      .default('unix:///var/run/docker.sock'),
+    capacity: intSetting({ min: 1, max: 64, default: 2 }),
+    buildNetwork: z.string().default(''),
+    labels: listSetting(checkLabel),
+    cacheDir: z
+      .string()
+      .min(1)
+      .default(join(defaultDataDir(env), 'agent-cache')),
+    maxCacheBytes: intSetting({
+      min: 1024 * 1024,
+      max: 1024 * 1024 * 1024 * 1024,
+      default: 10 * 1024 * 1024 * 1024,
     }),
+    drainGraceMs: intSetting({ min: 0, max: 24 * 3_600_000, default: 60_000 }),
+    ...registryFields,
+  };
+}
+
+export function agentSettings(env: Env) {
+  return z.object({
+    coordinator: parsedSetting(
+      (t) => parseGrpcAddress(t, 'coordinator address'),
+      DEFAULT_COORDINATOR_ADDRESS,
+    ),
+    insecure: boolSetting(false),
+    ...agentFields(env),
     ...logSettings,
-    logLevel: enumSetting(LOG_LEVELS, 'warn'),
   });
 }
 
-export type RegistryConfig = z.infer<ReturnType<typeof registrySettings>>;
+/** `braid serve`: a coordinator and a local agent in one process. */
+export function serveSettings(env: Env) {
+  const agent = agentFields(env);
+  return coordinatorSettings(env).extend({ ...agent, name: agent.name.default('local') });
+}
+
+export type AgentConfig = z.infer<ReturnType<typeof agentSettings>>;
+export type ServeConfig = z.infer<ReturnType<typeof serveSettings>>;
 export type CoordinatorConfig = z.infer<ReturnType<typeof coordinatorSettings>>;
 export type ClientConfig = z.infer<ReturnType<typeof clientSettings>>;

@@ -1,17 +1,28 @@
 /**
- * The coordinator process: its data dir, event log and gRPC server, started
- * and stopped as one unit.
+ * The coordinator process: its data dir, store, context store, event log,
+ * orchestrator and gRPC services, started and stopped as one unit.
  */
 import { mkdirSync } from 'node:fs';
+import { join } from 'node:path';
 import { SystemService, EventKind, Severity } from '../gen/braid/v1/system_pb.js';
+import { BuildService } from '../gen/braid/v1/build_pb.js';
+import { AgentService } from '../gen/braid/v1/agent_pb.js';
 import type { CoordinatorConfig } from '../config/settings.js';
 import { BraidError } from '../errors.js';
 import type { Logger } from '../log.js';
+import { archGuardVerifier } from '../oci/image-verifier.js';
+import { registryClientFor } from '../oci/registry-factory.js';
 import { formatGrpcAddress, isLocalAddress, type GrpcAddress } from '../rpc/address.js';
 import { addService } from '../rpc/service.js';
 import { startServer } from '../rpc/server.js';
 import { BRAID_VERSION } from '../version.js';
+import { AgentRegistry } from './agent-registry.js';
+import { agentService } from './agent-service.js';
+import { buildService } from './build-service.js';
+import { ContextStore } from './context-store.js';
 import { EventLog } from './event-log.js';
+import { Orchestrator } from './orchestrator.js';
+import { BuildStore } from './store.js';
 import { systemService } from './system-service.js';
 
 export interface Coordinator {
@@ -24,6 +35,7 @@ export interface Coordinator {
 export async function startCoordinator(
   config: CoordinatorConfig,
   log: Logger,
+  env: Readonly<Record<string, string | undefined>> = {},
 ): Promise<Coordinator> {
   try {
     mkdirSync(config.dataDir, { recursive: true, mode: 0o700 });
@@ -37,6 +49,31 @@ export async function startCoordinator(
   const startedAt = new Date();
   const events = new EventLog({ retained: config.eventsRetained });
   const stopping = new AbortController();
+  const store = new BuildStore(join(config.dataDir, 'braid.db'));
+  const contexts = new ContextStore(config.dataDir, config.maxContextBytes);
+  await contexts.init();
+  const agents = new AgentRegistry();
+  const registry = registryClientFor(config, env);
+  const orchestrator = new Orchestrator({
+    store,
+    contexts,
+    agents,
+    registry,
+    log,
+    verifyImage: config.archCheck
+      ? archGuardVerifier(registry, { budgetBytes: config.archCheckBudgetBytes, log })
+      : undefined,
+    onAgent: (kind, name, detail) =>
+      events.append({
+        kind: kind === 'connected' ? EventKind.AGENT_CONNECTED : EventKind.AGENT_DISCONNECTED,
+        severity: kind === 'connected' ? Severity.INFO : Severity.WARNING,
+        message: `agent ${name} ${kind}${detail ? `: ${detail}` : ''}`,
+        agent: name,
+      }),
+    onBuildState: (buildId, state, message) =>
+      events.append({ kind: EventKind.BUILD_STATE, message: `${state}: ${message}`, buildId }),
+  });
+  orchestrator.recover();
   const running = await startServer({
     address: config.listen,
     insecure: config.insecure,
@@ -49,6 +86,25 @@ export async function startCoordinator(
         server,
         SystemService,
         systemService({ events, startedAt, stopping: stopping.signal, log }),
+      );
+      addService(
+        server,
+        BuildService,
+        buildService({ orchestrator, contexts, agents, stopping: stopping.signal, log }),
+      );
+      addService(
+        server,
+        AgentService,
+        agentService({
+          orchestrator,
+          contexts,
+          settings: {
+            heartbeatIntervalMs: config.heartbeatIntervalMs,
+            heartbeatTimeoutMs: config.heartbeatTimeoutMs,
+          },
+          stopping: stopping.signal,
+          log,
+        }),
       );
     },
   });
@@ -76,7 +132,9 @@ export async function startCoordinator(
       });
       log.info({ reason, graceMs }, 'coordinator stopping');
       stopping.abort();
+      for (const session of agents.all()) session.close('coordinator stopping');
       await running.stop(graceMs);
+      store.close();
       log.info('coordinator stopped');
     },
   };

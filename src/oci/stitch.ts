@@ -326,9 +326,10 @@ export interface PublishOptions {
 }
 
 /**
- * Put the index under every target tag. First every child is made present
- * in every target repository and verified; only then are tags moved, and
- * each tag is read back to confirm it points at the new index.
+ * Put the index under every target tag. First every image is verified (in
+ * its source repository), then every child is made present in every target
+ * repository; only then are tags moved, and each tag is read back to
+ * confirm it points at the new index.
  */
 export async function publishIndex(
   client: RegistryClient,
@@ -347,37 +348,38 @@ export async function publishIndex(
   const work = [...repos.values()].flatMap((repo) =>
     plan.entries.map((entry) => ({ repo, entry })),
   );
-  await inParallel(work, concurrency, async ({ repo, entry }) => {
-    const sameRepo = repo.domain === entry.repo.domain && repo.repository === entry.repo.repository;
-    const result = sameRepo
-      ? (await client.headManifest(repo, entry.descriptor.digest))
-        ? 'exists'
-        : (() => {
-            throw new StitchError(
-              `${formatReference(entry.source)}: ${entry.descriptor.digest} vanished from ${repo.domain}/${repo.repository}`,
-              'failed_precondition',
-            );
-          })()
-      : await copyImage(client, entry.repo, repo, entry.descriptor);
-    options.onEvent?.({
-      kind: result === 'copied' ? 'child-copied' : 'child-present',
-      detail: `${repo.domain}/${repo.repository}@${entry.descriptor.digest}`,
-    });
-  });
+  // Verify first, from the sources: a refused stitch pushes nothing at all.
   if (options.verifyImage) {
     const verify = options.verifyImage;
-    const firstRepo = [...repos.values()][0] as Repository;
     const images = plan.entries.filter((e): e is IndexEntry & { platform: Platform } =>
       Boolean(e.platform),
     );
     await inParallel(images, Math.min(4, concurrency), async (entry) => {
-      await verify(entry, firstRepo);
+      await verify(entry, entry.repo);
       options.onEvent?.({
         kind: 'verified',
         detail: `${formatPlatform(entry.platform)} ${entry.descriptor.digest}`,
       });
     });
   }
+  await inParallel(work, concurrency, async ({ repo, entry }) => {
+    const sameRepo = repo.domain === entry.repo.domain && repo.repository === entry.repo.repository;
+    let result: 'exists' | 'copied';
+    if (!sameRepo) {
+      result = await copyImage(client, entry.repo, repo, entry.descriptor);
+    } else if (await client.headManifest(repo, entry.descriptor.digest)) {
+      result = 'exists';
+    } else {
+      throw new StitchError(
+        `${formatReference(entry.source)}: ${entry.descriptor.digest} vanished from ${repo.domain}/${repo.repository}`,
+        'failed_precondition',
+      );
+    }
+    options.onEvent?.({
+      kind: result === 'copied' ? 'child-copied' : 'child-present',
+      detail: `${repo.domain}/${repo.repository}@${entry.descriptor.digest}`,
+    });
+  });
   // The index by digest first, so a tag never points at bytes the registry lacks.
   for (const repo of repos.values())
     await client.putManifest(repo, plan.digest, plan.bytes, plan.mediaType);

@@ -89,6 +89,7 @@ describe('braid coordinator shutdown', () => {
         .map((l) => JSON.parse(l) as { msg: string; component: string });
       expect(logs.map((l) => l.msg)).toEqual([
         'coordinator started',
+        'draining: no new work; running work may finish',
         'coordinator stopping',
         'coordinator stopped',
       ]);

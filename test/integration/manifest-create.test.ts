@@ -176,6 +176,10 @@ describe('braid manifest create and inspect against a real registry', () => {
     expect(result.code).toBe(1);
     expect(result.stderr.trim()).toBe('braid: linux/arm64: /bin/busybox is x86-64 ELF');
     expect((await skopeoRaw(`${registry.host}/team/guarded:1`)).code).not.toBe(0);
+    // Nothing was pushed: not even the good child was copied into the target.
+    expect(
+      (await skopeoRaw(`${registry.host}/team/guarded@${children.get('linux/amd64')}`)).code,
+    ).not.toBe(0);
     const unchecked = await braid([
       'manifest',
       'create',

@@ -22,7 +22,7 @@ import {
   type StitchSource,
 } from '../../oci/stitch.js';
 import { compile } from '../compile.js';
-import { registryClient } from '../registry.js';
+import { registryClientFor as registryClient } from '../../oci/registry-factory.js';
 import { renderTable } from '../table.js';
 
 function parseAnnotations(pairs: string[]): Record<string, string> {

@@ -1,0 +1,117 @@
+/**
+ * The agent process: finds what its engine can build (native platform and
+ * QEMU-emulated ones), joins the coordinator and runs the jobs it is given.
+ */
+import { AgentService } from '../gen/braid/v1/agent_pb.js';
+import type { AgentConfig } from '../config/settings.js';
+import { BraidError, errorLine } from '../errors.js';
+import type { Logger } from '../log.js';
+import { registryClientFor } from '../oci/registry-factory.js';
+import { formatGrpcAddress } from '../rpc/address.js';
+import { createClient } from '../rpc/client.js';
+import { clientCredentials } from '../rpc/credentials.js';
+import { describeCapabilities, emulatedPlatforms, nativePlatform } from './capabilities.js';
+import { ContextCache } from './context-cache.js';
+import { createEngine } from './engine.js';
+import { runJob } from './job-runner.js';
+import { AgentSessionLoop } from './session.js';
+
+export interface RunningAgent {
+  /** Resolves when the agent stops; rejects on a fatal session error. */
+  readonly done: Promise<void>;
+  /** Stop taking jobs, let running ones finish within `graceMs`, then leave. */
+  drain(graceMs: number): Promise<void>;
+  /** Cancel running jobs and leave now. */
+  stop(): void;
+}
+
+export async function startAgent(
+  config: Omit<AgentConfig, 'logLevel' | 'logFormat'>,
+  log: Logger,
+  env: Readonly<Record<string, string | undefined>>,
+): Promise<RunningAgent> {
+  const engine = createEngine(config.engine);
+  let info;
+  try {
+    info = await engine.info();
+  } catch (err) {
+    throw new BraidError(
+      'unavailable',
+      `Docker engine at ${config.engine} is not reachable (${errorLine(err)}); start it (e.g. bash scripts/test-env.sh) or pass --engine`,
+      { cause: err },
+    );
+  }
+  const native = nativePlatform(info);
+  const emulated = await emulatedPlatforms(native);
+  let buildNetwork = config.buildNetwork;
+  if (!buildNetwork && !(await engine.hasNetwork('bridge'))) {
+    buildNetwork = 'host';
+    log.warn(
+      { engine: config.engine },
+      "the engine has no 'bridge' network; RUN steps use network 'host'",
+    );
+  }
+  const target = formatGrpcAddress(config.coordinator);
+  const client = createClient(AgentService, target, {
+    credentials: clientCredentials(config.coordinator, config.insecure),
+    channelOptions: {
+      'grpc.keepalive_time_ms': 20_000,
+      'grpc.keepalive_timeout_ms': 10_000,
+      'grpc.max_receive_message_length': 16 * 1024 * 1024,
+    },
+  });
+  const contexts = new ContextCache(config.cacheDir, config.maxCacheBytes);
+  const registry = registryClientFor(config, env);
+  const agentLog = log.child({ agent: config.name });
+  agentLog.info(
+    {
+      engine: config.engine,
+      engineVersion: info.serverVersion,
+      coordinator: target,
+      capabilities: describeCapabilities(native, emulated),
+      capacity: config.capacity,
+    },
+    'agent starting',
+  );
+  const session = new AgentSessionLoop({
+    name: config.name,
+    capacity: config.capacity,
+    labels: Object.fromEntries(
+      config.labels.map((l) => [l.slice(0, l.indexOf('=')), l.slice(l.indexOf('=') + 1)]),
+    ),
+    native,
+    emulated,
+    engineVersion: info.serverVersion,
+    client,
+    log: agentLog,
+    runJob: (job, report, signal) =>
+      runJob(
+        job,
+        {
+          engine,
+          contexts,
+          fetchContext: async function* (digest) {
+            for await (const response of client.fetchContext({ digest })) yield response.chunk;
+          },
+          registry,
+          buildNetwork,
+          log: agentLog,
+        },
+        report,
+        signal,
+      ),
+  });
+  const abort = new AbortController();
+  const done = session.run(abort.signal).finally(() => client.close());
+  return {
+    done,
+    drain: async (graceMs) => {
+      await session.drain(graceMs);
+      abort.abort();
+    },
+    stop: () => {
+      session.stop();
+      abort.abort();
+    },
+  };
+}

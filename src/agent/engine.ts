@@ -1,0 +1,106 @@
+/**
+ * The agent's view of a container engine: the few calls it needs, behind
+ * one interface, and the factory that picks the driver from the engine URL.
+ */
+import { EngineError } from './engine-error.js';
+import type { ProgressEvent } from './buildkit-trace.js';
+import { DockerEngine, type DockerEngineOptions } from './engine-docker.js';
+
+export interface EngineInfo {
+  /** `linux` or `windows`. */
+  os: string;
+  /** As the engine reports it (`x86_64`, `aarch64`): normalise with unameToPlatform. */
+  architecture: string;
+  serverVersion: string;
+  kernelVersion: string;
+  operatingSystem: string;
+  cpus: number;
+  memoryBytes: number;
+  /** The engine host's name. */
+  name: string;
+}
+
+export interface BuildOptions {
+  /** The build context as a tar stream (optionally gzip); consumed by build. */
+  context: NodeJS.ReadableStream;
+  /** Path of the Dockerfile inside the context. */
+  dockerfile: string;
+  /** Target platform, e.g. `linux/arm64`; another one than the engine's runs under QEMU. */
+  platform: string;
+  buildArgs: Record<string, string>;
+  /** Stage to build; the last one when absent. */
+  target?: string;
+  /** Applied to the image; braid passes `io.braid.build-id` and `io.braid.job-id`. */
+  labels: Record<string, string>;
+  noCache: boolean;
+  /** Check the registry for newer base images even when cached. */
+  pull: boolean;
+  /** Network of RUN steps: `none`, `host`, …; the engine's default when absent. */
+  networkMode?: string;
+}
+
+export type ProgressListener = (event: ProgressEvent) => void;
+
+export interface Engine {
+  /** The URL the engine was opened with. */
+  readonly url: string;
+  info(): Promise<EngineInfo>;
+  /**
+   * Builds with BuildKit, reporting progress as it comes. Resolves with the
+   * image id; rejects with an EngineError naming the failed step. Aborting
+   * `signal` closes the request, which makes the engine cancel the build.
+   */
+  build(
+    options: BuildOptions,
+    onProgress: ProgressListener,
+    signal: AbortSignal,
+  ): Promise<{ imageId: string }>;
+  /** The image as a `docker save` tar (manifest.json, config, layer tars). */
+  exportImage(imageId: string, signal?: AbortSignal): Promise<NodeJS.ReadableStream>;
+  /** Removes the image; an image that is already gone is not an error. */
+  removeImage(imageId: string): Promise<void>;
+  /** Whether the engine has a network of this name (`bridge` is absent with --bridge=none). */
+  hasNetwork(name: string): Promise<boolean>;
+}
+
+export const DEFAULT_ENGINE_URL = 'unix:///var/run/docker.sock';
+
+export type EngineOptions = Omit<DockerEngineOptions, 'url' | 'socketPath' | 'host' | 'port'>;
+
+/**
+ * Opens the engine at `url`: `unix:///path/to/docker.sock` or
+ * `tcp://host:port` (plain HTTP). Other schemes are errors naming the URL.
+ */
+export function createEngine(
+  url: string = DEFAULT_ENGINE_URL,
+  options: EngineOptions = {},
+): Engine {
+  const refuse = (code: 'invalid_argument' | 'unimplemented', detail: string): never => {
+    throw new EngineError(code, { operation: `open engine ${url}`, detail, engine: url });
+  };
+  const scheme = /^([a-z][a-z0-9+.-]*):\/\//i.exec(url)?.[1]?.toLowerCase();
+  switch (scheme) {
+    case 'unix': {
+      const socketPath = url.slice('unix://'.length);
+      if (!socketPath.startsWith('/')) refuse('invalid_argument', 'expected unix:///absolute/path');
+      return new DockerEngine({ ...options, url, socketPath });
+    }
+    case 'tcp': {
+      let parsed: URL;
+      try {
+        parsed = new URL(`http://${url.slice('tcp://'.length)}`);
+      } catch {
+        return refuse('invalid_argument', 'expected tcp://host:port');
+      }
+      if (parsed.port === '' || (parsed.pathname !== '/' && parsed.pathname !== '')) {
+        refuse('invalid_argument', 'expected tcp://host:port');
+      }
+      const host = parsed.hostname.replace(/^\[(.*)\]$/, '$1');
+      return new DockerEngine({ ...options, url, host, port: Number(parsed.port) });
+    }
+    case 'ssh':
+      return refuse('unimplemented', 'engines over SSH are not supported yet');
+    default:
+      return refuse('invalid_argument', 'expected unix:///path/to/docker.sock or tcp://host:port');
+  }
+}

@@ -1,0 +1,149 @@
+/**
+ * One assigned job, start to end: fetch the context (cached), build the
+ * platform's image with BuildKit, verify and push it by digest, clean up,
+ * and report the pushed image.
+ */
+import { createReadStream } from 'node:fs';
+import { LogSource } from '../gen/braid/v1/build_pb.js';
+import type { AssignJob } from '../gen/braid/v1/agent_pb.js';
+import { BraidError, errorLine } from '../errors.js';
+import type { Logger } from '../log.js';
+import { formatPlatform } from '../oci/platform.js';
+import type { RegistryClient } from '../oci/registry.js';
+import { fromProtoPlatform } from '../rpc/platform.js';
+import type { ContextCache, ContextFetcher } from './context-cache.js';
+import type { Engine } from './engine.js';
+import { pushImage } from './image-pusher.js';
+
+export interface JobReporter {
+  step(step: string): void;
+  log(line: string, source?: LogSource): void;
+}
+
+export interface JobOutcome {
+  image?: {
+    digest: string;
+    sizeBytes: number;
+    mediaType: string;
+    platform: ReturnType<typeof fromProtoPlatform>;
+  };
+  error?: string;
+  durationMs: number;
+  fetchMs: number;
+  buildMs: number;
+  pushMs: number;
+}
+
+export interface JobRunnerDeps {
+  engine: Engine;
+  contexts: ContextCache;
+  fetchContext: ContextFetcher;
+  registry: RegistryClient;
+  /** Engine network for RUN steps ('' = the engine's default). */
+  buildNetwork: string;
+  log: Logger;
+  clock?: () => number;
+}
+
+function splitRepository(text: string): { domain: string; repository: string } {
+  const slash = text.indexOf('/');
+  if (slash <= 0)
+    throw new BraidError('invalid_argument', `push repository "${text}" has no registry`);
+  return { domain: text.slice(0, slash), repository: text.slice(slash + 1) };
+}
+
+export async function runJob(
+  job: AssignJob,
+  deps: JobRunnerDeps,
+  report: JobReporter,
+  signal: AbortSignal,
+): Promise<JobOutcome> {
+  const clock = deps.clock ?? Date.now;
+  const platform = fromProtoPlatform(job.platform);
+  const platformText = formatPlatform(platform);
+  const log = deps.log.child({ buildId: job.buildId, jobId: job.jobId, platform: platformText });
+  const started = clock();
+  let fetchMs = 0;
+  let buildMs = 0;
+  let pushMs = 0;
+  let imageId: string | undefined;
+  try {
+    report.step('fetching context');
+    const fetched = await deps.contexts.get(job.contextDigest, deps.fetchContext);
+    fetchMs = clock() - started;
+    report.log(
+      fetched.fetchedBytes > 0
+        ? `context ${job.contextDigest.slice(0, 19)} fetched (${fetched.fetchedBytes} bytes, ${fetchMs} ms)`
+        : `context ${job.contextDigest.slice(0, 19)} cached`,
+      LogSource.AGENT,
+    );
+    if (signal.aborted) throw new BraidError('cancelled', 'cancelled');
+    const buildStart = clock();
+    const built = await deps.engine.build(
+      {
+        context: createReadStream(fetched.path),
+        dockerfile: job.dockerfile || 'Dockerfile',
+        platform: platformText,
+        buildArgs: { ...job.buildArgs },
+        target: job.target || undefined,
+        labels: { ...job.labels, 'io.braid.build-id': job.buildId, 'io.braid.job-id': job.jobId },
+        noCache: job.noCache,
+        pull: job.pull,
+        networkMode: deps.buildNetwork || undefined,
+      },
+      (event) => {
+        if (event.kind === 'step') {
+          if (event.state === 'started') report.step(event.name);
+          if (event.state === 'started' || event.state === 'cached') {
+            report.log(event.state === 'cached' ? `${event.name} CACHED` : event.name);
+          }
+          if (event.state === 'error' && event.error)
+            report.log(`${event.name} ERROR: ${event.error}`);
+        } else {
+          report.log(event.text);
+        }
+      },
+      signal,
+    );
+    imageId = built.imageId;
+    buildMs = clock() - buildStart;
+    report.step('pushing');
+    const pushStart = clock();
+    const repository = splitRepository(job.pushRepository);
+    const pushed = await pushImage({
+      engine: deps.engine,
+      imageId,
+      client: deps.registry,
+      repository,
+      tags: [...job.pushTags],
+      expectedPlatform: platform,
+    });
+    pushMs = clock() - pushStart;
+    report.log(`pushed ${job.pushRepository}@${pushed.digest} (${pushMs} ms)`, LogSource.AGENT);
+    log.info({ digest: pushed.digest, buildMs, pushMs, emulated: job.emulated }, 'job succeeded');
+    return {
+      image: {
+        digest: pushed.digest,
+        sizeBytes: pushed.size,
+        mediaType: pushed.mediaType,
+        platform: pushed.platform,
+      },
+      durationMs: clock() - started,
+      fetchMs,
+      buildMs,
+      pushMs,
+    };
+  } catch (err) {
+    const error = signal.aborted
+      ? `cancelled: ${String(signal.reason ?? 'by the coordinator')}`
+      : errorLine(err);
+    log.warn({ err: error }, 'job failed');
+    return { error, durationMs: clock() - started, fetchMs, buildMs, pushMs };
+  } finally {
+    // The pushed image lives in the registry; nothing stays behind in the engine.
+    if (imageId)
+      await deps.engine
+        .removeImage(imageId)
+        .catch((err: unknown) => log.warn({ err: errorLine(err) }, 'image cleanup failed'));
+  }
+}

@@ -1,0 +1,48 @@
+import { Command } from 'commander';
+import { addLogOptions } from '../options.js';
+
+function collect(value: string, previous: string[] = []): string[] {
+  return [...previous, value];
+}
+
+/** The agent's flags, shared by `braid agent` and `braid serve`. */
+export function addAgentOptions(command: Command): Command {
+  return command
+    .option('--name <name>', 'agent name, unique in the farm (env BRAID_NAME; default: host name)')
+    .option(
+      '--engine <url>',
+      'Docker engine: unix:///var/run/docker.sock (default) or tcp://host:port (env BRAID_ENGINE)',
+    )
+    .option('--capacity <n>', 'jobs run at once (env BRAID_CAPACITY; default 2)')
+    .option(
+      '--build-network <mode>',
+      "network for RUN steps: none, host, ... (env BRAID_BUILD_NETWORK; default: the engine's, or host without a bridge)",
+    )
+    .option('--labels <k=v>', 'agent label (repeatable; env BRAID_LABELS=a=1,b=2)', collect)
+    .option('--cache-dir <dir>', 'where fetched build contexts are cached (env BRAID_CACHE_DIR)')
+    .option(
+      '--drain-grace-ms <ms>',
+      'time running jobs get on SIGTERM (env BRAID_DRAIN_GRACE_MS; default 60000)',
+    )
+    .option(
+      '--insecure-registry <host>',
+      'plain HTTP to this HOST[:PORT] (repeatable; env BRAID_INSECURE_REGISTRY)',
+      collect,
+    );
+}
+
+export function agentCommand(env: NodeJS.ProcessEnv): Command {
+  return addAgentOptions(addLogOptions(new Command('agent')))
+    .description(
+      'run an agent: join a coordinator and build the platforms of the local engine (native and QEMU)',
+    )
+    .option(
+      '--coordinator <address>',
+      'coordinator HOST:PORT or unix:/path (env BRAID_COORDINATOR)',
+    )
+    .option('--insecure', 'allow plaintext to a non-loopback coordinator (env BRAID_INSECURE)')
+    .action(async (flags: Record<string, unknown>) => {
+      const { runAgent } = await import('./agent-run.js');
+      await runAgent(flags, env);
+    });
+}

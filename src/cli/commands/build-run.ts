@@ -1,0 +1,224 @@
+import { createReadStream } from 'node:fs';
+
+import { z } from 'zod';
+import { BuildService, BuildState, type Build } from '../../gen/braid/v1/build_pb.js';
+import { EmulationPolicy } from '../../gen/braid/v1/common_pb.js';
+import { clientSettings } from '../../config/settings.js';
+import { intSetting } from '../../config/loader.js';
+import { BraidError, RpcError } from '../../errors.js';
+import { formatPlatform, parsePlatforms, type Platform } from '../../oci/platform.js';
+import { formatReference, parseReference } from '../../oci/reference.js';
+import { toProtoPlatform } from '../../rpc/platform.js';
+import { coordinatorClient } from '../client.js';
+import { compile } from '../compile.js';
+import { packContext } from '../context.js';
+import { EXIT_INTERRUPTED } from '../exit.js';
+import { buildMetadata, writeMetadataFile } from '../metadata.js';
+import {
+  BuildFailedError,
+  BuildTracker,
+  createProgressRenderer,
+  failureReport,
+  resolveProgressMode,
+} from '../progress/index.js';
+
+const BUILD_ARG_NAME = /^[A-Za-z_][A-Za-z0-9_]*$/;
+const UPLOAD_CHUNK_BYTES = 1024 * 1024;
+const WATCH_RECONNECTS = 10;
+
+function keyValues(
+  pairs: string[],
+  flag: string,
+  env: NodeJS.ProcessEnv,
+  fromEnv: boolean,
+): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const pair of pairs) {
+    const eq = pair.indexOf('=');
+    const key = eq < 0 ? pair : pair.slice(0, eq);
+    if (flag === '--build-arg' ? !BUILD_ARG_NAME.test(key) : !key || /\s/.test(key)) {
+      throw new BraidError('invalid_argument', `${flag} "${pair}": "${key}" is not a valid name`);
+    }
+    if (eq < 0) {
+      // docker build: `--build-arg KEY` takes KEY from the environment, or is skipped.
+      if (fromEnv && env[key] !== undefined) out[key] = env[key] as string;
+      else if (!fromEnv)
+        throw new BraidError('invalid_argument', `${flag} "${pair}": expected KEY=VALUE`);
+      continue;
+    }
+    out[key] = pair.slice(eq + 1);
+  }
+  return out;
+}
+
+function defaultPlatforms(): Platform[] {
+  return parsePlatforms('linux/amd64,linux/arm64');
+}
+
+async function* uploadChunks(path: string, header: { digest: string; sizeBytes: bigint }) {
+  yield { payload: { case: 'header' as const, value: header } };
+  for await (const chunk of createReadStream(path, { highWaterMark: UPLOAD_CHUNK_BYTES })) {
+    yield { payload: { case: 'chunk' as const, value: chunk as Buffer } };
+  }
+}
+
+export async function runBuild(
+  contextDir: string,
+  flags: Record<string, unknown>,
+  env: NodeJS.ProcessEnv,
+): Promise<void> {
+  const {
+    tag,
+    file,
+    platform,
+    buildArg,
+    target,
+    label,
+    cache,
+    pull,
+    platformTags,
+    metadataFile,
+    progress,
+    emulation,
+    detach,
+    maxContextBytes,
+    ...rest
+  } = flags;
+  const config = compile(clientSettings(), rest, env);
+  const { maxContextBytes: maxBytes } = compile(
+    z.object({
+      maxContextBytes: intSetting({
+        min: 1024,
+        max: 64 * 1024 * 1024 * 1024,
+        default: 2 * 1024 * 1024 * 1024,
+      }),
+    }),
+    { maxContextBytes },
+    env,
+  );
+  // Every value the user typed is checked before anything is packed or sent.
+  const tags = ((tag as string[] | undefined) ?? []).map((t) => {
+    const ref = parseReference(t);
+    if (ref.digest) throw new BraidError('invalid_argument', `-t "${t}": a tag, not a digest`);
+    return ref;
+  });
+  if (tags.length === 0)
+    throw new BraidError('invalid_argument', 'no tag given: use -t REGISTRY/REPO:TAG');
+  const platforms = (platform as string[] | undefined)?.length
+    ? parsePlatforms((platform as string[]).join(','))
+    : defaultPlatforms();
+  const buildArgs = keyValues((buildArg as string[] | undefined) ?? [], '--build-arg', env, true);
+  const labels = keyValues((label as string[] | undefined) ?? [], '--label', env, false);
+  const mode = resolveProgressMode(String(progress), process.stderr, env);
+
+  const packed = await packContext(contextDir, {
+    dockerfile: typeof file === 'string' ? file : undefined,
+    maxBytes,
+  });
+  const client = coordinatorClient(BuildService, config);
+  let build: Build;
+  try {
+    const timeout = { timeoutMs: config.timeoutMs };
+    const has = await client.hasContext({ digest: packed.digest }, timeout);
+    let uploaded = 0n;
+    if (!has.present) {
+      const result = await client.uploadContext(
+        uploadChunks(packed.path, { digest: packed.digest, sizeBytes: BigInt(packed.sizeBytes) }),
+      );
+      uploaded = result.alreadyPresent ? 0n : result.sizeBytes;
+    }
+    const note = `context ${packed.digest.slice(0, 19)}: ${packed.files} files, ${packed.sizeBytes} bytes, ${uploaded} bytes uploaded`;
+    if (mode !== 'json') process.stderr.write(`${note}\n`);
+    const submitted = await client.submitBuild(
+      {
+        spec: {
+          contextDigest: packed.digest,
+          dockerfile: packed.dockerfileInContext,
+          platforms: platforms.map(toProtoPlatform),
+          tags: tags.map(formatReference),
+          buildArgs,
+          target: typeof target === 'string' ? target : '',
+          labels,
+          noCache: cache === false,
+          pull: pull === true,
+          emulation:
+            emulation === 'native-only'
+              ? EmulationPolicy.NATIVE_ONLY
+              : emulation === 'any'
+                ? EmulationPolicy.ANY
+                : EmulationPolicy.PREFER_NATIVE,
+          platformTags: platformTags === true,
+        },
+      },
+      timeout,
+    );
+    build = submitted.build as Build;
+  } finally {
+    await packed.cleanup();
+  }
+  const buildId = build.id;
+  if (detach) {
+    process.stdout.write(`${buildId}\n`);
+    client.close();
+    return;
+  }
+  if (mode !== 'json')
+    process.stderr.write(`build ${buildId}: ${platforms.map(formatPlatform).join(', ')}\n`);
+
+  // Ctrl-C cancels the build (nothing is tagged); a second Ctrl-C leaves at once.
+  let interrupts = 0;
+  process.on('SIGINT', () => {
+    interrupts++;
+    if (interrupts > 1) process.exit(EXIT_INTERRUPTED);
+    process.stderr.write(`\ncancelling build ${buildId} (Ctrl-C again to leave without waiting)\n`);
+    void client
+      .cancelBuild({ buildId, reason: 'interrupted by the user (Ctrl-C)' })
+      .catch(() => undefined);
+  });
+
+  const tracker = new BuildTracker();
+  const renderer = createProgressRenderer(mode, { out: process.stderr, tracker });
+  let after = 0n;
+  try {
+    for (let attempt = 0; ; attempt++) {
+      try {
+        for await (const { event } of client.watchBuild({
+          buildId,
+          afterSequence: after,
+          follow: true,
+        })) {
+          if (!event) continue;
+          after = event.sequence;
+          renderer.event(event);
+        }
+        break;
+      } catch (err) {
+        // A dropped stream resumes where it stopped: no event is lost.
+        if (err instanceof RpcError && err.code === 'unavailable' && attempt < WATCH_RECONNECTS) {
+          await new Promise((r) => setTimeout(r, Math.min(10_000, 500 * 2 ** attempt)));
+          continue;
+        }
+        throw err;
+      }
+    }
+  } finally {
+    renderer.finish();
+  }
+  const final = (await client.getBuild({ buildId }, { timeoutMs: config.timeoutMs }))
+    .build as Build;
+  client.close();
+  if (typeof metadataFile === 'string' && final.state === BuildState.SUCCEEDED) {
+    await writeMetadataFile(metadataFile, buildMetadata(final));
+  }
+  if (final.state !== BuildState.SUCCEEDED) {
+    const report = failureReport(tracker);
+    if (report?.details) process.stderr.write(report.details);
+    throw report
+      ? new BuildFailedError(report)
+      : new BraidError(
+          'failed_precondition',
+          `build ${buildId} ended ${BuildState[final.state]?.toLowerCase()}: ${final.error}`,
+        );
+  }
+  process.stdout.write(`${final.index?.digest ?? ''}\n`);
+}

@@ -1,0 +1,43 @@
+import { startAgent } from '../../agent/agent.js';
+import { serveSettings } from '../../config/settings.js';
+import { startCoordinator } from '../../coordinator/coordinator.js';
+import { errorLine } from '../../errors.js';
+import { createLogger } from '../../log.js';
+import { formatGrpcAddress } from '../../rpc/address.js';
+import { compile } from '../compile.js';
+import { stagedShutdown } from '../shutdown.js';
+
+export async function runServe(
+  flags: Record<string, unknown>,
+  env: NodeJS.ProcessEnv,
+): Promise<void> {
+  const config = compile(serveSettings(env), flags, env);
+  const log = createLogger({
+    level: config.logLevel,
+    format: config.logFormat,
+    component: 'serve',
+  });
+  const coordinator = await startCoordinator(config, log.child({ component: 'coordinator' }), env);
+  // The local agent joins over gRPC like any other: one code path for every farm.
+  const agent = await startAgent(
+    { ...config, coordinator: coordinator.address, insecure: false },
+    log.child({ component: 'agent' }),
+    env,
+  );
+  stagedShutdown(log, {
+    drain: async () => {
+      await agent.drain(config.drainGraceMs);
+      await coordinator.stop('SIGTERM', config.shutdownGraceMs);
+    },
+    cancel: async () => {
+      agent.stop();
+      await coordinator.stop('second signal', 0);
+    },
+  });
+  process.stdout.write(`listening ${formatGrpcAddress(coordinator.address)}\n`);
+  agent.done.catch(async (err: unknown) => {
+    log.error({ err: errorLine(err) }, 'local agent stopped');
+    await coordinator.stop('local agent failed', 0);
+    process.exit(1);
+  });
+}

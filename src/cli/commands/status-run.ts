@@ -1,0 +1,59 @@
+import { timestampMs } from '@bufbuild/protobuf/wkt';
+import { clientSettings } from '../../config/settings.js';
+import { BuildService, type Build } from '../../gen/braid/v1/build_pb.js';
+import { BraidError } from '../../errors.js';
+import { coordinatorClient } from '../client.js';
+import { compile } from '../compile.js';
+import { buildJson, isoTime } from '../progress/build-view.js';
+import { formatAge, formatDuration } from '../progress/format.js';
+import { buildStateName, platformName } from '../progress/names.js';
+import { platformRowsFromBuild, renderPlatformTable } from '../progress/platform-table.js';
+
+function describe(build: Build, nowMs: number): string {
+  const created = build.createdAt ? timestampMs(build.createdAt) : undefined;
+  const finished = build.finishedAt ? timestampMs(build.finishedAt) : undefined;
+  const fields: [string, string][] = [
+    ['build', build.id],
+    ['state', buildStateName(build.state)],
+    [
+      'created',
+      created === undefined
+        ? '-'
+        : `${isoTime(build.createdAt)} (${formatAge(nowMs - created)} ago)`,
+    ],
+    [
+      'finished',
+      finished === undefined
+        ? '-'
+        : `${isoTime(build.finishedAt)}${created === undefined ? '' : ` (took ${formatDuration(finished - created)})`}`,
+    ],
+    ['platforms', (build.spec?.platforms ?? []).map(platformName).join(', ') || '-'],
+    ['tags', build.spec?.tags.join(', ') || '-'],
+    ['index', build.index?.digest || '-'],
+  ];
+  if (build.error) fields.push(['error', build.error.split('\n')[0] ?? '']);
+  const lines = fields.map(([key, value]) => `${key.padEnd(10)} ${value}`);
+  const rows = platformRowsFromBuild(build, nowMs);
+  const table = rows.length > 0 ? `\n${renderPlatformTable(rows, { detail: true })}` : '';
+  return `${lines.join('\n')}\n${table}`;
+}
+
+/** Prints the build whatever its state: a failed build is an answer, not an error. */
+export async function runStatus(
+  id: string,
+  flags: Record<string, unknown>,
+  env: NodeJS.ProcessEnv,
+): Promise<void> {
+  const { output, ...rest } = flags;
+  const config = compile(clientSettings(), rest, env);
+  const client = coordinatorClient(BuildService, config);
+  try {
+    const { build } = await client.getBuild({ buildId: id }, { timeoutMs: config.timeoutMs });
+    if (!build) throw new BraidError('not_found', `build ${id}: the coordinator returned no build`);
+    process.stdout.write(
+      output === 'json' ? `${JSON.stringify(buildJson(build))}\n` : describe(build, Date.now()),
+    );
+  } finally {
+    client.close();
+  }
+}

@@ -1,0 +1,83 @@
+/**
+ * Builds, jobs and agents as JSON for `--output json` (status, builds,
+ * agents, cancel): enums as lowercase names, platforms as strings, times as
+ * ISO 8601, sizes and durations as numbers; absent values are null.
+ */
+import { timestampDate, type Timestamp } from '@bufbuild/protobuf/wkt';
+import type { AgentInfo, Build, Job } from '../../gen/braid/v1/build_pb.js';
+import type { ImageDescriptor } from '../../gen/braid/v1/common_pb.js';
+import { buildStateName, jobStateName, platformName } from './names.js';
+
+/** An OCI descriptor as buildx writes `containerimage.descriptor`. */
+export interface DescriptorJson {
+  mediaType: string;
+  digest: string;
+  size: number;
+}
+
+export function descriptorJson(descriptor: ImageDescriptor | undefined): DescriptorJson | null {
+  if (!descriptor?.digest) return null;
+  return {
+    mediaType: descriptor.mediaType,
+    digest: descriptor.digest,
+    size: Number(descriptor.sizeBytes),
+  };
+}
+
+export function isoTime(timestamp: Timestamp | undefined): string | null {
+  return timestamp ? timestampDate(timestamp).toISOString() : null;
+}
+
+export function jobJson(job: Job) {
+  return {
+    id: job.id,
+    platform: platformName(job.platform),
+    state: jobStateName(job.state),
+    agent: job.agent || null,
+    emulated: job.emulated,
+    emulator: job.emulator || null,
+    attempt: job.attempt,
+    currentStep: job.currentStep || null,
+    image: descriptorJson(job.image),
+    startedAt: isoTime(job.startedAt),
+    finishedAt: isoTime(job.finishedAt),
+    durationMs: job.durationMs > 0n ? Number(job.durationMs) : null,
+    error: job.error || null,
+  };
+}
+
+export function buildJson(build: Build) {
+  const spec = build.spec;
+  return {
+    id: build.id,
+    state: buildStateName(build.state),
+    createdAt: isoTime(build.createdAt),
+    finishedAt: isoTime(build.finishedAt),
+    tags: spec?.tags ?? [],
+    platforms: (spec?.platforms ?? []).map(platformName),
+    contextDigest: spec?.contextDigest || null,
+    dockerfile: spec?.dockerfile || 'Dockerfile',
+    target: spec?.target || null,
+    index: descriptorJson(build.index),
+    error: build.error || null,
+    jobs: build.jobs.map(jobJson),
+  };
+}
+
+export function agentJson(agent: AgentInfo) {
+  return {
+    name: agent.name,
+    version: agent.version,
+    engineVersion: agent.engineVersion || null,
+    native: platformName(agent.nativePlatform) || null,
+    emulated: agent.emulatedPlatforms.map((e) => ({
+      platform: platformName(e.platform),
+      handler: e.handler,
+    })),
+    running: agent.running,
+    capacity: agent.capacity,
+    labels: agent.labels,
+    connectedAt: isoTime(agent.connectedAt),
+    lastHeartbeat: isoTime(agent.lastHeartbeat),
+  };
+}

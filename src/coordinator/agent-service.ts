@@ -1,0 +1,136 @@
+/**
+ * braid.v1.AgentService: the agents' Connect sessions and context fetches.
+ */
+import { AgentService, type ConnectResponseSchema } from '../gen/braid/v1/agent_pb.js';
+import type { MessageInitShape } from '@bufbuild/protobuf';
+import { BraidError, errorLine } from '../errors.js';
+import type { Logger } from '../log.js';
+import { AsyncQueue } from '../rpc/async-queue.js';
+import type { ImplOf } from '../rpc/service.js';
+import { BRAID_VERSION } from '../version.js';
+import type { AgentSession } from './agent-registry.js';
+import type { ContextStore } from './context-store.js';
+import type { Orchestrator } from './orchestrator.js';
+
+export interface AgentServiceSettings {
+  heartbeatIntervalMs: number;
+  heartbeatTimeoutMs: number;
+}
+
+type Outbound = MessageInitShape<typeof ConnectResponseSchema> | { refused: unknown };
+
+export function agentService(deps: {
+  orchestrator: Orchestrator;
+  contexts: ContextStore;
+  settings: AgentServiceSettings;
+  stopping: AbortSignal;
+  log: Logger;
+}): ImplOf<typeof AgentService> {
+  return {
+    connect(requests, ctx) {
+      const outbound = new AsyncQueue<Outbound>();
+      void (async () => {
+        let session: AgentSession | undefined;
+        let reason = 'stream ended';
+        const iterator = requests[Symbol.asyncIterator]();
+        let watchdog: NodeJS.Timeout | undefined;
+        try {
+          const first = await iterator.next();
+          if (first.done || first.value.body.case !== 'hello') {
+            throw new BraidError('invalid_argument', 'an agent session must start with a hello');
+          }
+          const hello = first.value.body.value;
+          if (!hello.name || !/^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$/.test(hello.name)) {
+            throw new BraidError(
+              'invalid_argument',
+              `agent name "${hello.name}" is not a valid name`,
+            );
+          }
+          const now = new Date();
+          const current: AgentSession = {
+            name: hello.name,
+            hello,
+            connectedAt: now,
+            lastHeartbeat: now,
+            jobs: new Set(),
+            send: (body) => outbound.push({ body }),
+            close: (why) => {
+              reason = why;
+              outbound.close();
+            },
+          };
+          deps.orchestrator.agentConnected(current);
+          session = current;
+          outbound.push({
+            body: {
+              case: 'welcome',
+              value: {
+                coordinatorVersion: BRAID_VERSION,
+                heartbeatIntervalMs: deps.settings.heartbeatIntervalMs,
+                heartbeatTimeoutMs: deps.settings.heartbeatTimeoutMs,
+              },
+            },
+          });
+          watchdog = setInterval(
+            () => {
+              if (Date.now() - current.lastHeartbeat.getTime() > deps.settings.heartbeatTimeoutMs) {
+                current.close(`no heartbeat for ${deps.settings.heartbeatTimeoutMs} ms`);
+              }
+            },
+            Math.min(1000, deps.settings.heartbeatIntervalMs),
+          );
+          watchdog.unref();
+          for (;;) {
+            const next = await iterator.next();
+            if (next.done || outbound.isClosed) break;
+            const body = next.value.body;
+            current.lastHeartbeat = new Date();
+            switch (body.case) {
+              case 'heartbeat':
+                break;
+              case 'update':
+                deps.orchestrator.jobUpdate(current, body.value);
+                break;
+              case 'log':
+                deps.orchestrator.jobLog(current, body.value);
+                break;
+              case 'result':
+                deps.orchestrator.jobResult(current, body.value);
+                break;
+              case 'hello':
+                throw new BraidError('invalid_argument', 'a second hello on one session');
+              default:
+                break;
+            }
+          }
+        } catch (err) {
+          reason = errorLine(err);
+          // Refused before joining (bad hello, name in use): the agent gets the status.
+          if (!session) outbound.push({ refused: err });
+        } finally {
+          if (watchdog) clearInterval(watchdog);
+          if (session)
+            deps.orchestrator.agentLost(session, ctx.signal.aborted ? 'connection lost' : reason);
+          outbound.close();
+        }
+      })();
+      return (async function* () {
+        for await (const message of outbound) {
+          if ('refused' in message) throw message.refused;
+          yield message;
+        }
+      })();
+    },
+    async *fetchContext(request, ctx) {
+      const stream = await deps.contexts.open(request.digest, Number(request.offset));
+      try {
+        for await (const chunk of stream) {
+          if (ctx.signal.aborted) return;
+          yield { chunk: chunk as Buffer };
+        }
+      } finally {
+        stream.destroy();
+      }
+    },
+  };
+}

@@ -1,0 +1,76 @@
+/**
+ * braid.v1.BuildService: what the CLI and CI call.
+ */
+import { BuildService } from '../gen/braid/v1/build_pb.js';
+import { BraidError } from '../errors.js';
+import type { Logger } from '../log.js';
+import type { ImplOf } from '../rpc/service.js';
+import type { AgentRegistry } from './agent-registry.js';
+import type { ContextStore } from './context-store.js';
+import type { Orchestrator } from './orchestrator.js';
+
+export function buildService(deps: {
+  orchestrator: Orchestrator;
+  contexts: ContextStore;
+  agents: AgentRegistry;
+  stopping: AbortSignal;
+  log: Logger;
+}): ImplOf<typeof BuildService> {
+  return {
+    async hasContext(request) {
+      const size = await deps.contexts.size(request.digest);
+      return { present: size !== undefined, sizeBytes: BigInt(size ?? 0) };
+    },
+    async uploadContext(requests) {
+      const iterator = requests[Symbol.asyncIterator]();
+      const first = await iterator.next();
+      const header = first.done ? undefined : first.value.payload;
+      if (header?.case !== 'header') {
+        throw new BraidError('invalid_argument', 'context upload must start with a header');
+      }
+      const { digest, sizeBytes } = header.value;
+      const chunks = (async function* () {
+        for (;;) {
+          const next = await iterator.next();
+          if (next.done) return;
+          if (next.value.payload.case !== 'chunk') {
+            throw new BraidError('invalid_argument', 'context upload sent a second header');
+          }
+          yield next.value.payload.value;
+        }
+      })();
+      const alreadyPresent = await deps.contexts.put(digest, Number(sizeBytes), chunks);
+      deps.log.info({ digest, sizeBytes: Number(sizeBytes), alreadyPresent }, 'context uploaded');
+      return { digest, sizeBytes, alreadyPresent };
+    },
+    async submitBuild(request) {
+      if (deps.stopping.aborted)
+        throw new BraidError('unavailable', 'the coordinator is shutting down');
+      return { build: await deps.orchestrator.submit(request.spec ?? ({} as never)) };
+    },
+    async *watchBuild(request, ctx) {
+      const signal = AbortSignal.any([ctx.signal, deps.stopping]);
+      for await (const event of deps.orchestrator.watch(
+        request.buildId,
+        request.afterSequence,
+        request.follow,
+        signal,
+      )) {
+        yield { event };
+      }
+    },
+    getBuild(request) {
+      return { build: deps.orchestrator.getBuild(request.buildId) };
+    },
+    listBuilds(request) {
+      const limit = request.limit > 0 ? Math.min(request.limit, 1000) : 50;
+      return { builds: deps.orchestrator.listBuilds(limit, request.states) };
+    },
+    cancelBuild(request) {
+      return { build: deps.orchestrator.cancel(request.buildId, request.reason) };
+    },
+    listAgents() {
+      return { agents: deps.agents.info() };
+    },
+  };
+}

@@ -1,0 +1,571 @@
+/**
+ * The build lifecycle: a submitted build becomes one job per platform, jobs
+ * are placed on agents by the scheduler, results are collected, and when
+ * every platform is pushed the images are verified and stitched into one
+ * index — only then are tags moved.
+ */
+import { randomBytes } from 'node:crypto';
+import { create, type MessageInitShape } from '@bufbuild/protobuf';
+import {
+  BuildEventSchema,
+  BuildState,
+  LogSource,
+  type Build,
+  type BuildEvent,
+  type BuildSpec,
+} from '../gen/braid/v1/build_pb.js';
+import type { JobLogChunk, JobResult, JobUpdate } from '../gen/braid/v1/agent_pb.js';
+import {
+  ImageDescriptorSchema,
+  JobState,
+  type ImageDescriptor,
+} from '../gen/braid/v1/common_pb.js';
+import { BraidError, errorLine } from '../errors.js';
+import type { Logger } from '../log.js';
+import { formatPlatform, platformsEqual } from '../oci/platform.js';
+import { formatReference, withTag, type ImageReference } from '../oci/reference.js';
+import type { RegistryClient } from '../oci/registry.js';
+import { buildIndex, publishIndex, resolveSources, type PublishOptions } from '../oci/stitch.js';
+import { fromProtoPlatform, toProtoPlatform } from '../rpc/platform.js';
+import type { AgentRegistry, AgentSession } from './agent-registry.js';
+import type { ContextStore } from './context-store.js';
+import { schedule, type PendingJob } from './scheduler.js';
+import { validateSpec, type ValidSpec } from './spec-validation.js';
+import {
+  TERMINAL_BUILD_STATES,
+  TERMINAL_JOB_STATES,
+  type BuildRecord,
+  type BuildStore,
+  type JobRecord,
+} from './store.js';
+import { buildStateName, checkBuildMove, checkJobMove, jobStateName } from './transitions.js';
+
+export interface OrchestratorDeps {
+  store: BuildStore;
+  contexts: ContextStore;
+  agents: AgentRegistry;
+  registry: RegistryClient;
+  log: Logger;
+  /** The arch guard, applied to every image before the stitch (undefined: off). */
+  verifyImage?: PublishOptions['verifyImage'];
+  clock?: () => Date;
+  newId?: () => string;
+  /** Farm-wide notices for the coordinator's event log. */
+  onAgent?: (kind: 'connected' | 'disconnected', name: string, detail: string) => void;
+  onBuildState?: (buildId: string, state: string, message: string) => void;
+}
+
+const MAX_LOG_LINE_CHARS = 4096;
+
+type EventBody = MessageInitShape<typeof BuildEventSchema>['body'];
+
+function newBuildId(): string {
+  return `b${Date.now().toString(36)}${randomBytes(4).toString('hex')}`;
+}
+
+export class Orchestrator {
+  private readonly clock: () => Date;
+  private readonly newId: () => string;
+  /** Wakes WatchBuild streams of a build. */
+  private readonly watchers = new Map<string, Set<() => void>>();
+  /** Parsed specs of builds in flight. */
+  private readonly specs = new Map<string, ValidSpec>();
+
+  constructor(private readonly deps: OrchestratorDeps) {
+    this.clock = deps.clock ?? (() => new Date());
+    this.newId = deps.newId ?? newBuildId;
+  }
+
+  /** Builds interrupted by a coordinator restart end here (recovery of running work is future work). */
+  recover(): void {
+    for (const build of this.deps.store.unfinishedBuilds()) {
+      for (const job of this.deps.store.jobsOf(build.id)) {
+        if (!TERMINAL_JOB_STATES.has(job.state)) {
+          this.deps.store.updateJob(job.id, {
+            state: JobState.FAILED,
+            error: 'coordinator restarted',
+            finishedAt: this.clock(),
+          });
+        }
+      }
+      this.finishBuild(
+        build.id,
+        BuildState.FAILED,
+        'the coordinator restarted before the build finished; no tag was moved',
+      );
+    }
+  }
+
+  // --- builds ------------------------------------------------------------------
+
+  async submit(spec: BuildSpec): Promise<Build> {
+    const valid = validateSpec(spec);
+    if ((await this.deps.contexts.size(spec.contextDigest)) === undefined) {
+      throw new BraidError(
+        'failed_precondition',
+        `context ${spec.contextDigest} has not been uploaded`,
+      );
+    }
+    const id = this.newId();
+    const jobs: JobRecord[] = valid.platforms.map((platform, i) => ({
+      id: `${id}-${i + 1}`,
+      buildId: id,
+      platform,
+      state: JobState.QUEUED,
+      agent: '',
+      emulated: false,
+      emulator: '',
+      currentStep: '',
+      durationMs: 0,
+      attempt: 1,
+      error: '',
+    }));
+    // A platform nobody can build fails the submit at once: nothing is stored.
+    const placements = schedule(
+      jobs.map((j) => ({ jobId: j.id, platform: j.platform, policy: valid.policy })),
+      this.deps.agents.views(),
+    );
+    const impossible = placements.filter((p) => p.kind === 'impossible');
+    if (impossible.length > 0) {
+      throw new BraidError('failed_precondition', impossible.map((p) => p.reason).join('; '));
+    }
+    const record: BuildRecord = {
+      id,
+      spec: { ...spec, dockerfile: valid.dockerfile },
+      state: BuildState.QUEUED,
+      createdAt: this.clock(),
+      error: '',
+    };
+    this.deps.store.createBuild(record, jobs);
+    this.specs.set(id, valid);
+    this.event(id, {
+      case: 'buildState',
+      value: {
+        state: BuildState.QUEUED,
+        message: `build queued: ${valid.platforms.map(formatPlatform).join(', ')} -> ${valid.tags.map(formatReference).join(', ')}`,
+      },
+    });
+    this.deps.log.info(
+      { buildId: id, platforms: valid.platforms.map(formatPlatform), tags: spec.tags },
+      'build submitted',
+    );
+    this.scheduleQueued();
+    return this.getBuild(id);
+  }
+
+  getBuild(id: string): Build {
+    const record = this.deps.store.getBuildRecord(id);
+    if (!record) throw new BraidError('not_found', `no build "${id}"`);
+    return this.deps.store.toProto(record);
+  }
+
+  listBuilds(limit: number, states: readonly BuildState[]): Build[] {
+    return this.deps.store.listBuilds(limit, states).map((r) => this.deps.store.toProto(r));
+  }
+
+  cancel(id: string, reason: string): Build {
+    const record = this.deps.store.getBuildRecord(id);
+    if (!record) throw new BraidError('not_found', `no build "${id}"`);
+    if (TERMINAL_BUILD_STATES.has(record.state) || record.state === BuildState.STITCHING) {
+      return this.deps.store.toProto(record);
+    }
+    const why = reason || 'cancelled by user';
+    for (const job of this.deps.store.jobsOf(id)) {
+      if (TERMINAL_JOB_STATES.has(job.state)) continue;
+      if (job.agent)
+        this.deps.agents
+          .get(job.agent)
+          ?.send({ case: 'cancel', value: { jobId: job.id, reason: why } });
+      this.moveJob(job, JobState.CANCELLED, { error: why });
+    }
+    this.finishBuild(id, BuildState.CANCELLED, `cancelled: ${why}; no tag was moved`);
+    return this.getBuild(id);
+  }
+
+  /** Events of a build after `after`; with `follow`, until the build ends. */
+  async *watch(
+    id: string,
+    after: bigint,
+    follow: boolean,
+    signal: AbortSignal,
+  ): AsyncGenerator<BuildEvent> {
+    if (!this.deps.store.getBuildRecord(id)) throw new BraidError('not_found', `no build "${id}"`);
+    let cursor = after;
+    for (;;) {
+      // Register before reading, so an event appended in between still wakes us.
+      let wake!: () => void;
+      const woken = new Promise<void>((resolve) => (wake = resolve));
+      const set = this.watchers.get(id) ?? new Set();
+      set.add(wake);
+      this.watchers.set(id, set);
+      try {
+        const events = this.deps.store.eventsAfter(id, cursor, 500);
+        for (const event of events) {
+          cursor = event.sequence;
+          yield event;
+        }
+        if (events.length === 500) continue;
+        const state = this.deps.store.getBuildRecord(id)?.state ?? BuildState.FAILED;
+        if (!follow || TERMINAL_BUILD_STATES.has(state)) {
+          if (this.deps.store.eventsAfter(id, cursor, 1).length === 0) return;
+          continue;
+        }
+        if (signal.aborted) return;
+        await new Promise<void>((resolve) => {
+          const onAbort = () => resolve();
+          signal.addEventListener('abort', onAbort, { once: true });
+          void woken.then(() => {
+            signal.removeEventListener('abort', onAbort);
+            resolve();
+          });
+        });
+        if (signal.aborted) return;
+      } finally {
+        set.delete(wake);
+        if (set.size === 0) this.watchers.delete(id);
+      }
+    }
+  }
+
+  // --- agents ------------------------------------------------------------------
+
+  agentConnected(session: AgentSession): void {
+    this.deps.agents.add(session);
+    this.deps.log.info(
+      {
+        agent: session.name,
+        native: formatPlatform(fromProtoPlatform(session.hello.nativePlatform)),
+        emulated: session.hello.emulatedPlatforms.map((e) =>
+          formatPlatform(fromProtoPlatform(e.platform)),
+        ),
+        capacity: session.hello.capacity,
+      },
+      'agent connected',
+    );
+    this.deps.onAgent?.('connected', session.name, '');
+    this.scheduleQueued();
+  }
+
+  agentLost(session: AgentSession, reason: string): void {
+    if (!this.deps.agents.remove(session.name, session)) return;
+    this.deps.log.warn({ agent: session.name, reason, jobs: [...session.jobs] }, 'agent lost');
+    this.deps.onAgent?.('disconnected', session.name, reason);
+    for (const jobId of session.jobs) {
+      const job = this.deps.store.getJob(jobId);
+      if (!job || TERMINAL_JOB_STATES.has(job.state)) continue;
+      this.failJob(job, `agent ${session.name} was lost (${reason})`);
+    }
+  }
+
+  jobUpdate(session: AgentSession, update: JobUpdate): void {
+    const job = this.ownedJob(session, update.jobId);
+    if (!job) return;
+    if (update.state === JobState.RUNNING && job.state === JobState.ASSIGNED) {
+      this.moveJob(job, JobState.RUNNING, { startedAt: this.clock(), currentStep: update.step });
+      const build = this.deps.store.getBuildRecord(job.buildId);
+      if (build?.state === BuildState.QUEUED) this.moveBuild(build, BuildState.RUNNING, 'building');
+    } else if (update.step) {
+      this.deps.store.updateJob(job.id, { currentStep: update.step.slice(0, 200) });
+    }
+  }
+
+  jobLog(session: AgentSession, chunk: JobLogChunk): void {
+    const job = this.ownedJob(session, chunk.jobId);
+    if (!job) return;
+    const platform = toProtoPlatform(job.platform);
+    let dropped = chunk.dropped;
+    for (const line of chunk.lines) {
+      this.event(job.buildId, {
+        case: 'log',
+        value: {
+          platform,
+          jobId: job.id,
+          source: chunk.source || LogSource.BUILD,
+          text: line.slice(0, MAX_LOG_LINE_CHARS),
+          droppedBefore: dropped,
+        },
+      });
+      dropped = 0;
+    }
+  }
+
+  jobResult(session: AgentSession, result: JobResult): void {
+    const job = this.ownedJob(session, result.jobId);
+    session.jobs.delete(result.jobId);
+    if (!job) return;
+    if (result.error || !result.image) {
+      this.failJob(job, result.error || 'agent reported no image');
+    } else {
+      const built = fromProtoPlatform(result.image.platform);
+      if (!platformsEqual(built, job.platform)) {
+        this.failJob(
+          job,
+          `agent ${session.name} built ${formatPlatform(built)}, not ${formatPlatform(job.platform)}`,
+        );
+      } else {
+        this.moveJob(job, JobState.SUCCEEDED, {
+          image: create(ImageDescriptorSchema, result.image),
+          finishedAt: this.clock(),
+          durationMs: Number(result.durationMs),
+          currentStep: '',
+        });
+        this.maybeStitch(job.buildId);
+      }
+    }
+    this.scheduleQueued();
+  }
+
+  // --- internals -----------------------------------------------------------------
+
+  private ownedJob(session: AgentSession, jobId: string): JobRecord | undefined {
+    const job = this.deps.store.getJob(jobId);
+    // A late or foreign report is ignored: only the assigned agent speaks for a job.
+    if (!job || job.agent !== session.name || TERMINAL_JOB_STATES.has(job.state)) return undefined;
+    return job;
+  }
+
+  private specOf(buildId: string): ValidSpec {
+    let valid = this.specs.get(buildId);
+    if (!valid) {
+      const record = this.deps.store.getBuildRecord(buildId);
+      if (!record) throw new BraidError('not_found', `no build "${buildId}"`);
+      valid = validateSpec(record.spec);
+      this.specs.set(buildId, valid);
+    }
+    return valid;
+  }
+
+  /** Place every queued job the farm has room for. */
+  scheduleQueued(): void {
+    const open = this.deps.store.unfinishedBuilds().filter((b) => b.state !== BuildState.STITCHING);
+    const pending: (PendingJob & { job: JobRecord })[] = [];
+    for (const build of open) {
+      const valid = this.specOf(build.id);
+      for (const job of this.deps.store.jobsOf(build.id)) {
+        if (job.state === JobState.QUEUED)
+          pending.push({ jobId: job.id, platform: job.platform, policy: valid.policy, job });
+      }
+    }
+    if (pending.length === 0) return;
+    const placements = schedule(pending, this.deps.agents.views());
+    for (const placement of placements) {
+      const item = pending.find((p) => p.jobId === placement.jobId);
+      if (!item) continue;
+      const { job } = item;
+      if (placement.kind === 'impossible') {
+        this.failJob(job, placement.reason);
+        continue;
+      }
+      if (placement.kind === 'wait') continue;
+      const session = this.deps.agents.get(placement.agent);
+      if (!session) continue;
+      this.assign(job, session, placement.emulated, placement.handler ?? '', placement.reason);
+    }
+  }
+
+  private assign(
+    job: JobRecord,
+    session: AgentSession,
+    emulated: boolean,
+    handler: string,
+    reason: string,
+  ): void {
+    const build = this.deps.store.getBuildRecord(job.buildId);
+    if (!build) return;
+    const valid = this.specOf(job.buildId);
+    const first = valid.tags[0] as ImageReference;
+    const pushRepository = `${first.domain}/${first.repository}`;
+    const platformSuffix = formatPlatform(job.platform).replace(/\//g, '-');
+    const pushTags = build.spec.platformTags
+      ? valid.tags
+          .filter((t) => t.domain === first.domain && t.repository === first.repository)
+          .map((t) => `${t.tag ?? 'latest'}-${platformSuffix}`)
+      : [];
+    session.jobs.add(job.id);
+    this.moveJob(job, JobState.ASSIGNED, { agent: session.name, emulated, emulator: handler });
+    this.event(job.buildId, {
+      case: 'decision',
+      value: {
+        platform: toProtoPlatform(job.platform),
+        agent: session.name,
+        emulated,
+        reason,
+      },
+    });
+    this.deps.log.info(
+      {
+        buildId: job.buildId,
+        platform: formatPlatform(job.platform),
+        agent: session.name,
+        emulated,
+        reason,
+      },
+      'job assigned',
+    );
+    session.send({
+      case: 'assign',
+      value: {
+        jobId: job.id,
+        buildId: job.buildId,
+        platform: toProtoPlatform(job.platform),
+        emulated,
+        contextDigest: build.spec.contextDigest,
+        dockerfile: valid.dockerfile,
+        buildArgs: build.spec.buildArgs,
+        target: build.spec.target,
+        labels: build.spec.labels,
+        noCache: build.spec.noCache,
+        pull: build.spec.pull,
+        pushRepository,
+        pushTags,
+        attempt: job.attempt,
+      },
+    });
+  }
+
+  private failJob(job: JobRecord, error: string): void {
+    this.moveJob(job, JobState.FAILED, { error, finishedAt: this.clock() });
+    const build = this.deps.store.getBuildRecord(job.buildId);
+    if (!build || TERMINAL_BUILD_STATES.has(build.state)) return;
+    // One platform failed: stop the others, move no tag.
+    for (const other of this.deps.store.jobsOf(job.buildId)) {
+      if (other.id === job.id || TERMINAL_JOB_STATES.has(other.state)) continue;
+      if (other.agent) {
+        const session = this.deps.agents.get(other.agent);
+        session?.send({
+          case: 'cancel',
+          value: { jobId: other.id, reason: `${formatPlatform(job.platform)} failed` },
+        });
+        session?.jobs.delete(other.id);
+      }
+      this.moveJob(other, JobState.CANCELLED, {
+        error: `cancelled: ${formatPlatform(job.platform)} failed`,
+      });
+    }
+    this.finishBuild(job.buildId, BuildState.FAILED, `${formatPlatform(job.platform)}: ${error}`);
+  }
+
+  private maybeStitch(buildId: string): void {
+    const jobs = this.deps.store.jobsOf(buildId);
+    if (!jobs.every((j) => j.state === JobState.SUCCEEDED)) return;
+    const build = this.deps.store.getBuildRecord(buildId);
+    if (!build || build.state === BuildState.STITCHING || TERMINAL_BUILD_STATES.has(build.state))
+      return;
+    if (build.state === BuildState.QUEUED) this.moveBuild(build, BuildState.RUNNING, 'building');
+    this.moveBuild(
+      { ...build, state: BuildState.RUNNING },
+      BuildState.STITCHING,
+      'every platform pushed; verifying and stitching the index',
+    );
+    void this.stitch(buildId, jobs).catch((err: unknown) => {
+      this.deps.log.error({ buildId, err: errorLine(err) }, 'stitch failed');
+      this.finishBuild(buildId, BuildState.FAILED, `stitch: ${errorLine(err)}; no tag was moved`);
+    });
+  }
+
+  private async stitch(buildId: string, jobs: JobRecord[]): Promise<void> {
+    const valid = this.specOf(buildId);
+    const first = valid.tags[0] as ImageReference;
+    const sources = jobs.map((j) => ({
+      ref: { domain: first.domain, repository: first.repository, digest: j.image?.digest ?? '' },
+      platform: j.platform,
+    }));
+    const entries = await resolveSources(this.deps.registry, sources);
+    const plan = buildIndex(entries, { attestations: true, format: 'auto', annotations: {} });
+    await publishIndex(this.deps.registry, plan, valid.tags, {
+      verifyImage: this.deps.verifyImage,
+      onEvent: (e) => this.coordinatorLog(buildId, `${e.kind} ${e.detail}`),
+    });
+    const index: ImageDescriptor = create(ImageDescriptorSchema, {
+      digest: plan.digest,
+      sizeBytes: BigInt(plan.bytes.length),
+      mediaType: plan.mediaType,
+    });
+    this.finishBuild(
+      buildId,
+      BuildState.SUCCEEDED,
+      `pushed ${plan.digest} to ${valid.tags.map((t) => formatReference(withTag(t, t.tag ?? 'latest'))).join(', ')}`,
+      index,
+    );
+  }
+
+  private coordinatorLog(buildId: string, text: string): void {
+    this.event(buildId, { case: 'log', value: { source: LogSource.COORDINATOR, text } });
+  }
+
+  private moveJob(job: JobRecord, to: JobState, patch: Partial<JobRecord> = {}): void {
+    checkJobMove(job.id, job.state, to);
+    this.deps.store.updateJob(job.id, { ...patch, state: to });
+    const now = { ...job, ...patch, state: to };
+    this.event(job.buildId, {
+      case: 'jobState',
+      value: {
+        jobId: job.id,
+        platform: toProtoPlatform(job.platform),
+        state: to,
+        agent: now.agent,
+        emulated: now.emulated,
+        message:
+          now.error ||
+          (to === JobState.ASSIGNED
+            ? `assigned to ${now.agent}${now.emulated ? ` (QEMU ${now.emulator})` : ' (native)'}`
+            : jobStateName(to)),
+        image: now.image,
+        durationMs: BigInt(now.durationMs),
+        attempt: now.attempt,
+      },
+    });
+    this.deps.log.info(
+      {
+        buildId: job.buildId,
+        platform: formatPlatform(job.platform),
+        agent: now.agent,
+        from: jobStateName(job.state),
+        to: jobStateName(to),
+      },
+      'job state',
+    );
+  }
+
+  private moveBuild(
+    build: BuildRecord,
+    to: BuildState,
+    message: string,
+    index?: ImageDescriptor,
+  ): void {
+    checkBuildMove(build.id, build.state, to);
+    const terminal = TERMINAL_BUILD_STATES.has(to);
+    this.deps.store.updateBuild(build.id, {
+      state: to,
+      ...(terminal ? { finishedAt: this.clock() } : {}),
+      ...(index ? { index } : {}),
+      ...(to === BuildState.FAILED || to === BuildState.CANCELLED || to === BuildState.TIMED_OUT
+        ? { error: message }
+        : {}),
+    });
+    this.event(build.id, { case: 'buildState', value: { state: to, message, index } });
+    this.deps.onBuildState?.(build.id, buildStateName(to), message);
+    this.deps.log.info(
+      { buildId: build.id, from: buildStateName(build.state), to: buildStateName(to), message },
+      'build state',
+    );
+    if (terminal) this.specs.delete(build.id);
+  }
+
+  private finishBuild(
+    buildId: string,
+    to: BuildState,
+    message: string,
+    index?: ImageDescriptor,
+  ): void {
+    const build = this.deps.store.getBuildRecord(buildId);
+    if (!build || TERMINAL_BUILD_STATES.has(build.state)) return;
+    this.moveBuild(build, to, message, index);
+  }
+
+  private event(buildId: string, body: EventBody): void {
+    this.deps.store.appendEvent(buildId, body, this.clock());
+    const set = this.watchers.get(buildId);
+    if (set) for (const wake of [...set]) wake();
+  }
+}
