@@ -20,3 +20,20 @@ export function addClientOptions(command: Command): Command {
     .option('--insecure', 'allow plaintext to a non-loopback coordinator (env BRAID_INSECURE)')
     .option('--timeout-ms <ms>', 'deadline for each call (env BRAID_TIMEOUT_MS)');
 }
+
+/** commander's accumulator for repeatable flags. */
+export function collect(value: string, previous: string[] = []): string[] {
+  return [...previous, value];
+}
+
+/**
+ * Only the flags the user typed: commander gives negatable flags
+ * (`--no-arch-check`) a default of true, which would hide the environment
+ * and the config file behind it.
+ */
+export function typedFlags(command: Command): Record<string, unknown> {
+  const opts = command.opts();
+  return Object.fromEntries(
+    Object.entries(opts).filter(([key]) => command.getOptionValueSource(key) !== 'default'),
+  );
+}

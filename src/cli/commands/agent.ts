@@ -1,9 +1,5 @@
 import { Command } from 'commander';
-import { addLogOptions } from '../options.js';
-
-function collect(value: string, previous: string[] = []): string[] {
-  return [...previous, value];
-}
+import { addLogOptions, collect } from '../options.js';
 
 /** The agent's flags, shared by `braid agent` and `braid serve`. */
 export function addAgentOptions(command: Command): Command {

@@ -1,9 +1,5 @@
 import { Command, Option } from 'commander';
-import { addClientOptions } from '../options.js';
-
-function collect(value: string, previous: string[] = []): string[] {
-  return [...previous, value];
-}
+import { addClientOptions, collect } from '../options.js';
 
 export function buildCommand(env: NodeJS.ProcessEnv): Command {
   return addClientOptions(new Command('build'))

@@ -1,9 +1,9 @@
 import { Command } from 'commander';
-import { addLogOptions } from '../options.js';
+import { addLogOptions, collect, typedFlags } from '../options.js';
 
-export function coordinatorCommand(env: NodeJS.ProcessEnv): Command {
-  return addLogOptions(new Command('coordinator'))
-    .description('run the coordinator: the gRPC server builds are submitted to and agents join')
+/** The coordinator's flags, shared by `braid coordinator` and `braid serve`. */
+export function addCoordinatorOptions(command: Command): Command {
+  return command
     .option(
       '--listen <address>',
       'HOST:PORT or unix:/path to serve on (env BRAID_LISTEN; default 127.0.0.1:7465)',
@@ -19,8 +19,40 @@ export function coordinatorCommand(env: NodeJS.ProcessEnv): Command {
       'time running calls get on SIGTERM (env BRAID_SHUTDOWN_GRACE_MS)',
     )
     .option('--events-retained <n>', 'events kept for replay (env BRAID_EVENTS_RETAINED)')
-    .action(async (flags: Record<string, unknown>) => {
+    .option(
+      '--heartbeat-interval-ms <ms>',
+      'agents send heartbeats this often (env BRAID_HEARTBEAT_INTERVAL_MS; default 5000)',
+    )
+    .option(
+      '--heartbeat-timeout-ms <ms>',
+      'an agent silent this long is dropped (env BRAID_HEARTBEAT_TIMEOUT_MS; default 15000)',
+    )
+    .option(
+      '--max-context-bytes <n>',
+      'largest build context accepted (env BRAID_MAX_CONTEXT_BYTES)',
+    )
+    .option('--no-arch-check', 'skip the arch guard before stitching (env BRAID_ARCH_CHECK=false)')
+    .option(
+      '--arch-check-budget-bytes <n>',
+      'layer bytes the arch guard reads per image (env BRAID_ARCH_CHECK_BUDGET_BYTES)',
+    )
+    .option(
+      '--registry-timeout-ms <ms>',
+      'deadline per registry request (env BRAID_REGISTRY_TIMEOUT_MS)',
+    )
+    .option('--registry-retries <n>', 'attempts per registry request (env BRAID_REGISTRY_RETRIES)');
+}
+
+export function coordinatorCommand(env: NodeJS.ProcessEnv): Command {
+  return addCoordinatorOptions(addLogOptions(new Command('coordinator')))
+    .description('run the coordinator: the gRPC server builds are submitted to and agents join')
+    .option(
+      '--insecure-registry <host>',
+      'plain HTTP to this HOST[:PORT] (repeatable; env BRAID_INSECURE_REGISTRY)',
+      collect,
+    )
+    .action(async (_flags: Record<string, unknown>, command: Command) => {
       const { runCoordinator } = await import('./coordinator-run.js');
-      await runCoordinator(flags, env);
+      await runCoordinator(typedFlags(command), env);
     });
 }

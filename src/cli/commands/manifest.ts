@@ -1,9 +1,5 @@
 import { Command, Option } from 'commander';
-import { addLogOptions } from '../options.js';
-
-function collect(value: string, previous: string[] = []): string[] {
-  return [...previous, value];
-}
+import { addLogOptions, collect } from '../options.js';
 
 function addRegistryOptions(command: Command): Command {
   return addLogOptions(command)

@@ -1,19 +1,15 @@
 import { Command } from 'commander';
-import { addLogOptions } from '../options.js';
+import { addLogOptions, typedFlags } from '../options.js';
 import { addAgentOptions } from './agent.js';
+import { addCoordinatorOptions } from './coordinator.js';
 
 export function serveCommand(env: NodeJS.ProcessEnv): Command {
-  return addAgentOptions(addLogOptions(new Command('serve')))
+  return addCoordinatorOptions(addAgentOptions(addLogOptions(new Command('serve'))))
     .description(
       'one-box farm: a coordinator and a local agent for the local engine, in one process',
     )
-    .option(
-      '--listen <address>',
-      'HOST:PORT or unix:/path to serve on (env BRAID_LISTEN; default 127.0.0.1:7465)',
-    )
-    .option('--data-dir <dir>', 'state directory (env BRAID_DATA_DIR)')
-    .action(async (flags: Record<string, unknown>) => {
+    .action(async (_flags: Record<string, unknown>, command: Command) => {
       const { runServe } = await import('./serve-run.js');
-      await runServe(flags, env);
+      await runServe(typedFlags(command), env);
     });
 }
