@@ -81,6 +81,9 @@ export function coordinatorSettings(env: Env) {
       default: 2 * 1024 * 1024 * 1024,
     }),
     archCheck: boolSetting(true),
+    maxJobAttempts: intSetting({ min: 1, max: 10, default: 2 }),
+    jobTimeoutMs: intSetting({ min: 1000, max: 7 * 24 * 3_600_000, default: 2 * 3_600_000 }),
+    buildTimeoutMs: intSetting({ min: 1000, max: 7 * 24 * 3_600_000, default: 4 * 3_600_000 }),
     ...registryFields,
     ...logSettings,
   });

@@ -63,6 +63,11 @@ export async function startCoordinator(
     verifyImage: config.archCheck
       ? archGuardVerifier(registry, { budgetBytes: config.archCheckBudgetBytes, log })
       : undefined,
+    limits: {
+      maxJobAttempts: config.maxJobAttempts,
+      jobTimeoutMs: config.jobTimeoutMs,
+      buildTimeoutMs: config.buildTimeoutMs,
+    },
     onAgent: (kind, name, detail) =>
       events.append({
         kind: kind === 'connected' ? EventKind.AGENT_CONNECTED : EventKind.AGENT_DISCONNECTED,
@@ -74,6 +79,8 @@ export async function startCoordinator(
       events.append({ kind: EventKind.BUILD_STATE, message: `${state}: ${message}`, buildId }),
   });
   orchestrator.recover();
+  const deadlines = setInterval(() => orchestrator.checkDeadlines(), 1000);
+  deadlines.unref();
   const running = await startServer({
     address: config.listen,
     insecure: config.insecure,
@@ -132,6 +139,7 @@ export async function startCoordinator(
       });
       log.info({ reason, graceMs }, 'coordinator stopping');
       stopping.abort();
+      clearInterval(deadlines);
       for (const session of agents.all()) session.close('coordinator stopping');
       await running.stop(graceMs);
       store.close();

@@ -50,12 +50,26 @@ export interface OrchestratorDeps {
   verifyImage?: PublishOptions['verifyImage'];
   clock?: () => Date;
   newId?: () => string;
+  limits?: Partial<OrchestratorLimits>;
   /** Farm-wide notices for the coordinator's event log. */
   onAgent?: (kind: 'connected' | 'disconnected', name: string, detail: string) => void;
   onBuildState?: (buildId: string, state: string, message: string) => void;
 }
 
 const MAX_LOG_LINE_CHARS = 4096;
+
+export interface OrchestratorLimits {
+  /** Attempts per job when agents are lost (1 = never re-queue). */
+  maxJobAttempts: number;
+  jobTimeoutMs: number;
+  buildTimeoutMs: number;
+}
+
+export const DEFAULT_LIMITS: OrchestratorLimits = {
+  maxJobAttempts: 2,
+  jobTimeoutMs: 2 * 3_600_000,
+  buildTimeoutMs: 4 * 3_600_000,
+};
 
 type EventBody = MessageInitShape<typeof BuildEventSchema>['body'];
 
@@ -70,8 +84,10 @@ export class Orchestrator {
   private readonly watchers = new Map<string, Set<() => void>>();
   /** Parsed specs of builds in flight. */
   private readonly specs = new Map<string, ValidSpec>();
+  private readonly limits: OrchestratorLimits;
 
   constructor(private readonly deps: OrchestratorDeps) {
+    this.limits = { ...DEFAULT_LIMITS, ...deps.limits };
     this.clock = deps.clock ?? (() => new Date());
     this.newId = deps.newId ?? newBuildId;
   }
@@ -253,8 +269,65 @@ export class Orchestrator {
     for (const jobId of session.jobs) {
       const job = this.deps.store.getJob(jobId);
       if (!job || TERMINAL_JOB_STATES.has(job.state)) continue;
-      this.failJob(job, `agent ${session.name} was lost (${reason})`);
+      const why = `agent ${session.name} was lost (${reason})`;
+      if (job.attempt < this.limits.maxJobAttempts) this.requeue(job, why);
+      else this.failJob(job, `${why}; gave up after ${job.attempt} attempts`);
     }
+    this.scheduleQueued();
+  }
+
+  /** Put a job back in the queue for another agent; its late result, if any, is ignored. */
+  private requeue(job: JobRecord, why: string): void {
+    this.moveJob(job, JobState.QUEUED, {
+      agent: '',
+      emulated: false,
+      emulator: '',
+      currentStep: '',
+      attempt: job.attempt + 1,
+      error: `attempt ${job.attempt} ended: ${why}; re-queued`,
+    });
+    this.coordinatorLog(
+      job.buildId,
+      `${formatPlatform(job.platform)}: ${why}; re-queued (attempt ${job.attempt + 1} of ${this.limits.maxJobAttempts})`,
+    );
+  }
+
+  /**
+   * Enforce deadlines: a job running longer than jobTimeoutMs, or a build
+   * older than buildTimeoutMs, ends the build TIMED_OUT naming the platform.
+   */
+  checkDeadlines(): void {
+    const now = this.clock().getTime();
+    for (const build of this.deps.store.unfinishedBuilds()) {
+      if (build.state === BuildState.STITCHING) continue;
+      const jobs = this.deps.store.jobsOf(build.id);
+      const late = jobs.find(
+        (j) =>
+          j.state === JobState.RUNNING &&
+          j.startedAt &&
+          now - j.startedAt.getTime() > this.limits.jobTimeoutMs,
+      );
+      const buildLate = now - build.createdAt.getTime() > this.limits.buildTimeoutMs;
+      if (!late && !buildLate) continue;
+      const pending = jobs.filter((j) => !TERMINAL_JOB_STATES.has(j.state));
+      const names = pending.map((j) => formatPlatform(j.platform)).join(', ');
+      const message = late
+        ? `${formatPlatform(late.platform)} ran longer than the job timeout of ${this.limits.jobTimeoutMs} ms`
+        : `the build ran longer than its timeout of ${this.limits.buildTimeoutMs} ms (unfinished: ${names})`;
+      for (const job of pending) {
+        if (job.agent) {
+          const session = this.deps.agents.get(job.agent);
+          session?.send({ case: 'cancel', value: { jobId: job.id, reason: 'timed out' } });
+          session?.jobs.delete(job.id);
+        }
+        this.moveJob(job, JobState.FAILED, {
+          error: `timed out: ${message}`,
+          finishedAt: this.clock(),
+        });
+      }
+      this.finishBuild(build.id, BuildState.TIMED_OUT, `${message}; no tag was moved`);
+    }
+    this.scheduleQueued();
   }
 
   jobUpdate(session: AgentSession, update: JobUpdate): void {

@@ -37,6 +37,18 @@ export function addCoordinatorOptions(command: Command): Command {
       'layer bytes the arch guard reads per image (env BRAID_ARCH_CHECK_BUDGET_BYTES)',
     )
     .option(
+      '--max-job-attempts <n>',
+      'attempts per job when its agent is lost (env BRAID_MAX_JOB_ATTEMPTS; default 2)',
+    )
+    .option(
+      '--job-timeout-ms <ms>',
+      'a job running longer ends its build TIMED_OUT (env BRAID_JOB_TIMEOUT_MS; default 2 h)',
+    )
+    .option(
+      '--build-timeout-ms <ms>',
+      'a build older than this ends TIMED_OUT (env BRAID_BUILD_TIMEOUT_MS; default 4 h)',
+    )
+    .option(
       '--registry-timeout-ms <ms>',
       'deadline per registry request (env BRAID_REGISTRY_TIMEOUT_MS)',
     )
