@@ -5,10 +5,11 @@
  */
 import { createHash, randomUUID } from 'node:crypto';
 import { createReadStream, createWriteStream } from 'node:fs';
-import { mkdir, rename, rm, stat } from 'node:fs/promises';
+import { mkdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Readable } from 'node:stream';
 import { BraidError } from '../errors.js';
+import { checkContextTar } from './context-check.js';
 
 const DIGEST = /^sha256:([a-f0-9]{64})$/;
 
@@ -92,11 +93,29 @@ export class ContextStore {
           `context upload hashes to ${actual}, not the announced ${digest}`,
         );
       }
+      // Untrusted bytes: only a context whose every entry stays inside is kept.
+      const listing = await checkContextTar(temp);
+      await writeFile(`${target}.files`, [...listing.files].sort().join('\n'), { mode: 0o600 });
       await rename(temp, target);
       return false;
     } catch (err) {
       out.destroy();
       await rm(temp, { force: true });
+      throw err;
+    }
+  }
+
+  /** Whether the context holds a file (or link) at `path`. */
+  async hasFile(digest: string, path: string): Promise<boolean> {
+    const normalised = path
+      .split('/')
+      .filter((p) => p !== '' && p !== '.')
+      .join('/');
+    try {
+      const files = (await readFile(`${this.pathOf(digest)}.files`, 'utf8')).split('\n');
+      return files.includes(normalised);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return false;
       throw err;
     }
   }

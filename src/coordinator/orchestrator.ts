@@ -122,6 +122,12 @@ export class Orchestrator {
         `context ${spec.contextDigest} has not been uploaded`,
       );
     }
+    if (!(await this.deps.contexts.hasFile(spec.contextDigest, valid.dockerfile))) {
+      throw new BraidError(
+        'invalid_argument',
+        `Dockerfile "${valid.dockerfile}" is not in context ${spec.contextDigest}`,
+      );
+    }
     const id = this.newId();
     const jobs: JobRecord[] = valid.platforms.map((platform, i) => ({
       id: `${id}-${i + 1}`,
