@@ -4,12 +4,13 @@
  */
 import { AgentService } from '../gen/braid/v1/agent_pb.js';
 import type { AgentConfig } from '../config/settings.js';
+import { clientTlsFiles } from '../config/tls-files.js';
 import { BraidError, errorLine } from '../errors.js';
 import type { Logger } from '../log.js';
 import { registryClientFor } from '../oci/registry-factory.js';
 import { formatGrpcAddress } from '../rpc/address.js';
 import { createClient } from '../rpc/client.js';
-import { clientCredentials } from '../rpc/credentials.js';
+import { clientTransport } from '../rpc/credentials.js';
 import { describeCapabilities, emulatedPlatforms, nativePlatform } from './capabilities.js';
 import { ContextCache } from './context-cache.js';
 import { createEngine } from './engine.js';
@@ -30,6 +31,11 @@ export async function startAgent(
   log: Logger,
   env: Readonly<Record<string, string | undefined>>,
 ): Promise<RunningAgent> {
+  // TLS files are checked before the engine is asked anything: a bad one is exit 2.
+  const transport = clientTransport(config.coordinator, {
+    insecure: config.insecure,
+    tls: clientTlsFiles(config),
+  });
   const engine = createEngine(config.engine);
   let info;
   try {
@@ -52,8 +58,11 @@ export async function startAgent(
     );
   }
   const target = formatGrpcAddress(config.coordinator);
+  if (transport.warning) log.warn({ coordinator: target }, transport.warning);
   const client = createClient(AgentService, target, {
-    credentials: clientCredentials(config.coordinator, config.insecure),
+    credentials: transport.credentials,
+    transport: transport.secure ? 'tls' : 'plaintext',
+    metadata: config.joinToken ? { authorization: `Bearer ${config.joinToken}` } : {},
     channelOptions: {
       'grpc.keepalive_time_ms': 20_000,
       'grpc.keepalive_timeout_ms': 10_000,
@@ -68,6 +77,8 @@ export async function startAgent(
       engine: config.engine,
       engineVersion: info.serverVersion,
       coordinator: target,
+      transport: transport.secure ? 'tls' : 'plaintext',
+      joinToken: config.joinToken ? 'set' : 'none',
       capabilities: describeCapabilities(native, emulated),
       capacity: config.capacity,
     },

@@ -5,7 +5,7 @@
  *   2  bad usage or invalid config (nothing was done)
  *   130 interrupted
  */
-import { BraidError, ConfigError, errorLine } from '../errors.js';
+import { BraidError, ConfigError, RpcError, errorLine } from '../errors.js';
 
 export const EXIT_OK = 0;
 export const EXIT_FAILED = 1;
@@ -20,7 +20,18 @@ export function exitCodeFor(err: unknown): number {
   return EXIT_FAILED;
 }
 
+/** A refusal by the coordinator says so first: `unauthenticated: ...`, `permission denied: ...`. */
+const REFUSALS: Partial<Record<string, string>> = {
+  unauthenticated: 'unauthenticated',
+  permission_denied: 'permission denied',
+};
+
+export function userLine(err: unknown): string {
+  const refusal = err instanceof RpcError ? REFUSALS[err.code] : undefined;
+  return refusal ? `${refusal}: ${errorLine(err)}` : errorLine(err);
+}
+
 export function reportAndExit(err: unknown): never {
-  process.stderr.write(`braid: ${errorLine(err)}\n`);
+  process.stderr.write(`braid: ${userLine(err)}\n`);
   process.exit(exitCodeFor(err));
 }

@@ -8,10 +8,12 @@ import { agentsCommand } from './commands/agents.js';
 import { buildCommand } from './commands/build.js';
 import { buildsCommand } from './commands/builds.js';
 import { cancelCommand } from './commands/cancel.js';
+import { certsCommand } from './commands/certs.js';
 import { coordinatorCommand } from './commands/coordinator.js';
 import { logsCommand } from './commands/logs.js';
 import { serveCommand } from './commands/serve.js';
 import { statusCommand } from './commands/status.js';
+import { tokensCommand } from './commands/tokens.js';
 import { eventsCommand } from './commands/events.js';
 import { manifestCommand } from './commands/manifest.js';
 import { versionCommand } from './commands/version.js';
@@ -37,7 +39,9 @@ export async function main(argv: string[], env: NodeJS.ProcessEnv): Promise<void
     .addCommand(coordinatorCommand(env))
     .addCommand(agentCommand(env))
     .addCommand(versionCommand(env))
-    .addCommand(eventsCommand(env));
+    .addCommand(eventsCommand(env))
+    .addCommand(tokensCommand(env))
+    .addCommand(certsCommand());
   const all = (c: Command): Command[] => [c, ...c.commands.flatMap(all)];
   for (const command of all(program)) command.exitOverride();
   try {

@@ -11,13 +11,31 @@ export function addLogOptions(command: Command): Command {
     .option('--log-format <format>', 'auto|json|pretty (env BRAID_LOG_FORMAT)');
 }
 
-export function addClientOptions(command: Command): Command {
-  return addLogOptions(command)
+/** How a client or agent reaches the coordinator: address, plaintext permission, TLS files. */
+export function addCoordinatorAccessOptions(command: Command): Command {
+  return command
     .option(
       '--coordinator <address>',
       'coordinator HOST:PORT or unix:/path (env BRAID_COORDINATOR)',
     )
-    .option('--insecure', 'allow plaintext to a non-loopback coordinator (env BRAID_INSECURE)')
+    .option(
+      '--insecure',
+      'allow plaintext to a non-loopback coordinator, which is TLS by default (env BRAID_INSECURE)',
+    )
+    .option(
+      '--tls-ca <file>',
+      "CA (PEM) that signed the coordinator's certificate; default: the system's CAs (env BRAID_TLS_CA)",
+    )
+    .option(
+      '--tls-cert <file>',
+      'client certificate (PEM) for a coordinator that requires mTLS (env BRAID_TLS_CERT)',
+    )
+    .option('--tls-key <file>', "the client certificate's key (PEM) (env BRAID_TLS_KEY)");
+}
+
+export function addClientOptions(command: Command): Command {
+  return addCoordinatorAccessOptions(addLogOptions(command))
+    .option('--token <token>', 'API token (braid_api_...) (env BRAID_TOKEN)')
     .option('--timeout-ms <ms>', 'deadline for each call (env BRAID_TIMEOUT_MS)');
 }
 

@@ -57,6 +57,19 @@ function readYaml(file: string): Record<string, unknown> {
   return doc as Record<string, unknown>;
 }
 
+/** Where each key of a compiled config came from, as the user spelled it. */
+const SOURCES = new WeakMap<object, Readonly<Record<string, string>>>();
+
+/**
+ * The name of `key` as the user gave it (`--tls-cert`, `BRAID_TLS_CERT`,
+ * `FILE: tlsCert`), for checks that span several keys; the flag name when
+ * the config was not compiled by loadConfig (or was copied).
+ */
+export function settingSource(config: object, key: string): string {
+  const source = SOURCES.get(config)?.[key];
+  return source && !source.endsWith('(default)') ? source : flagName(key);
+}
+
 function issueText(error: z.ZodError): string {
   const issue = error.issues[0];
   return issue ? issue.message : 'invalid value';
@@ -78,6 +91,7 @@ export function loadConfig<Shape extends z.ZodRawShape>(
     }
   }
   const result: Record<string, unknown> = {};
+  const sourceOf: Record<string, string> = {};
   for (const key of keys) {
     const field = schema.shape[key] as z.ZodType;
     let source: string;
@@ -103,8 +117,11 @@ export function loadConfig<Shape extends z.ZodRawShape>(
       throw new ConfigError(source, `${text}${got}`);
     }
     result[key] = parsed.data;
+    sourceOf[key] = source;
   }
-  return Object.freeze(result) as Readonly<z.infer<z.ZodObject<Shape>>>;
+  const frozen = Object.freeze(result);
+  SOURCES.set(frozen, Object.freeze(sourceOf));
+  return frozen as Readonly<z.infer<z.ZodObject<Shape>>>;
 }
 
 // --- field helpers: accept the string forms that flags and env deliver -------
@@ -156,6 +173,22 @@ export function parsedSetting<T>(parse: (text: string) => T, defaultValue: strin
         return z.NEVER;
       }
     });
+}
+
+/** An optional path; unset (or empty) means "not configured". */
+export function optionalPathSetting() {
+  return z
+    .string({ error: 'expected a path' })
+    .optional()
+    .transform((text) => (text && text.trim() !== '' ? text : undefined));
+}
+
+/** An optional secret string (a token); unset or empty means none. */
+export function optionalSecretSetting() {
+  return z
+    .string({ error: 'expected a string' })
+    .optional()
+    .transform((text) => (text && text.trim() !== '' ? text.trim() : undefined));
 }
 
 /** A list setting: repeated flags arrive as arrays, env and YAML may give "a,b". */

@@ -12,6 +12,8 @@ import {
   enumSetting,
   intSetting,
   listSetting,
+  optionalPathSetting,
+  optionalSecretSetting,
   parsedSetting,
   type Env,
 } from './loader.js';
@@ -66,6 +68,13 @@ export function coordinatorSettings(env: Env) {
     ),
     dataDir: z.string().min(1, { error: 'must not be empty' }).default(defaultDataDir(env)),
     insecure: boolSetting(false),
+    /** Server certificate (PEM); with tlsKey, the coordinator serves TLS. */
+    tlsCert: optionalPathSetting(),
+    tlsKey: optionalPathSetting(),
+    /** CA (PEM) that client certificates must chain to: mTLS for every caller. */
+    tlsCa: optionalPathSetting(),
+    /** Tokens on loopback and unix sockets too (always required elsewhere). */
+    requireAuth: boolSetting(false),
     maxMessageBytes: intSetting({
       min: 64 * 1024,
       max: 256 * 1024 * 1024,
@@ -89,6 +98,15 @@ export function coordinatorSettings(env: Env) {
   });
 }
 
+/** How a client reaches the coordinator: TLS files (all optional). */
+const clientTlsFields = {
+  /** CA (PEM) that verifies the coordinator's certificate; default: the system's CAs. */
+  tlsCa: optionalPathSetting(),
+  /** Client certificate and key (PEM) for a coordinator that requires mTLS. */
+  tlsCert: optionalPathSetting(),
+  tlsKey: optionalPathSetting(),
+};
+
 export function clientSettings() {
   return z.object({
     coordinator: parsedSetting(
@@ -96,6 +114,9 @@ export function clientSettings() {
       DEFAULT_COORDINATOR_ADDRESS,
     ),
     insecure: boolSetting(false),
+    ...clientTlsFields,
+    /** API token (`braid_api_...`), sent as `authorization: Bearer`. */
+    token: optionalSecretSetting(),
     timeoutMs: intSetting({ min: 100, max: 3_600_000, default: 15_000 }),
     ...logSettings,
     logLevel: enumSetting(LOG_LEVELS, 'warn'),
@@ -146,6 +167,9 @@ export function agentSettings(env: Env) {
       DEFAULT_COORDINATOR_ADDRESS,
     ),
     insecure: boolSetting(false),
+    ...clientTlsFields,
+    /** Join token (`braid_join_...`), sent as `authorization: Bearer`. */
+    joinToken: optionalSecretSetting(),
     ...agentFields(env),
     ...logSettings,
   });

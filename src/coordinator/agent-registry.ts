@@ -8,12 +8,15 @@ import type { AgentHello, ConnectResponseSchema } from '../gen/braid/v1/agent_pb
 import { AgentInfoSchema, type AgentInfo } from '../gen/braid/v1/build_pb.js';
 import { BraidError } from '../errors.js';
 import { fromProtoPlatform } from '../rpc/platform.js';
+import type { CallIdentity } from '../rpc/service.js';
 import type { AgentView } from './scheduler.js';
 
 export interface AgentSession {
   readonly name: string;
   readonly hello: AgentHello;
   readonly connectedAt: Date;
+  /** The join token it connected with (undefined on an open loopback coordinator). */
+  readonly identity?: CallIdentity | undefined;
   lastHeartbeat: Date;
   /** Jobs assigned to it and not yet finished. */
   readonly jobs: Set<string>;

@@ -6,9 +6,9 @@ import type { MessageInitShape } from '@bufbuild/protobuf';
 import { BraidError, errorLine } from '../errors.js';
 import type { Logger } from '../log.js';
 import { AsyncQueue } from '../rpc/async-queue.js';
-import type { ImplOf } from '../rpc/service.js';
+import type { CallIdentity, ImplOf } from '../rpc/service.js';
 import { BRAID_VERSION } from '../version.js';
-import type { AgentSession } from './agent-registry.js';
+import type { AgentRegistry, AgentSession } from './agent-registry.js';
 import type { ContextStore } from './context-store.js';
 import type { Orchestrator } from './orchestrator.js';
 
@@ -17,11 +17,22 @@ export interface AgentServiceSettings {
   heartbeatTimeoutMs: number;
 }
 
+/** How often a connected agent's join token is checked again (revocation ends the session). */
+const TOKEN_RECHECK_MS = 2000;
+
+/** Two calls made with the same join token (or both without one). */
+function sameCaller(a: CallIdentity | undefined, b: CallIdentity | undefined): boolean {
+  return a === undefined || b === undefined ? a === b : a.id === b.id;
+}
+
 type Outbound = MessageInitShape<typeof ConnectResponseSchema> | { refused: unknown };
 
 export function agentService(deps: {
   orchestrator: Orchestrator;
   contexts: ContextStore;
+  agents: AgentRegistry;
+  /** Whether the join token behind a session still works. */
+  tokenActive: (identity: CallIdentity | undefined) => boolean;
   settings: AgentServiceSettings;
   stopping: AbortSignal;
   log: Logger;
@@ -51,6 +62,7 @@ export function agentService(deps: {
             name: hello.name,
             hello,
             connectedAt: now,
+            identity: ctx.identity,
             lastHeartbeat: now,
             jobs: new Set(),
             send: (body) => outbound.push({ body }),
@@ -71,10 +83,21 @@ export function agentService(deps: {
               },
             },
           });
+          let tokenCheckedAt = Date.now();
           watchdog = setInterval(
             () => {
               if (Date.now() - current.lastHeartbeat.getTime() > deps.settings.heartbeatTimeoutMs) {
                 current.close(`no heartbeat for ${deps.settings.heartbeatTimeoutMs} ms`);
+              }
+              if (ctx.identity && Date.now() - tokenCheckedAt >= TOKEN_RECHECK_MS) {
+                tokenCheckedAt = Date.now();
+                if (!deps.tokenActive(ctx.identity)) {
+                  const why = `join token "${ctx.identity.name}" was revoked`;
+                  reason = why;
+                  // The agent gets UNAUTHENTICATED and stops instead of reconnecting.
+                  outbound.push({ refused: new BraidError('unauthenticated', why) });
+                  outbound.close();
+                }
               }
             },
             Math.min(1000, deps.settings.heartbeatIntervalMs),
@@ -122,6 +145,23 @@ export function agentService(deps: {
       })();
     },
     async *fetchContext(request, ctx) {
+      // An agent fetches only the context of a job assigned to an agent that
+      // joined with the same token (or, on an open coordinator, without one).
+      const assigned = deps.agents
+        .all()
+        .some(
+          (session) =>
+            sameCaller(session.identity, ctx.identity) &&
+            [...session.jobs].some(
+              (jobId) => deps.orchestrator.contextOfJob(jobId) === request.digest,
+            ),
+        );
+      if (!assigned) {
+        throw new BraidError(
+          'permission_denied',
+          `context ${request.digest} belongs to no job assigned to this agent`,
+        );
+      }
       const stream = await deps.contexts.open(request.digest, Number(request.offset));
       try {
         for await (const chunk of stream) {

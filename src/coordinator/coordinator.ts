@@ -1,13 +1,16 @@
 /**
- * The coordinator process: its data dir, store, context store, event log,
- * orchestrator and gRPC services, started and stopped as one unit.
+ * The coordinator process: its data dir, store, token store, context store,
+ * event log, orchestrator and gRPC services (behind TLS and token checks),
+ * started and stopped as one unit.
  */
-import { mkdirSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { SystemService, EventKind, Severity } from '../gen/braid/v1/system_pb.js';
 import { BuildService } from '../gen/braid/v1/build_pb.js';
 import { AgentService } from '../gen/braid/v1/agent_pb.js';
 import type { CoordinatorConfig } from '../config/settings.js';
+import { serverTlsFiles } from '../config/tls-files.js';
 import { BraidError } from '../errors.js';
 import type { Logger } from '../log.js';
 import { archGuardVerifier } from '../oci/image-verifier.js';
@@ -18,25 +21,48 @@ import { startServer } from '../rpc/server.js';
 import { BRAID_VERSION } from '../version.js';
 import { AgentRegistry } from './agent-registry.js';
 import { agentService } from './agent-service.js';
+import { Authenticator, authRequired } from './auth.js';
 import { buildService } from './build-service.js';
 import { ContextStore } from './context-store.js';
 import { EventLog } from './event-log.js';
 import { Orchestrator } from './orchestrator.js';
 import { BuildStore } from './store.js';
 import { systemService } from './system-service.js';
+import { newToken } from './token-format.js';
+import { TokenStore } from './token-store.js';
+
+/** Where the agent of `braid serve` joins: a private socket and a token that live with this process. */
+export interface LocalAgentAccess {
+  readonly address: GrpcAddress;
+  readonly joinToken: string;
+}
 
 export interface Coordinator {
   readonly address: GrpcAddress;
   readonly events: EventLog;
+  /** Set when started with `localAgent`. */
+  readonly localAgent: LocalAgentAccess | undefined;
   /** Stop taking calls; running calls get `graceMs` before they are cancelled. */
   stop(reason: string, graceMs: number): Promise<void>;
+}
+
+export interface CoordinatorOptions {
+  /**
+   * Also serve an agent in this process (`braid serve`): plaintext on a unix
+   * socket in a fresh private directory, with a join token that exists only
+   * in memory. It joins whatever TLS and auth the public address has.
+   */
+  localAgent?: boolean;
 }
 
 export async function startCoordinator(
   config: CoordinatorConfig,
   log: Logger,
   env: Readonly<Record<string, string | undefined>> = {},
+  options: CoordinatorOptions = {},
 ): Promise<Coordinator> {
+  // TLS files are checked before anything is created: a bad one is exit 2.
+  const tls = serverTlsFiles(config);
   try {
     mkdirSync(config.dataDir, { recursive: true, mode: 0o700 });
   } catch (err) {
@@ -50,6 +76,26 @@ export async function startCoordinator(
   const events = new EventLog({ retained: config.eventsRetained });
   const stopping = new AbortController();
   const store = new BuildStore(join(config.dataDir, 'braid.db'));
+  const tokens = new TokenStore(join(config.dataDir, 'braid.db'));
+  const local = options.localAgent
+    ? {
+        dir: mkdtempSync(join(tmpdir(), 'braid-serve-')),
+        joinToken: newToken('join'),
+      }
+    : undefined;
+  const auth = new Authenticator({
+    required: authRequired(config.listen, config.requireAuth),
+    tokens,
+    log,
+    ephemeral: local
+      ? [
+          {
+            token: local.joinToken,
+            identity: { id: 'local-agent', name: 'local-agent', kind: 'join' },
+          },
+        ]
+      : [],
+  });
   const contexts = new ContextStore(config.dataDir, config.maxContextBytes);
   await contexts.init();
   const agents = new AgentRegistry();
@@ -81,9 +127,12 @@ export async function startCoordinator(
   orchestrator.recover();
   const deadlines = setInterval(() => orchestrator.checkDeadlines(), 1000);
   deadlines.unref();
+  const guard = { guard: auth.guard };
   const running = await startServer({
     address: config.listen,
     insecure: config.insecure,
+    tls,
+    privateSocket: local ? join(local.dir, 'agent.sock') : undefined,
     limits: {
       maxReceiveMessageBytes: config.maxMessageBytes,
       maxSendMessageBytes: config.maxMessageBytes,
@@ -93,11 +142,13 @@ export async function startCoordinator(
         server,
         SystemService,
         systemService({ events, startedAt, stopping: stopping.signal, log }),
+        guard,
       );
       addService(
         server,
         BuildService,
         buildService({ orchestrator, contexts, agents, stopping: stopping.signal, log }),
+        guard,
       );
       addService(
         server,
@@ -105,6 +156,8 @@ export async function startCoordinator(
         agentService({
           orchestrator,
           contexts,
+          agents,
+          tokenActive: (identity) => auth.isActive(identity),
           settings: {
             heartbeatIntervalMs: config.heartbeatIntervalMs,
             heartbeatTimeoutMs: config.heartbeatTimeoutMs,
@@ -112,24 +165,44 @@ export async function startCoordinator(
           stopping: stopping.signal,
           log,
         }),
+        guard,
       );
     },
+  }).catch((err: unknown) => {
+    if (local) rmSync(local.dir, { recursive: true, force: true });
+    throw err;
   });
   const address = formatGrpcAddress(running.address);
-  if (!isLocalAddress(running.address)) {
-    log.warn({ listen: address }, 'serving plaintext gRPC on a non-loopback address (--insecure)');
+  if (!tls && !isLocalAddress(running.address)) {
+    log.warn(
+      { listen: address },
+      'serving plaintext gRPC on a non-loopback address (--insecure): traffic and tokens cross the network unencrypted',
+    );
   }
+  warnIfLockedOut(log, auth, tokens, config.dataDir);
   events.append({
     kind: EventKind.COORDINATOR_STARTED,
     message: `coordinator ${BRAID_VERSION} listening on ${address}`,
   });
   log.info(
-    { listen: address, dataDir: config.dataDir, version: BRAID_VERSION },
+    {
+      listen: address,
+      dataDir: config.dataDir,
+      version: BRAID_VERSION,
+      transport: tls ? (tls.ca ? 'mtls' : 'tls') : 'plaintext',
+      auth: auth.required ? 'required' : 'optional',
+    },
     'coordinator started',
   );
   return {
     address: running.address,
     events,
+    localAgent: local
+      ? {
+          address: { kind: 'unix', path: join(local.dir, 'agent.sock') },
+          joinToken: local.joinToken,
+        }
+      : undefined,
     async stop(reason, graceMs) {
       if (stopping.signal.aborted) return running.stop(graceMs);
       events.append({
@@ -143,7 +216,27 @@ export async function startCoordinator(
       for (const session of agents.all()) session.close('coordinator stopping');
       await running.stop(graceMs);
       store.close();
+      tokens.close();
+      if (local) rmSync(local.dir, { recursive: true, force: true });
       log.info('coordinator stopped');
     },
   };
+}
+
+/** Tokens are required and a kind has none: say how to make one. */
+function warnIfLockedOut(
+  log: Logger,
+  auth: Authenticator,
+  tokens: TokenStore,
+  dataDir: string,
+): void {
+  if (!auth.required) return;
+  for (const kind of ['api', 'join'] as const) {
+    if (tokens.activeCount(kind) === 0) {
+      log.warn(
+        { kind, dataDir },
+        `tokens are required and no ${kind} token exists: create one with braid tokens create --kind ${kind} --data-dir ${dataDir}`,
+      );
+    }
+  }
 }

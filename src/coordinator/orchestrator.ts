@@ -338,7 +338,10 @@ export class Orchestrator {
 
   jobUpdate(session: AgentSession, update: JobUpdate): void {
     const job = this.ownedJob(session, update.jobId);
-    if (!job) return;
+    if (!job) {
+      this.ignoredReport(session, update.jobId);
+      return;
+    }
     if (update.state === JobState.RUNNING && job.state === JobState.ASSIGNED) {
       this.moveJob(job, JobState.RUNNING, { startedAt: this.clock(), currentStep: update.step });
       const build = this.deps.store.getBuildRecord(job.buildId);
@@ -350,7 +353,10 @@ export class Orchestrator {
 
   jobLog(session: AgentSession, chunk: JobLogChunk): void {
     const job = this.ownedJob(session, chunk.jobId);
-    if (!job) return;
+    if (!job) {
+      this.ignoredReport(session, chunk.jobId);
+      return;
+    }
     const platform = toProtoPlatform(job.platform);
     let dropped = chunk.dropped;
     for (const line of chunk.lines) {
@@ -371,7 +377,10 @@ export class Orchestrator {
   jobResult(session: AgentSession, result: JobResult): void {
     const job = this.ownedJob(session, result.jobId);
     session.jobs.delete(result.jobId);
-    if (!job) return;
+    if (!job) {
+      this.ignoredReport(session, result.jobId);
+      return;
+    }
     if (result.error || !result.image) {
       this.failJob(job, result.error || 'agent reported no image');
     } else {
@@ -396,11 +405,36 @@ export class Orchestrator {
 
   // --- internals -----------------------------------------------------------------
 
+  /**
+   * The job a report names, when this very session runs it. A late report
+   * (from a session that was lost, even one with the same agent name) or a
+   * foreign one (another agent's job) is ignored: only the assigned session
+   * speaks for a job.
+   */
   private ownedJob(session: AgentSession, jobId: string): JobRecord | undefined {
+    if (!session.jobs.has(jobId)) return undefined;
     const job = this.deps.store.getJob(jobId);
-    // A late or foreign report is ignored: only the assigned agent speaks for a job.
     if (!job || job.agent !== session.name || TERMINAL_JOB_STATES.has(job.state)) return undefined;
     return job;
+  }
+
+  /** A report about another agent's job is worth a warning; a late one about its own is not. */
+  private ignoredReport(session: AgentSession, jobId: string): void {
+    const job = this.deps.store.getJob(jobId);
+    if (job && job.agent && job.agent !== session.name) {
+      this.deps.log.warn(
+        { agent: session.name, jobId, buildId: job.buildId, assignedTo: job.agent },
+        "report ignored: the job is another agent's",
+      );
+    } else {
+      this.deps.log.debug({ agent: session.name, jobId }, 'late report ignored');
+    }
+  }
+
+  /** The context digest of a job's build (what its agent may fetch). */
+  contextOfJob(jobId: string): string | undefined {
+    const job = this.deps.store.getJob(jobId);
+    return job ? this.deps.store.getBuildRecord(job.buildId)?.spec.contextDigest : undefined;
   }
 
   private specOf(buildId: string): ValidSpec {

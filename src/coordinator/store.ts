@@ -3,7 +3,7 @@
  * their event log. Specs and events are stored as protobuf bytes, so what
  * is read back is exactly what the API serves.
  */
-import Database from 'better-sqlite3';
+import type Database from 'better-sqlite3';
 import { create, fromBinary, toBinary, type MessageInitShape } from '@bufbuild/protobuf';
 import { timestampFromDate } from '@bufbuild/protobuf/wkt';
 import {
@@ -24,6 +24,7 @@ import {
 } from '../gen/braid/v1/common_pb.js';
 import { toProtoPlatform } from '../rpc/platform.js';
 import type { Platform } from '../oci/platform.js';
+import { openDatabase } from './sqlite.js';
 
 export interface JobRecord {
   id: string;
@@ -136,10 +137,7 @@ export class BuildStore {
   private readonly nextSequence = new Map<string, bigint>();
 
   constructor(file: string) {
-    this.db = new Database(file);
-    this.db.pragma('journal_mode = WAL');
-    this.db.pragma('synchronous = NORMAL');
-    this.db.pragma('foreign_keys = ON');
+    this.db = openDatabase(file);
     this.db.exec(SCHEMA);
   }
 

@@ -64,14 +64,23 @@ export type ServiceClient<T extends GenServiceMethods> = {
 export interface ClientOptions {
   credentials: ChannelCredentials;
   channelOptions?: ChannelOptions;
+  /** Metadata sent with every call (e.g. `authorization`); per-call metadata wins. */
+  metadata?: Record<string, string>;
+  /** What the credentials are: connection failures then hint at the likely TLS mismatch. */
+  transport?: 'plaintext' | 'tls';
 }
 
-function grpcOptions(options: CallOptions | undefined): {
+function grpcOptions(
+  defaults: Record<string, string> | undefined,
+  options: CallOptions | undefined,
+): {
   metadata: Metadata;
   callOptions: GrpcCallOptions;
 } {
   const metadata = new Metadata();
-  for (const [key, value] of Object.entries(options?.metadata ?? {})) metadata.set(key, value);
+  for (const [key, value] of Object.entries({ ...defaults, ...options?.metadata })) {
+    metadata.set(key, value);
+  }
   const callOptions: GrpcCallOptions = {};
   if (options?.timeoutMs !== undefined) callOptions.deadline = Date.now() + options.timeoutMs;
   return { metadata, callOptions };
@@ -97,12 +106,13 @@ async function* readResponses<O>(
   path: string,
   target: string,
   cancelled: () => boolean,
+  mapError: (err: ServiceError) => RpcError,
 ): AsyncGenerator<O> {
   try {
     for await (const message of call) yield message as O;
   } catch (err) {
     if (cancelled()) return;
-    if (isServiceError(err)) throw fromServiceError(err, path, target);
+    if (isServiceError(err)) throw mapError(err);
     throw err;
   } finally {
     // Leaving the loop early (break, throw in the consumer) cancels the call.
@@ -118,15 +128,17 @@ export function createClient<T extends GenServiceMethods>(
 ): ServiceClient<T> {
   const client = new Client(target, options.credentials, options.channelOptions);
   const methods: Record<string, unknown> = {};
+  const grpcOptionsFor = (opts: CallOptions | undefined) => grpcOptions(options.metadata, opts);
   for (const method of service.methods) {
     const path = methodPath(method);
+    const mapError = (err: ServiceError) => fromServiceError(err, path, target, options.transport);
     const serialize = serializer(method.input) as (value: unknown) => Buffer;
     const deserialize = deserializer(method.output);
     switch (method.methodKind) {
       case 'unary':
         methods[method.localName] = (request: unknown, opts?: CallOptions) =>
           new Promise((resolve, reject) => {
-            const { metadata, callOptions } = grpcOptions(opts);
+            const { metadata, callOptions } = grpcOptionsFor(opts);
             const call = client.makeUnaryRequest(
               path,
               serialize,
@@ -136,7 +148,7 @@ export function createClient<T extends GenServiceMethods>(
               callOptions,
               (err, response) => {
                 unlink();
-                if (err) reject(fromServiceError(err, path, target));
+                if (err) reject(mapError(err));
                 else resolve(response);
               },
             );
@@ -145,7 +157,7 @@ export function createClient<T extends GenServiceMethods>(
         break;
       case 'server_streaming':
         methods[method.localName] = (request: unknown, opts?: CallOptions) => {
-          const { metadata, callOptions } = grpcOptions(opts);
+          const { metadata, callOptions } = grpcOptionsFor(opts);
           const call = client.makeServerStreamRequest(
             path,
             serialize,
@@ -159,7 +171,7 @@ export function createClient<T extends GenServiceMethods>(
             cancelled = true;
             call.cancel();
           });
-          const responses = readResponses(call, path, target, () => cancelled);
+          const responses = readResponses(call, path, target, () => cancelled, mapError);
           return {
             async *[Symbol.asyncIterator]() {
               try {
@@ -177,7 +189,7 @@ export function createClient<T extends GenServiceMethods>(
           opts?: CallOptions,
         ) =>
           new Promise((resolve, reject) => {
-            const { metadata, callOptions } = grpcOptions(opts);
+            const { metadata, callOptions } = grpcOptionsFor(opts);
             let settled = false;
             const call = client.makeClientStreamRequest(
               path,
@@ -188,7 +200,7 @@ export function createClient<T extends GenServiceMethods>(
               (err, response) => {
                 settled = true;
                 unlink();
-                if (err) reject(fromServiceError(err, path, target));
+                if (err) reject(mapError(err));
                 else resolve(response);
               },
             );
@@ -213,7 +225,7 @@ export function createClient<T extends GenServiceMethods>(
         break;
       case 'bidi_streaming':
         methods[method.localName] = (opts?: CallOptions) => {
-          const { metadata, callOptions } = grpcOptions(opts);
+          const { metadata, callOptions } = grpcOptionsFor(opts);
           const call = client.makeBidiStreamRequest(
             path,
             serialize,
@@ -227,7 +239,7 @@ export function createClient<T extends GenServiceMethods>(
             call.cancel();
           };
           const unlink = linkSignal(opts?.signal, cancel);
-          const responses = readResponses(call, path, target, () => cancelled);
+          const responses = readResponses(call, path, target, () => cancelled, mapError);
           const bidi: BidiCall<unknown, unknown> = {
             async send(request) {
               if (cancelled) throw new RpcError('cancelled', path, target, 'call cancelled');

@@ -1,9 +1,11 @@
 /**
- * Start and stop a grpc-js server on one address, with braid's limits.
+ * Start and stop a grpc-js server on one address (TLS or plaintext), with
+ * braid's limits, and optionally a private plaintext unix socket beside it.
  */
 import { Server, ServerCredentials } from '@grpc/grpc-js';
 import { BraidError } from '../errors.js';
-import { formatGrpcAddress, isLocalAddress, type GrpcAddress } from './address.js';
+import { formatGrpcAddress, type GrpcAddress } from './address.js';
+import { serverCredentials, type ServerTls } from './credentials.js';
 
 export interface ServerLimits {
   /** Largest message the server accepts. */
@@ -27,20 +29,36 @@ export interface RunningServer {
 
 export interface StartServerOptions {
   address: GrpcAddress;
-  /** Allow plaintext on a non-loopback address (TLS is not configured). */
+  /** Allow plaintext on a non-loopback address (when TLS is not configured). */
   insecure: boolean;
+  /** Serve TLS (and with `tls.ca`, require client certificates). */
+  tls?: ServerTls | undefined;
+  /**
+   * Also serve plaintext on this unix socket path (for an agent in the same
+   * process; the caller keeps the path in a directory only it can enter).
+   */
+  privateSocket?: string | undefined;
   limits?: ServerLimits;
   register(server: Server): void;
 }
 
+function bind(server: Server, target: string, creds: ServerCredentials): Promise<number> {
+  return new Promise<number>((resolve, reject) => {
+    server.bindAsync(target, creds, (err, bound) =>
+      err
+        ? reject(
+            new BraidError('unavailable', `cannot listen on ${target}: ${err.message}`, {
+              cause: err,
+            }),
+          )
+        : resolve(bound),
+    );
+  });
+}
+
 export async function startServer(options: StartServerOptions): Promise<RunningServer> {
   const { address } = options;
-  if (!isLocalAddress(address) && !options.insecure) {
-    throw new BraidError(
-      'invalid_argument',
-      `listen address ${formatGrpcAddress(address)} is not loopback: plaintext gRPC there needs --insecure`,
-    );
-  }
+  const creds = serverCredentials(address, { insecure: options.insecure, tls: options.tls });
   const limits = options.limits ?? DEFAULT_SERVER_LIMITS;
   const server = new Server({
     'grpc.max_receive_message_length': limits.maxReceiveMessageBytes,
@@ -50,22 +68,15 @@ export async function startServer(options: StartServerOptions): Promise<RunningS
     'grpc.keepalive_permit_without_calls': 1,
   });
   options.register(server);
-  const port = await new Promise<number>((resolve, reject) => {
-    server.bindAsync(
-      formatGrpcAddress(address),
-      ServerCredentials.createInsecure(),
-      (err, bound) =>
-        err
-          ? reject(
-              new BraidError(
-                'unavailable',
-                `cannot listen on ${formatGrpcAddress(address)}: ${err.message}`,
-                { cause: err },
-              ),
-            )
-          : resolve(bound),
+  const port = await bind(server, formatGrpcAddress(address), creds);
+  if (options.privateSocket) {
+    await bind(server, `unix:${options.privateSocket}`, ServerCredentials.createInsecure()).catch(
+      (err: unknown) => {
+        server.forceShutdown();
+        throw err;
+      },
     );
-  });
+  }
   const bound: GrpcAddress = address.kind === 'tcp' ? { ...address, port } : address;
   let stopping: Promise<void> | undefined;
   return {

@@ -3,6 +3,8 @@
  * becomes a grpc-js ServiceDefinition, and a typed implementation object is
  * registered on a grpc-js server. Handlers are async functions and async
  * iterables; errors they throw reach the client as mapped status codes.
+ * An optional guard runs before every handler: what it throws is the call's
+ * status and the handler never runs; what it returns is `ctx.identity`.
  */
 import { once } from 'node:events';
 import type { Writable } from 'node:stream';
@@ -35,6 +37,13 @@ type MethodShape = Pick<DescMethod, 'input' | 'output' | 'methodKind'>;
 type In<M extends MethodShape> = MessageShape<M['input']>;
 type OutInit<M extends MethodShape> = MessageInitShape<M['output']>;
 
+/** Who is calling, as the guard established it (e.g. the token used). */
+export interface CallIdentity {
+  readonly id: string;
+  readonly name: string;
+  readonly kind: string;
+}
+
 /** What a handler knows about its call. */
 export interface CallContext {
   /** Full RPC path, e.g. `/braid.v1.SystemService/Version`. */
@@ -43,7 +52,23 @@ export interface CallContext {
   readonly metadata: Metadata;
   /** Aborted when the client cancels, the deadline passes, or the server stops. */
   readonly signal: AbortSignal;
+  /** The caller, when the guard identified one. */
+  readonly identity: CallIdentity | undefined;
 }
+
+/** The call as a guard sees it, before any handler runs. */
+export interface GuardedCall {
+  readonly method: string;
+  readonly peer: string;
+  readonly metadata: Metadata;
+}
+
+/**
+ * Admits or refuses a call before its handler runs: throws (a BraidError,
+ * e.g. `unauthenticated`) to refuse, returns the caller's identity (or
+ * undefined for an anonymous caller) to admit.
+ */
+export type CallGuard = (call: GuardedCall) => CallIdentity | undefined;
 
 export type ServerMethod<M extends MethodShape> = M['methodKind'] extends 'unary'
   ? (request: In<M>, ctx: CallContext) => Promise<OutInit<M>> | OutInit<M>
@@ -101,7 +126,9 @@ type AnyCall =
   | ServerWritableStream<unknown, unknown>
   | ServerDuplexStream<unknown, unknown>;
 
-function contextOf(call: AnyCall, path: string): CallContext {
+/** The call's context; throws what the guard throws, before anything is set up. */
+function contextOf(call: AnyCall, path: string, guard: CallGuard | undefined): CallContext {
+  const identity = guard?.({ method: path, peer: call.getPeer(), metadata: call.metadata });
   const controller = new AbortController();
   // Every grpc-js server call emits 'cancelled'; the union of their typings hides it.
   (call as NodeJS.EventEmitter).on('cancelled', () =>
@@ -112,6 +139,7 @@ function contextOf(call: AnyCall, path: string): CallContext {
     peer: call.getPeer(),
     metadata: call.metadata,
     signal: controller.signal,
+    identity,
   };
 }
 
@@ -153,15 +181,18 @@ function requestsOf(
   return call.iterator({ destroyOnReturn: false });
 }
 
-function handlerFor(method: DescMethod, impl: (...args: never[]) => unknown): UntypedHandleCall {
+function handlerFor(
+  method: DescMethod,
+  impl: (...args: never[]) => unknown,
+  guard: CallGuard | undefined,
+): UntypedHandleCall {
   const path = methodPath(method);
   const fn = impl as (request: unknown, ctx: CallContext) => unknown;
   switch (method.methodKind) {
     case 'unary':
       return (call: ServerUnaryCall<unknown, unknown>, callback: sendUnaryData<unknown>) => {
-        const ctx = contextOf(call, path);
         Promise.resolve()
-          .then(() => fn(call.request, ctx))
+          .then(() => fn(call.request, contextOf(call, path, guard)))
           .then(
             (response) => callback(null, response),
             (err: unknown) => callback(toStatusObject(err)),
@@ -169,9 +200,10 @@ function handlerFor(method: DescMethod, impl: (...args: never[]) => unknown): Un
       };
     case 'server_streaming':
       return (call: ServerWritableStream<unknown, unknown>) => {
-        const ctx = contextOf(call, path);
+        let ctx: CallContext;
         let responses: AsyncIterable<unknown>;
         try {
+          ctx = contextOf(call, path, guard);
           responses = fn(call.request, ctx) as AsyncIterable<unknown>;
         } catch (err) {
           call.emit('error', toStatusObject(err));
@@ -181,9 +213,8 @@ function handlerFor(method: DescMethod, impl: (...args: never[]) => unknown): Un
       };
     case 'client_streaming':
       return (call: ServerReadableStream<unknown, unknown>, callback: sendUnaryData<unknown>) => {
-        const ctx = contextOf(call, path);
         Promise.resolve()
-          .then(() => fn(requestsOf(call), ctx))
+          .then(() => fn(requestsOf(call), contextOf(call, path, guard)))
           .then(
             (response) => callback(null, response),
             (err: unknown) => callback(toStatusObject(err)),
@@ -191,9 +222,10 @@ function handlerFor(method: DescMethod, impl: (...args: never[]) => unknown): Un
       };
     case 'bidi_streaming':
       return (call: ServerDuplexStream<unknown, unknown>) => {
-        const ctx = contextOf(call, path);
+        let ctx: CallContext;
         let responses: AsyncIterable<unknown>;
         try {
+          ctx = contextOf(call, path, guard);
           responses = fn(requestsOf(call), ctx) as AsyncIterable<unknown>;
         } catch (err) {
           call.emit('error', toStatusObject(err));
@@ -204,11 +236,12 @@ function handlerFor(method: DescMethod, impl: (...args: never[]) => unknown): Un
   }
 }
 
-/** Register a typed implementation of `service` on a grpc-js server. */
+/** Register a typed implementation of `service` on a grpc-js server, behind `guard`. */
 export function addService<T extends GenServiceMethods>(
   server: Server,
   service: GenService<T>,
   impl: ServiceImpl<T>,
+  options: { guard?: CallGuard } = {},
 ): void {
   const handlers: Record<string, UntypedHandleCall> = {};
   for (const method of service.methods) {
@@ -216,7 +249,7 @@ export function addService<T extends GenServiceMethods>(
       method.localName
     ];
     if (!fn) throw new BraidError('internal', `no handler for ${methodPath(method)}`);
-    handlers[method.localName] = handlerFor(method, fn);
+    handlers[method.localName] = handlerFor(method, fn, options.guard);
   }
   server.addService(serviceDefinition(service as GenService<GenServiceMethods>), handlers);
 }

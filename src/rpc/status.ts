@@ -50,12 +50,18 @@ export function toStatusObject(err: unknown): Partial<StatusObject> {
 }
 
 /** A grpc-js client error as a typed RpcError with braid's code. */
-export function fromServiceError(err: ServiceError, operation: string, target: string): RpcError {
+export function fromServiceError(
+  err: ServiceError,
+  operation: string,
+  target: string,
+  transport?: 'plaintext' | 'tls',
+): RpcError {
   const trailer = err.metadata?.get(CODE_TRAILER)[0];
   const sent = typeof trailer === 'string' && isErrorCode(trailer) ? trailer : undefined;
   const code = sent ?? FROM_GRPC.get(err.code) ?? 'internal';
   const details = err.details || GrpcStatus[err.code] || 'unknown error';
-  const message = code === 'unavailable' && !sent ? unreachable(target, details) : details;
+  const message =
+    code === 'unavailable' && !sent ? unreachable(target, details, transport) : details;
   return new RpcError(code, operation, target, message, { cause: err });
 }
 
@@ -70,8 +76,60 @@ const SOCKET_ERRORS: Record<string, string> = {
   EACCES: 'permission denied',
 };
 
-function unreachable(target: string, details: string): string {
+/** TLS failures as OpenSSL and Node word them, and what the user can do. */
+const TLS_ERRORS: [RegExp, (match: RegExpExecArray) => string][] = [
+  [
+    /wrong version number|packet length too long|http request/i,
+    () =>
+      'TLS handshake failed: the coordinator does not speak TLS (on loopback, drop the --tls-* flags; elsewhere --insecure allows plaintext)',
+  ],
+  [
+    /alert certificate required/i,
+    () => 'the coordinator requires a client certificate: pass --tls-cert and --tls-key',
+  ],
+  [
+    /alert (unknown ca|bad certificate|certificate unknown|unsupported certificate|certificate revoked|certificate expired|decrypt error)/i,
+    (m) => `the coordinator refused the client certificate (${m[1]?.toLowerCase()})`,
+  ],
+  [
+    /(unable to verify the first certificate|self[- ]signed certificate(?: in certificate chain)?|unable to get (?:local )?issuer certificate)/i,
+    (m) =>
+      `the coordinator's certificate is not trusted (${m[1]}): pass the CA that signed it with --tls-ca`,
+  ],
+  [
+    /certificate has expired|certificate is not yet valid/i,
+    (m) => `the coordinator's ${m[0].toLowerCase()}`,
+  ],
+  [
+    /Hostname\/IP does not match certificate's altnames: (.*)$/s,
+    (m) => `the coordinator's certificate does not name this address (${m[1]})`,
+  ],
+];
+
+/** The one line a user sees when no connection could be set up. */
+function unreachable(target: string, details: string, transport?: 'plaintext' | 'tls'): string {
   const errno = /\b(E[A-Z]{4,})\b/.exec(details)?.[1];
-  const reason = (errno && SOCKET_ERRORS[errno]) ?? details.replace(/\s*Resolution note:.*$/s, '');
-  return `cannot reach ${target}: ${reason}`;
+  const last = details
+    .replace(/\s*Resolution note:.*$/s, '')
+    .replace(/^No connection established\. Last error: (Error: )?/, '')
+    .replace(/\s*\(\d{4}-\d\d-\d\dT[\d:.]+Z\)/, '')
+    .trim()
+    .replace(/\.$/, '');
+  // Opened, then closed or reset during setup: over TLS most likely a refused
+  // client certificate, in plaintext most likely a TLS server.
+  if (/^Failed to connect$/.test(last) || (errno === 'ECONNRESET' && transport !== undefined)) {
+    if (transport === 'tls') {
+      return `cannot reach ${target}: the TLS connection was closed during setup (the coordinator may have refused the client certificate: check --tls-cert and --tls-key)`;
+    }
+    if (transport === 'plaintext') {
+      return `cannot reach ${target}: the connection was closed during setup (if the coordinator serves TLS, pass its CA with --tls-ca)`;
+    }
+  }
+  const socketReason = errno && SOCKET_ERRORS[errno];
+  if (socketReason) return `cannot reach ${target}: ${socketReason}`;
+  for (const [pattern, reason] of TLS_ERRORS) {
+    const match = pattern.exec(last);
+    if (match) return `cannot reach ${target}: ${reason(match)}`;
+  }
+  return `cannot reach ${target}: ${last}`;
 }

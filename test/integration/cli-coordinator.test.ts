@@ -129,7 +129,7 @@ describe('braid with bad input', () => {
     [
       ['coordinator', '--listen', '0.0.0.0:0'],
       {},
-      'braid: listen address 0.0.0.0:0 is not loopback: plaintext gRPC there needs --insecure',
+      'braid: listen address 0.0.0.0:0 is not loopback: serve TLS (--tls-cert, --tls-key) or allow plaintext with --insecure',
     ],
     [
       ['events', '--kind', 'agent-exploded'],

@@ -36,6 +36,7 @@ export interface TestCoordinator {
 export async function startTestCoordinator(
   listen = '127.0.0.1:0',
   extraArgs: string[] = [],
+  extraEnv: Record<string, string> = {},
 ): Promise<TestCoordinator> {
   const dir = await mkdtemp(join(tmpdir(), 'braid-coord-'));
   const dataDir = join(dir, 'data');
@@ -53,7 +54,7 @@ export async function startTestCoordinator(
       'json',
       ...extraArgs,
     ],
-    { env: cleanEnv() },
+    { env: cleanEnv(extraEnv) },
   );
   const match = await proc.waitForStdout(/^listening (\S+)$/m, 15_000);
   return {

@@ -24,6 +24,7 @@ export async function startTestAgent(
   coordinator: string,
   name: string,
   extraArgs: string[] = [],
+  extraEnv: Record<string, string> = {},
 ): Promise<TestAgent> {
   const dir = await mkdtemp(join(tmpdir(), `braid-agent-${name}-`));
   const proc = startProcess(
@@ -43,7 +44,7 @@ export async function startTestAgent(
       'json',
       ...extraArgs,
     ],
-    { env: cleanEnv() },
+    { env: cleanEnv(extraEnv) },
   );
   return {
     name,

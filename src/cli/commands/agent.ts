@@ -1,5 +1,5 @@
 import { Command } from 'commander';
-import { addLogOptions, collect } from '../options.js';
+import { addCoordinatorAccessOptions, addLogOptions, collect } from '../options.js';
 
 /** The agent's flags, shared by `braid agent` and `braid serve`. */
 export function addAgentOptions(command: Command): Command {
@@ -28,15 +28,11 @@ export function addAgentOptions(command: Command): Command {
 }
 
 export function agentCommand(env: NodeJS.ProcessEnv): Command {
-  return addAgentOptions(addLogOptions(new Command('agent')))
+  return addCoordinatorAccessOptions(addAgentOptions(addLogOptions(new Command('agent'))))
     .description(
       'run an agent: join a coordinator and build the platforms of the local engine (native and QEMU)',
     )
-    .option(
-      '--coordinator <address>',
-      'coordinator HOST:PORT or unix:/path (env BRAID_COORDINATOR)',
-    )
-    .option('--insecure', 'allow plaintext to a non-loopback coordinator (env BRAID_INSECURE)')
+    .option('--join-token <token>', 'join token (braid_join_...) (env BRAID_JOIN_TOKEN)')
     .action(async (flags: Record<string, unknown>) => {
       const { runAgent } = await import('./agent-run.js');
       await runAgent(flags, env);

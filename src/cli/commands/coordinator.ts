@@ -9,7 +9,20 @@ export function addCoordinatorOptions(command: Command): Command {
       'HOST:PORT or unix:/path to serve on (env BRAID_LISTEN; default 127.0.0.1:7465)',
     )
     .option('--data-dir <dir>', 'state directory (env BRAID_DATA_DIR)')
-    .option('--insecure', 'allow plaintext gRPC on a non-loopback address (env BRAID_INSECURE)')
+    .option(
+      '--insecure',
+      'allow plaintext gRPC on a non-loopback address without TLS (env BRAID_INSECURE)',
+    )
+    .option('--tls-cert <file>', 'serve TLS with this certificate (PEM) (env BRAID_TLS_CERT)')
+    .option('--tls-key <file>', "the certificate's private key (PEM) (env BRAID_TLS_KEY)")
+    .option(
+      '--tls-ca <file>',
+      'require client certificates signed by this CA (PEM): mTLS for every caller (env BRAID_TLS_CA)',
+    )
+    .option(
+      '--require-auth',
+      'require tokens on loopback and unix sockets too; always required elsewhere (env BRAID_REQUIRE_AUTH)',
+    )
     .option(
       '--max-message-bytes <n>',
       'largest gRPC message accepted (env BRAID_MAX_MESSAGE_BYTES)',

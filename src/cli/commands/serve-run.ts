@@ -1,7 +1,7 @@
 import { startAgent } from '../../agent/agent.js';
 import { serveSettings } from '../../config/settings.js';
 import { startCoordinator } from '../../coordinator/coordinator.js';
-import { errorLine } from '../../errors.js';
+import { BraidError, errorLine } from '../../errors.js';
 import { createLogger } from '../../log.js';
 import { formatGrpcAddress } from '../../rpc/address.js';
 import { compile } from '../compile.js';
@@ -17,13 +17,30 @@ export async function runServe(
     format: config.logFormat,
     component: 'serve',
   });
-  const coordinator = await startCoordinator(config, log.child({ component: 'coordinator' }), env);
+  const coordinator = await startCoordinator(config, log.child({ component: 'coordinator' }), env, {
+    localAgent: true,
+  });
+  const local = coordinator.localAgent;
+  if (!local) throw new BraidError('internal', 'the coordinator has no local agent socket');
   // The local agent joins over gRPC like any other: one code path for every farm.
+  // It dials a private unix socket with an in-memory join token, so it needs
+  // none of the TLS files or tokens that remote callers do.
   const agent = await startAgent(
-    { ...config, coordinator: coordinator.address, insecure: false },
+    {
+      ...config,
+      coordinator: local.address,
+      insecure: false,
+      tlsCa: undefined,
+      tlsCert: undefined,
+      tlsKey: undefined,
+      joinToken: local.joinToken,
+    },
     log.child({ component: 'agent' }),
     env,
-  );
+  ).catch(async (err: unknown) => {
+    await coordinator.stop('local agent failed to start', 0);
+    throw err;
+  });
   stagedShutdown(log, {
     drain: async () => {
       await agent.drain(config.drainGraceMs);
