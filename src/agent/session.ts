@@ -23,6 +23,8 @@ type AgentClient = ServiceClient<(typeof AgentService)['method']>;
 type Call = ReturnType<AgentClient['connect']>;
 type ConnectRequestInit = MessageInitShape<typeof ConnectRequestSchema>;
 
+const MAX_UNACKED = 256;
+
 export interface SessionOptions {
   name: string;
   capacity: number;
@@ -48,6 +50,8 @@ const FATAL_CODES = new Set([
 
 export class AgentSessionLoop {
   private readonly running = new Map<string, AbortController>();
+  /** Results sent but not yet acknowledged: re-sent on every new session. */
+  private readonly unacked = new Map<string, ConnectRequestInit>();
   private call: Call | undefined;
   private draining = false;
   private stopped = false;
@@ -134,6 +138,7 @@ export class AgentSessionLoop {
               capacity: options.capacity,
               labels: options.labels,
               engineVersion: options.engineVersion,
+              heldJobIds: [...this.running.keys(), ...this.unacked.keys()],
             },
           },
         }),
@@ -162,6 +167,10 @@ export class AgentSessionLoop {
               },
             });
           }, interval);
+          // Results the last coordinator (or session) never acknowledged go again.
+          for (const result of this.unacked.values()) void this.send(result);
+        } else if (body.case === 'ack') {
+          this.unacked.delete(body.value.jobId);
         } else if (body.case === 'assign') {
           void this.startJob(body.value);
         } else if (body.case === 'cancel') {
@@ -182,6 +191,16 @@ export class AgentSessionLoop {
       if (heartbeat) clearInterval(heartbeat);
       this.call = undefined;
     }
+  }
+
+  /** Send a job's result and keep it until the coordinator acknowledges it. */
+  private sendResult(message: ConnectRequestInit & { body: { case: 'result' } }): Promise<void> {
+    const jobId = message.body.value.jobId ?? '';
+    // Bounded: a coordinator that never acknowledges cannot grow this forever.
+    if (this.unacked.size >= MAX_UNACKED)
+      this.unacked.delete(this.unacked.keys().next().value as string);
+    this.unacked.set(jobId, message);
+    return this.send(message);
   }
 
   private async startJob(job: AssignJob): Promise<void> {
@@ -218,7 +237,7 @@ export class AgentSessionLoop {
       );
       const outcome = await options.runJob(job, report, controller.signal);
       await shipper.flush();
-      await this.send({
+      await this.sendResult({
         body: {
           case: 'result',
           value: {
@@ -242,7 +261,7 @@ export class AgentSessionLoop {
       });
     } catch (err) {
       await shipper.flush().catch(() => undefined);
-      await this.send({
+      await this.sendResult({
         body: { case: 'result', value: { jobId: job.jobId, error: errorLine(err) } },
       });
     } finally {

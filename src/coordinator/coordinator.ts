@@ -113,6 +113,7 @@ export async function startCoordinator(
       maxJobAttempts: config.maxJobAttempts,
       jobTimeoutMs: config.jobTimeoutMs,
       buildTimeoutMs: config.buildTimeoutMs,
+      reattachGraceMs: config.heartbeatTimeoutMs * 2,
     },
     onAgent: (kind, name, detail) =>
       events.append({

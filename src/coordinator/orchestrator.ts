@@ -63,12 +63,15 @@ export interface OrchestratorLimits {
   maxJobAttempts: number;
   jobTimeoutMs: number;
   buildTimeoutMs: number;
+  /** After a restart, how long a running job's agent has to reconnect and claim it. */
+  reattachGraceMs: number;
 }
 
 export const DEFAULT_LIMITS: OrchestratorLimits = {
   maxJobAttempts: 2,
   jobTimeoutMs: 2 * 3_600_000,
   buildTimeoutMs: 4 * 3_600_000,
+  reattachGraceMs: 30_000,
 };
 
 type EventBody = MessageInitShape<typeof BuildEventSchema>['body'];
@@ -85,6 +88,8 @@ export class Orchestrator {
   /** Parsed specs of builds in flight. */
   private readonly specs = new Map<string, ValidSpec>();
   private readonly limits: OrchestratorLimits;
+  /** Jobs of a previous coordinator run waiting for their agent, by deadline (ms). */
+  private readonly orphans = new Map<string, number>();
 
   constructor(private readonly deps: OrchestratorDeps) {
     this.limits = { ...DEFAULT_LIMITS, ...deps.limits };
@@ -93,21 +98,30 @@ export class Orchestrator {
   }
 
   /** Builds interrupted by a coordinator restart end here (recovery of running work is future work). */
+  /**
+   * After a restart: builds in flight carry on. Jobs that were assigned or
+   * running wait `reattachGraceMs` for their agent to reconnect and claim
+   * them (its hello lists the jobs it holds, and it re-sends results it
+   * never had acknowledged), so finished work is not rebuilt; unclaimed
+   * ones are re-queued. A build that was stitching stitches again.
+   */
   recover(): void {
-    for (const build of this.deps.store.unfinishedBuilds()) {
-      for (const job of this.deps.store.jobsOf(build.id)) {
-        if (!TERMINAL_JOB_STATES.has(job.state)) {
-          this.deps.store.updateJob(job.id, {
-            state: JobState.FAILED,
-            error: 'coordinator restarted',
-            finishedAt: this.clock(),
-          });
+    const deadline = this.clock().getTime() + this.limits.reattachGraceMs;
+    const unfinished = this.deps.store.unfinishedBuilds();
+    for (const build of unfinished) {
+      this.coordinatorLog(build.id, 'coordinator restarted; resuming the build');
+      const jobs = this.deps.store.jobsOf(build.id);
+      for (const job of jobs) {
+        if (job.state === JobState.ASSIGNED || job.state === JobState.RUNNING) {
+          this.orphans.set(job.id, deadline);
         }
       }
-      this.finishBuild(
-        build.id,
-        BuildState.FAILED,
-        'the coordinator restarted before the build finished; no tag was moved',
+      if (build.state === BuildState.STITCHING) this.startStitch(build.id, jobs);
+    }
+    if (unfinished.length > 0) {
+      this.deps.log.info(
+        { builds: unfinished.length, orphans: this.orphans.size },
+        'recovered builds in flight',
       );
     }
   }
@@ -265,6 +279,17 @@ export class Orchestrator {
       'agent connected',
     );
     this.deps.onAgent?.('connected', session.name, '');
+    for (const jobId of session.hello.heldJobIds) {
+      const job = this.deps.store.getJob(jobId);
+      const live = job && (job.state === JobState.ASSIGNED || job.state === JobState.RUNNING);
+      if (!live || job.agent !== session.name) continue;
+      session.jobs.add(jobId);
+      this.orphans.delete(jobId);
+      this.coordinatorLog(
+        job.buildId,
+        `${formatPlatform(job.platform)}: agent ${session.name} reconnected and still holds the job`,
+      );
+    }
     this.scheduleQueued();
   }
 
@@ -304,6 +329,16 @@ export class Orchestrator {
    */
   checkDeadlines(): void {
     const now = this.clock().getTime();
+    for (const [jobId, deadline] of this.orphans) {
+      if (now < deadline) continue;
+      this.orphans.delete(jobId);
+      const job = this.deps.store.getJob(jobId);
+      if (!job || TERMINAL_JOB_STATES.has(job.state)) continue;
+      if (this.deps.agents.all().some((a) => a.jobs.has(jobId))) continue;
+      const why = `agent ${job.agent} did not reclaim it within ${this.limits.reattachGraceMs} ms of the coordinator's restart`;
+      if (job.attempt < this.limits.maxJobAttempts) this.requeue(job, why);
+      else this.failJob(job, `${why}; gave up after ${job.attempt} attempts`);
+    }
     for (const build of this.deps.store.unfinishedBuilds()) {
       if (build.state === BuildState.STITCHING) continue;
       const jobs = this.deps.store.jobsOf(build.id);
@@ -375,6 +410,11 @@ export class Orchestrator {
   }
 
   jobResult(session: AgentSession, result: JobResult): void {
+    // Stored or ignored as late, the agent may forget it now; another agent's job gets no answer.
+    const named = this.deps.store.getJob(result.jobId);
+    if (!named || named.agent === session.name || named.agent === '') {
+      session.send({ case: 'ack', value: { jobId: result.jobId } });
+    }
     const job = this.ownedJob(session, result.jobId);
     session.jobs.delete(result.jobId);
     if (!job) {
@@ -570,6 +610,10 @@ export class Orchestrator {
       BuildState.STITCHING,
       'every platform pushed; verifying and stitching the index',
     );
+    this.startStitch(buildId, jobs);
+  }
+
+  private startStitch(buildId: string, jobs: JobRecord[]): void {
     void this.stitch(buildId, jobs).catch((err: unknown) => {
       this.deps.log.error({ buildId, err: errorLine(err) }, 'stitch failed');
       this.finishBuild(buildId, BuildState.FAILED, `stitch: ${errorLine(err)}; no tag was moved`);

@@ -23,7 +23,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file braid/v1/agent.proto.
  */
 export const file_braid_v1_agent: GenFile = /*@__PURE__*/
-  fileDesc("ChRicmFpZC92MS9hZ2VudC5wcm90bxIIYnJhaWQudjEi4gEKDkNvbm5lY3RSZXF1ZXN0EiUKBWhlbGxvGAEgASgLMhQuYnJhaWQudjEuQWdlbnRIZWxsb0gAEi0KCWhlYXJ0YmVhdBgCIAEoCzIYLmJyYWlkLnYxLkFnZW50SGVhcnRiZWF0SAASJQoGdXBkYXRlGAMgASgLMhMuYnJhaWQudjEuSm9iVXBkYXRlSAASJAoDbG9nGAQgASgLMhUuYnJhaWQudjEuSm9iTG9nQ2h1bmtIABIlCgZyZXN1bHQYBSABKAsyEy5icmFpZC52MS5Kb2JSZXN1bHRIAEIGCgRib2R5Io0BCg9Db25uZWN0UmVzcG9uc2USJAoHd2VsY29tZRgBIAEoCzIRLmJyYWlkLnYxLldlbGNvbWVIABIlCgZhc3NpZ24YAiABKAsyEy5icmFpZC52MS5Bc3NpZ25Kb2JIABIlCgZjYW5jZWwYAyABKAsyEy5icmFpZC52MS5DYW5jZWxKb2JIAEIGCgRib2R5IpsCCgpBZ2VudEhlbGxvEgwKBG5hbWUYASABKAkSDwoHdmVyc2lvbhgCIAEoCRIrCg9uYXRpdmVfcGxhdGZvcm0YAyABKAsyEi5icmFpZC52MS5QbGF0Zm9ybRI2ChJlbXVsYXRlZF9wbGF0Zm9ybXMYBCADKAsyGi5icmFpZC52MS5FbXVsYXRlZFBsYXRmb3JtEhAKCGNhcGFjaXR5GAUgASgNEjAKBmxhYmVscxgGIAMoCzIgLmJyYWlkLnYxLkFnZW50SGVsbG8uTGFiZWxzRW50cnkSFgoOZW5naW5lX3ZlcnNpb24YByABKAkaLQoLTGFiZWxzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASJjCgdXZWxjb21lEhsKE2Nvb3JkaW5hdG9yX3ZlcnNpb24YASABKAkSHQoVaGVhcnRiZWF0X2ludGVydmFsX21zGAIgASgNEhwKFGhlYXJ0YmVhdF90aW1lb3V0X21zGAMgASgNIlYKDkFnZW50SGVhcnRiZWF0EisKB3NlbnRfYXQYASABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhcKD3J1bm5pbmdfam9iX2lkcxgCIAMoCSLIAwoJQXNzaWduSm9iEg4KBmpvYl9pZBgBIAEoCRIQCghidWlsZF9pZBgCIAEoCRIkCghwbGF0Zm9ybRgDIAEoCzISLmJyYWlkLnYxLlBsYXRmb3JtEhAKCGVtdWxhdGVkGAQgASgIEhYKDmNvbnRleHRfZGlnZXN0GAUgASgJEhIKCmRvY2tlcmZpbGUYBiABKAkSNgoKYnVpbGRfYXJncxgHIAMoCzIiLmJyYWlkLnYxLkFzc2lnbkpvYi5CdWlsZEFyZ3NFbnRyeRIOCgZ0YXJnZXQYCCABKAkSLwoGbGFiZWxzGAkgAygLMh8uYnJhaWQudjEuQXNzaWduSm9iLkxhYmVsc0VudHJ5EhAKCG5vX2NhY2hlGAogASgIEgwKBHB1bGwYCyABKAgSFwoPcHVzaF9yZXBvc2l0b3J5GAwgASgJEhEKCXB1c2hfdGFncxgNIAMoCRIPCgdhdHRlbXB0GA4gASgNGjAKDkJ1aWxkQXJnc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEaLQoLTGFiZWxzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASIrCglDYW5jZWxKb2ISDgoGam9iX2lkGAEgASgJEg4KBnJlYXNvbhgCIAEoCSJMCglKb2JVcGRhdGUSDgoGam9iX2lkGAEgASgJEiEKBXN0YXRlGAIgASgOMhIuYnJhaWQudjEuSm9iU3RhdGUSDAoEc3RlcBgDIAEoCSJ6CgtKb2JMb2dDaHVuaxIOCgZqb2JfaWQYASABKAkSFgoOZmlyc3Rfc2VxdWVuY2UYAiABKAQSDQoFbGluZXMYAyADKAkSIwoGc291cmNlGAQgASgOMhMuYnJhaWQudjEuTG9nU291cmNlEg8KB2Ryb3BwZWQYBSABKA0isAEKCUpvYlJlc3VsdBIOCgZqb2JfaWQYASABKAkSKAoFaW1hZ2UYAiABKAsyGS5icmFpZC52MS5JbWFnZURlc2NyaXB0b3ISDQoFZXJyb3IYAyABKAkSEwoLZHVyYXRpb25fbXMYBCABKAQSEAoIZW11bGF0ZWQYBSABKAgSEAoIZmV0Y2hfbXMYBiABKAQSEAoIYnVpbGRfbXMYByABKAQSDwoHcHVzaF9tcxgIIAEoBCI1ChNGZXRjaENvbnRleHRSZXF1ZXN0Eg4KBmRpZ2VzdBgBIAEoCRIOCgZvZmZzZXQYAiABKAQiJQoURmV0Y2hDb250ZXh0UmVzcG9uc2USDQoFY2h1bmsYASABKAwyowEKDEFnZW50U2VydmljZRJCCgdDb25uZWN0EhguYnJhaWQudjEuQ29ubmVjdFJlcXVlc3QaGS5icmFpZC52MS5Db25uZWN0UmVzcG9uc2UoATABEk8KDEZldGNoQ29udGV4dBIdLmJyYWlkLnYxLkZldGNoQ29udGV4dFJlcXVlc3QaHi5icmFpZC52MS5GZXRjaENvbnRleHRSZXNwb25zZTABYgZwcm90bzM", [file_braid_v1_build, file_braid_v1_common, file_google_protobuf_timestamp]);
+  fileDesc("ChRicmFpZC92MS9hZ2VudC5wcm90bxIIYnJhaWQudjEi4gEKDkNvbm5lY3RSZXF1ZXN0EiUKBWhlbGxvGAEgASgLMhQuYnJhaWQudjEuQWdlbnRIZWxsb0gAEi0KCWhlYXJ0YmVhdBgCIAEoCzIYLmJyYWlkLnYxLkFnZW50SGVhcnRiZWF0SAASJQoGdXBkYXRlGAMgASgLMhMuYnJhaWQudjEuSm9iVXBkYXRlSAASJAoDbG9nGAQgASgLMhUuYnJhaWQudjEuSm9iTG9nQ2h1bmtIABIlCgZyZXN1bHQYBSABKAsyEy5icmFpZC52MS5Kb2JSZXN1bHRIAEIGCgRib2R5Iq4BCg9Db25uZWN0UmVzcG9uc2USJAoHd2VsY29tZRgBIAEoCzIRLmJyYWlkLnYxLldlbGNvbWVIABIlCgZhc3NpZ24YAiABKAsyEy5icmFpZC52MS5Bc3NpZ25Kb2JIABIlCgZjYW5jZWwYAyABKAsyEy5icmFpZC52MS5DYW5jZWxKb2JIABIfCgNhY2sYBCABKAsyEC5icmFpZC52MS5Kb2JBY2tIAEIGCgRib2R5IhgKBkpvYkFjaxIOCgZqb2JfaWQYASABKAkisQIKCkFnZW50SGVsbG8SDAoEbmFtZRgBIAEoCRIPCgd2ZXJzaW9uGAIgASgJEisKD25hdGl2ZV9wbGF0Zm9ybRgDIAEoCzISLmJyYWlkLnYxLlBsYXRmb3JtEjYKEmVtdWxhdGVkX3BsYXRmb3JtcxgEIAMoCzIaLmJyYWlkLnYxLkVtdWxhdGVkUGxhdGZvcm0SEAoIY2FwYWNpdHkYBSABKA0SMAoGbGFiZWxzGAYgAygLMiAuYnJhaWQudjEuQWdlbnRIZWxsby5MYWJlbHNFbnRyeRIWCg5lbmdpbmVfdmVyc2lvbhgHIAEoCRIUCgxoZWxkX2pvYl9pZHMYCCADKAkaLQoLTGFiZWxzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASJjCgdXZWxjb21lEhsKE2Nvb3JkaW5hdG9yX3ZlcnNpb24YASABKAkSHQoVaGVhcnRiZWF0X2ludGVydmFsX21zGAIgASgNEhwKFGhlYXJ0YmVhdF90aW1lb3V0X21zGAMgASgNIlYKDkFnZW50SGVhcnRiZWF0EisKB3NlbnRfYXQYASABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhcKD3J1bm5pbmdfam9iX2lkcxgCIAMoCSLIAwoJQXNzaWduSm9iEg4KBmpvYl9pZBgBIAEoCRIQCghidWlsZF9pZBgCIAEoCRIkCghwbGF0Zm9ybRgDIAEoCzISLmJyYWlkLnYxLlBsYXRmb3JtEhAKCGVtdWxhdGVkGAQgASgIEhYKDmNvbnRleHRfZGlnZXN0GAUgASgJEhIKCmRvY2tlcmZpbGUYBiABKAkSNgoKYnVpbGRfYXJncxgHIAMoCzIiLmJyYWlkLnYxLkFzc2lnbkpvYi5CdWlsZEFyZ3NFbnRyeRIOCgZ0YXJnZXQYCCABKAkSLwoGbGFiZWxzGAkgAygLMh8uYnJhaWQudjEuQXNzaWduSm9iLkxhYmVsc0VudHJ5EhAKCG5vX2NhY2hlGAogASgIEgwKBHB1bGwYCyABKAgSFwoPcHVzaF9yZXBvc2l0b3J5GAwgASgJEhEKCXB1c2hfdGFncxgNIAMoCRIPCgdhdHRlbXB0GA4gASgNGjAKDkJ1aWxkQXJnc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEaLQoLTGFiZWxzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASIrCglDYW5jZWxKb2ISDgoGam9iX2lkGAEgASgJEg4KBnJlYXNvbhgCIAEoCSJMCglKb2JVcGRhdGUSDgoGam9iX2lkGAEgASgJEiEKBXN0YXRlGAIgASgOMhIuYnJhaWQudjEuSm9iU3RhdGUSDAoEc3RlcBgDIAEoCSJ6CgtKb2JMb2dDaHVuaxIOCgZqb2JfaWQYASABKAkSFgoOZmlyc3Rfc2VxdWVuY2UYAiABKAQSDQoFbGluZXMYAyADKAkSIwoGc291cmNlGAQgASgOMhMuYnJhaWQudjEuTG9nU291cmNlEg8KB2Ryb3BwZWQYBSABKA0isAEKCUpvYlJlc3VsdBIOCgZqb2JfaWQYASABKAkSKAoFaW1hZ2UYAiABKAsyGS5icmFpZC52MS5JbWFnZURlc2NyaXB0b3ISDQoFZXJyb3IYAyABKAkSEwoLZHVyYXRpb25fbXMYBCABKAQSEAoIZW11bGF0ZWQYBSABKAgSEAoIZmV0Y2hfbXMYBiABKAQSEAoIYnVpbGRfbXMYByABKAQSDwoHcHVzaF9tcxgIIAEoBCI1ChNGZXRjaENvbnRleHRSZXF1ZXN0Eg4KBmRpZ2VzdBgBIAEoCRIOCgZvZmZzZXQYAiABKAQiJQoURmV0Y2hDb250ZXh0UmVzcG9uc2USDQoFY2h1bmsYASABKAwyowEKDEFnZW50U2VydmljZRJCCgdDb25uZWN0EhguYnJhaWQudjEuQ29ubmVjdFJlcXVlc3QaGS5icmFpZC52MS5Db25uZWN0UmVzcG9uc2UoATABEk8KDEZldGNoQ29udGV4dBIdLmJyYWlkLnYxLkZldGNoQ29udGV4dFJlcXVlc3QaHi5icmFpZC52MS5GZXRjaENvbnRleHRSZXNwb25zZTABYgZwcm90bzM", [file_braid_v1_build, file_braid_v1_common, file_google_protobuf_timestamp]);
 
 /**
  * @generated from message braid.v1.ConnectRequest
@@ -97,6 +97,12 @@ export type ConnectResponse = Message<"braid.v1.ConnectResponse"> & {
      */
     value: CancelJob;
     case: "cancel";
+  } | {
+    /**
+     * @generated from field: braid.v1.JobAck ack = 4;
+     */
+    value: JobAck;
+    case: "ack";
   } | { case: undefined; value?: undefined };
 };
 
@@ -106,6 +112,27 @@ export type ConnectResponse = Message<"braid.v1.ConnectResponse"> & {
  */
 export const ConnectResponseSchema: GenMessage<ConnectResponse> = /*@__PURE__*/
   messageDesc(file_braid_v1_agent, 1);
+
+/**
+ * The coordinator has stored a job's result; the agent may forget it.
+ * Until then an agent re-sends the result on every new session, so a result
+ * sent just before the coordinator went away is not lost.
+ *
+ * @generated from message braid.v1.JobAck
+ */
+export type JobAck = Message<"braid.v1.JobAck"> & {
+  /**
+   * @generated from field: string job_id = 1;
+   */
+  jobId: string;
+};
+
+/**
+ * Describes the message braid.v1.JobAck.
+ * Use `create(JobAckSchema)` to create a new message.
+ */
+export const JobAckSchema: GenMessage<JobAck> = /*@__PURE__*/
+  messageDesc(file_braid_v1_agent, 2);
 
 /**
  * @generated from message braid.v1.AgentHello
@@ -149,6 +176,15 @@ export type AgentHello = Message<"braid.v1.AgentHello"> & {
    * @generated from field: string engine_version = 7;
    */
   engineVersion: string;
+
+  /**
+   * Jobs this agent is still running, or has finished without an ack, from
+   * an earlier session: the coordinator re-attaches them instead of
+   * re-queueing (after its own restart, or a dropped connection).
+   *
+   * @generated from field: repeated string held_job_ids = 8;
+   */
+  heldJobIds: string[];
 };
 
 /**
@@ -156,7 +192,7 @@ export type AgentHello = Message<"braid.v1.AgentHello"> & {
  * Use `create(AgentHelloSchema)` to create a new message.
  */
 export const AgentHelloSchema: GenMessage<AgentHello> = /*@__PURE__*/
-  messageDesc(file_braid_v1_agent, 2);
+  messageDesc(file_braid_v1_agent, 3);
 
 /**
  * @generated from message braid.v1.Welcome
@@ -186,7 +222,7 @@ export type Welcome = Message<"braid.v1.Welcome"> & {
  * Use `create(WelcomeSchema)` to create a new message.
  */
 export const WelcomeSchema: GenMessage<Welcome> = /*@__PURE__*/
-  messageDesc(file_braid_v1_agent, 3);
+  messageDesc(file_braid_v1_agent, 4);
 
 /**
  * @generated from message braid.v1.AgentHeartbeat
@@ -210,7 +246,7 @@ export type AgentHeartbeat = Message<"braid.v1.AgentHeartbeat"> & {
  * Use `create(AgentHeartbeatSchema)` to create a new message.
  */
 export const AgentHeartbeatSchema: GenMessage<AgentHeartbeat> = /*@__PURE__*/
-  messageDesc(file_braid_v1_agent, 4);
+  messageDesc(file_braid_v1_agent, 5);
 
 /**
  * One platform's build, as the agent runs it.
@@ -300,7 +336,7 @@ export type AssignJob = Message<"braid.v1.AssignJob"> & {
  * Use `create(AssignJobSchema)` to create a new message.
  */
 export const AssignJobSchema: GenMessage<AssignJob> = /*@__PURE__*/
-  messageDesc(file_braid_v1_agent, 5);
+  messageDesc(file_braid_v1_agent, 6);
 
 /**
  * @generated from message braid.v1.CancelJob
@@ -322,7 +358,7 @@ export type CancelJob = Message<"braid.v1.CancelJob"> & {
  * Use `create(CancelJobSchema)` to create a new message.
  */
 export const CancelJobSchema: GenMessage<CancelJob> = /*@__PURE__*/
-  messageDesc(file_braid_v1_agent, 6);
+  messageDesc(file_braid_v1_agent, 7);
 
 /**
  * @generated from message braid.v1.JobUpdate
@@ -351,7 +387,7 @@ export type JobUpdate = Message<"braid.v1.JobUpdate"> & {
  * Use `create(JobUpdateSchema)` to create a new message.
  */
 export const JobUpdateSchema: GenMessage<JobUpdate> = /*@__PURE__*/
-  messageDesc(file_braid_v1_agent, 7);
+  messageDesc(file_braid_v1_agent, 8);
 
 /**
  * Log lines in bounded chunks with sequence numbers.
@@ -394,7 +430,7 @@ export type JobLogChunk = Message<"braid.v1.JobLogChunk"> & {
  * Use `create(JobLogChunkSchema)` to create a new message.
  */
 export const JobLogChunkSchema: GenMessage<JobLogChunk> = /*@__PURE__*/
-  messageDesc(file_braid_v1_agent, 8);
+  messageDesc(file_braid_v1_agent, 9);
 
 /**
  * @generated from message braid.v1.JobResult
@@ -452,7 +488,7 @@ export type JobResult = Message<"braid.v1.JobResult"> & {
  * Use `create(JobResultSchema)` to create a new message.
  */
 export const JobResultSchema: GenMessage<JobResult> = /*@__PURE__*/
-  messageDesc(file_braid_v1_agent, 9);
+  messageDesc(file_braid_v1_agent, 10);
 
 /**
  * @generated from message braid.v1.FetchContextRequest
@@ -474,7 +510,7 @@ export type FetchContextRequest = Message<"braid.v1.FetchContextRequest"> & {
  * Use `create(FetchContextRequestSchema)` to create a new message.
  */
 export const FetchContextRequestSchema: GenMessage<FetchContextRequest> = /*@__PURE__*/
-  messageDesc(file_braid_v1_agent, 10);
+  messageDesc(file_braid_v1_agent, 11);
 
 /**
  * @generated from message braid.v1.FetchContextResponse
@@ -491,7 +527,7 @@ export type FetchContextResponse = Message<"braid.v1.FetchContextResponse"> & {
  * Use `create(FetchContextResponseSchema)` to create a new message.
  */
 export const FetchContextResponseSchema: GenMessage<FetchContextResponse> = /*@__PURE__*/
-  messageDesc(file_braid_v1_agent, 11);
+  messageDesc(file_braid_v1_agent, 12);
 
 /**
  * @generated from service braid.v1.AgentService
