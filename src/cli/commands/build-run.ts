@@ -23,6 +23,45 @@ import {
 } from '../progress/index.js';
 
 const BUILD_ARG_NAME = /^[A-Za-z_][A-Za-z0-9_]*$/;
+
+/**
+ * Ctrl-C while following a build. On a terminal braid asks whether to cancel
+ * the build or only stop watching; without one it cancels, unless
+ * --detach-on-interrupt (for CI, where a job's cancel should not cancel a
+ * shared build). A second Ctrl-C leaves at once.
+ */
+function onInterrupt(options: {
+  buildId: string;
+  detach: boolean;
+  ask: boolean;
+  cancel: () => Promise<void>;
+}): void {
+  let interrupts = 0;
+  const detach = () => {
+    process.stderr.write(
+      `\ndetached; build ${options.buildId} goes on (braid logs -f ${options.buildId})\n`,
+    );
+    process.exit(EXIT_INTERRUPTED);
+  };
+  const cancel = () => {
+    process.stderr.write(
+      `\ncancelling build ${options.buildId} (Ctrl-C again to leave without waiting)\n`,
+    );
+    void options.cancel().catch(() => undefined);
+  };
+  process.on('SIGINT', () => {
+    interrupts++;
+    if (interrupts > 1) process.exit(EXIT_INTERRUPTED);
+    if (options.detach) return detach();
+    if (!options.ask) return cancel();
+    process.stderr.write(
+      `\ncancel build ${options.buildId}? [y = cancel, N = detach and leave it running] `,
+    );
+    process.stdin.setEncoding('utf8');
+    process.stdin.once('data', (answer: string) => (/^\s*y/i.test(answer) ? cancel() : detach()));
+    process.stdin.resume();
+  });
+}
 const UPLOAD_CHUNK_BYTES = 1024 * 1024;
 const WATCH_RECONNECTS = 10;
 
@@ -81,6 +120,7 @@ export async function runBuild(
     progress,
     emulation,
     detach,
+    detachOnInterrupt,
     maxContextBytes,
     ...rest
   } = flags;
@@ -165,15 +205,14 @@ export async function runBuild(
   if (mode !== 'json')
     process.stderr.write(`build ${buildId}: ${platforms.map(formatPlatform).join(', ')}\n`);
 
-  // Ctrl-C cancels the build (nothing is tagged); a second Ctrl-C leaves at once.
-  let interrupts = 0;
-  process.on('SIGINT', () => {
-    interrupts++;
-    if (interrupts > 1) process.exit(EXIT_INTERRUPTED);
-    process.stderr.write(`\ncancelling build ${buildId} (Ctrl-C again to leave without waiting)\n`);
-    void client
-      .cancelBuild({ buildId, reason: 'interrupted by the user (Ctrl-C)' })
-      .catch(() => undefined);
+  onInterrupt({
+    buildId,
+    detach: detachOnInterrupt === true,
+    ask: process.stdin.isTTY === true && process.stderr.isTTY === true,
+    cancel: () =>
+      client
+        .cancelBuild({ buildId, reason: 'interrupted by the user (Ctrl-C)' })
+        .then(() => undefined),
   });
 
   const tracker = new BuildTracker();

@@ -39,6 +39,10 @@ export function buildCommand(env: NodeJS.ProcessEnv): Command {
     )
     .option('--detach', 'print the build id once submitted and exit')
     .option(
+      '--detach-on-interrupt',
+      'Ctrl-C stops watching and leaves the build running (for CI); default: ask on a terminal, else cancel',
+    )
+    .option(
       '--max-context-bytes <n>',
       'refuse larger contexts (env BRAID_MAX_CONTEXT_BYTES; default 2 GiB)',
     )

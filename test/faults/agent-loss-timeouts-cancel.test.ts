@@ -7,6 +7,7 @@ import { braid, startTestCoordinator, type TestCoordinator } from '../support/br
 import { requireCommand, requireEngine } from '../support/components.js';
 import { startTestAgent, waitForAgents, type TestAgent } from '../support/farm.js';
 import { run, startProcess } from '../support/process.js';
+import { recordFault, tagState } from '../support/fault-ledger.js';
 import { BRAID_BIN, cleanEnv } from '../support/braid-cli.js';
 import { startRegistry, type TestRegistry } from '../support/registry.js';
 
@@ -135,9 +136,16 @@ describe('faults on real processes', () => {
     expect(final.state).toBe('succeeded');
     expect(final.jobs[0]?.agent).not.toBe(first);
     expect(final.jobs[0]?.attempt).toBe(2);
-    expect(
-      (await run(skopeo, ['inspect', '--raw', '--tls-verify=false', `docker://${tag}`])).code,
-    ).toBe(0);
+    const state = await tagState(skopeo, tag, ['linux/amd64']);
+    await recordFault({
+      fault: 'agent SIGKILLed mid-build',
+      attempted: 1,
+      succeeded: final.state === 'succeeded' && state === 'complete' ? 1 : 0,
+      failedCleanly: 0,
+      incompleteTagMoves: state === 'incomplete' ? 1 : 0,
+      rebuiltAfterRestart: 0,
+    });
+    expect(state).toBe('complete');
   });
 
   it('ends a stuck build TIMED_OUT naming the platform, stops the engine build, and moves no tag', async () => {
@@ -150,9 +158,16 @@ describe('faults on real processes', () => {
     const exit = await build.exited;
     expect(exit.code).toBe(1);
     expect(build.stderr()).toMatch(/^braid: .*timed out.*linux\/amd64/m);
-    expect(
-      (await run(skopeo, ['inspect', '--raw', '--tls-verify=false', `docker://${tag}`])).code,
-    ).not.toBe(0);
+    const state = await tagState(skopeo, tag, ['linux/amd64']);
+    await recordFault({
+      fault: 'stuck build (job timeout)',
+      attempted: 1,
+      succeeded: 0,
+      failedCleanly: exit.code === 1 && state === 'absent' ? 1 : 0,
+      incompleteTagMoves: state === 'incomplete' ? 1 : 0,
+      rebuiltAfterRestart: 0,
+    });
+    expect(state).toBe('absent');
     await waitFor(
       'the engine build to stop',
       async () => (!(await sleeping(117)) ? true : undefined),
@@ -180,9 +195,16 @@ describe('faults on real processes', () => {
     const exit = await build.exited;
     expect(exit.code).toBe(1);
     expect((await status(id)).state).toBe('cancelled');
-    expect(
-      (await run(skopeo, ['inspect', '--raw', '--tls-verify=false', `docker://${tag}`])).code,
-    ).not.toBe(0);
+    const state = await tagState(skopeo, tag, ['linux/amd64']);
+    await recordFault({
+      fault: 'braid cancel mid-build',
+      attempted: 1,
+      succeeded: 0,
+      failedCleanly: exit.code === 1 && state === 'absent' ? 1 : 0,
+      incompleteTagMoves: state === 'incomplete' ? 1 : 0,
+      rebuiltAfterRestart: 0,
+    });
+    expect(state).toBe('absent');
     await waitFor(
       'the engine build to stop',
       async () => (!(await sleeping(119)) ? true : undefined),
@@ -195,5 +217,57 @@ describe('faults on real processes', () => {
       `label=io.braid.build-id=${id}`,
     ]);
     expect(images.stdout.trim()).toBe('');
+  });
+
+  it('on Ctrl-C without a terminal cancels the build; with --detach-on-interrupt leaves it running', async () => {
+    coordinator = await startTestCoordinator();
+    agents = [await startTestAgent(coordinator.address, 'i1', ['--capacity', '2'])];
+    await waitForAgents(coordinator.address, ['i1']);
+    const cancelled = submit(`${registry.host}/team/interrupted:1`, ['--build-arg', 'SLEEP=113']);
+    const cancelledId = await waitFor(
+      'build id',
+      async () => /build (b\S+):/.exec(cancelled.stderr())?.[1],
+    );
+    await waitFor('the RUN step to start', async () => ((await sleeping(113)) ? true : undefined));
+    process.kill(cancelled.pid, 'SIGINT');
+    expect((await cancelled.exited).code).toBe(1);
+    expect(cancelled.stderr()).toContain(`cancelling build ${cancelledId}`);
+    expect((await status(cancelledId)).state).toBe('cancelled');
+
+    const detached = submit(`${registry.host}/team/detached:1`, [
+      '--build-arg',
+      'SLEEP=111',
+      '--detach-on-interrupt',
+    ]);
+    const detachedId = await waitFor(
+      'build id',
+      async () => /build (b\S+):/.exec(detached.stderr())?.[1],
+    );
+    await waitFor('the RUN step to start', async () => ((await sleeping(111)) ? true : undefined));
+    process.kill(detached.pid, 'SIGINT');
+    expect((await detached.exited).code).toBe(130);
+    expect(detached.stderr()).toContain(`detached; build ${detachedId} goes on`);
+    expect((await status(detachedId)).state).toBe('running');
+    expect(await sleeping(111)).toBe(true);
+    const cancel = await braid(['cancel', detachedId, '--coordinator', coordinator.address]);
+    expect(cancel.code, cancel.stderr).toBe(0);
+    await waitFor(
+      'the engine build to stop',
+      async () => (!(await sleeping(111)) ? true : undefined),
+      30_000,
+    );
+    const states = await Promise.all([
+      tagState(skopeo, `${registry.host}/team/interrupted:1`, ['linux/amd64']),
+      tagState(skopeo, `${registry.host}/team/detached:1`, ['linux/amd64']),
+    ]);
+    await recordFault({
+      fault: 'Ctrl-C on braid build (cancel, detach)',
+      attempted: 2,
+      succeeded: 0,
+      failedCleanly: states.filter((st) => st === 'absent').length,
+      incompleteTagMoves: states.filter((st) => st === 'incomplete').length,
+      rebuiltAfterRestart: 0,
+    });
+    expect(states).toEqual(['absent', 'absent']);
   });
 });

@@ -7,7 +7,7 @@ import { braid, startTestCoordinator, type TestCoordinator } from '../support/br
 import { requireCommand, requireEngine } from '../support/components.js';
 import { startTestAgent, waitForAgents, type TestAgent } from '../support/farm.js';
 import { startFaultProxy, type FaultProxy } from '../support/fault-proxy.js';
-import { run } from '../support/process.js';
+import { recordFault, tagState } from '../support/fault-ledger.js';
 import { startRegistry, type TestRegistry } from '../support/registry.js';
 
 const DOCKERFILE = `ARG BASE
@@ -90,13 +90,16 @@ describe('registry faults during push and stitch', () => {
     );
     expect(result.code, result.stderr.slice(-3000)).toBe(0);
     expect(proxy.injected).toEqual([2, 1, 1, 2]);
-    const raw = await run(skopeo, [
-      'inspect',
-      '--raw',
-      '--tls-verify=false',
-      `docker://${registry.host}/team/flaky:v1`,
-    ]);
-    expect(raw.code, raw.stderr).toBe(0);
+    const state = await tagState(skopeo, `${registry.host}/team/flaky:v1`, ['linux/amd64']);
+    await recordFault({
+      fault: 'registry 503/429/drops in push and stitch',
+      attempted: 1,
+      succeeded: result.code === 0 && state === 'complete' ? 1 : 0,
+      failedCleanly: 0,
+      incompleteTagMoves: state === 'incomplete' ? 1 : 0,
+      rebuiltAfterRestart: 0,
+    });
+    expect(state).toBe('complete');
   });
 
   it('fails a build whose tags cannot be pushed with the registry message, and moves no tag', async () => {
@@ -128,15 +131,15 @@ describe('registry faults during push and stitch', () => {
     expect(result.stderr).toMatch(
       /^braid: .*PUT manifest .*team\/down:v2: HTTP 503 UNAVAILABLE: injected fault 503/m,
     );
-    expect(
-      (
-        await run(skopeo, [
-          'inspect',
-          '--raw',
-          '--tls-verify=false',
-          `docker://${registry.host}/team/down:v2`,
-        ])
-      ).code,
-    ).not.toBe(0);
+    const state = await tagState(skopeo, `${registry.host}/team/down:v2`, ['linux/amd64']);
+    await recordFault({
+      fault: 'registry refusing the tag',
+      attempted: 1,
+      succeeded: 0,
+      failedCleanly: result.code === 1 && state === 'absent' ? 1 : 0,
+      incompleteTagMoves: state === 'incomplete' ? 1 : 0,
+      rebuiltAfterRestart: 0,
+    });
+    expect(state).toBe('absent');
   });
 });

@@ -4,7 +4,8 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { pushBaseImage } from '../support/base-image.js';
 import { BRAID_BIN, braid, cleanEnv, startTestCoordinator } from '../support/braid-cli.js';
-import { requireEngine } from '../support/components.js';
+import { requireCommand, requireEngine } from '../support/components.js';
+import { recordFault, tagState } from '../support/fault-ledger.js';
 import { startTestAgent, waitForAgents } from '../support/farm.js';
 import { startProcess } from '../support/process.js';
 import { writeHtpasswd } from '../support/registry-auth.js';
@@ -32,9 +33,11 @@ describe('secrets and shutdown', () => {
   let dir: string;
   let open: TestRegistry;
   let base: string;
+  let skopeo: string;
 
   beforeAll(async () => {
     await requireEngine();
+    skopeo = await requireCommand('skopeo', 'skopeo');
     dir = await mkdtemp(join(tmpdir(), 'braid-secrets-'));
     open = await startRegistry();
     await pushBaseImage(open.host, 'base/busybox', 'latest');
@@ -81,7 +84,22 @@ describe('secrets and shutdown', () => {
         ],
         { timeoutMs: 300_000 },
       );
+      const state = await tagState(
+        skopeo,
+        `${locked.host}/team/private:1`,
+        ['linux/amd64'],
+        dockerConfig,
+      );
+      await recordFault({
+        fault: 'password-protected registry (secrets)',
+        attempted: 1,
+        succeeded: ok.code === 0 && state === 'complete' ? 1 : 0,
+        failedCleanly: 0,
+        incompleteTagMoves: state === 'incomplete' ? 1 : 0,
+        rebuiltAfterRestart: 0,
+      });
       expect(ok.code, ok.stderr.slice(-2000)).toBe(0);
+      expect(state).toBe('complete');
       const builds = await braid([
         'builds',
         '--output',
@@ -168,7 +186,17 @@ describe('secrets and shutdown', () => {
       process.kill(agent.process.pid, 'SIGTERM');
       const agentExit = await agent.process.exited;
       const buildExit = await build.exited;
+      const state = await tagState(skopeo, `${open.host}/team/drain:1`, ['linux/amd64']);
+      await recordFault({
+        fault: 'SIGTERM to an agent mid-build (drain)',
+        attempted: 1,
+        succeeded: buildExit.code === 0 && state === 'complete' ? 1 : 0,
+        failedCleanly: 0,
+        incompleteTagMoves: state === 'incomplete' ? 1 : 0,
+        rebuiltAfterRestart: 0,
+      });
       expect(buildExit.code, build.stderr().slice(-2000)).toBe(0);
+      expect(state).toBe('complete');
       expect(agentExit.code).toBe(0);
       expect(agent.process.stderr()).toMatch(/draining/);
     } finally {
