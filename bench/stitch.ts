@@ -14,7 +14,6 @@
  * for reference and labelled as such.
  */
 import { mkdtemp, rm } from 'node:fs/promises';
-import { connect, createServer, type Server, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { BASE_PLATFORMS, platformString, pushBaseImage } from '../test/support/base-image.js';
@@ -22,6 +21,7 @@ import { BRAID_BIN, cleanEnv } from '../test/support/braid-cli.js';
 import { requireCommand } from '../test/support/components.js';
 import { run } from '../test/support/process.js';
 import { startRegistry } from '../test/support/registry.js';
+import { startTcpProxy } from '../test/support/tcp-proxy.js';
 
 const RUNS = Number(process.env.BENCH_RUNS ?? 11);
 const RTT_MS = Number(process.env.BENCH_RTT_MS ?? 20);
@@ -49,37 +49,6 @@ async function timed(
   if (result.code !== 0)
     throw new Error(`${label} failed: ${command} ${args.join(' ')}\n${result.stderr}`);
   return ms;
-}
-
-/** A loopback TCP proxy that delays every chunk by half the RTT in each direction. */
-async function startDelayProxy(
-  target: string,
-  rttMs: number,
-): Promise<{ host: string; stop(): Promise<void> }> {
-  const [targetHost, targetPort] = target.split(':');
-  const sockets = new Set<Socket>();
-  const delayed = (from: Socket, to: Socket) => {
-    from.on('data', (chunk) => setTimeout(() => to.write(chunk), rttMs / 2));
-    from.on('end', () => setTimeout(() => to.end(), rttMs / 2));
-    from.on('error', () => to.destroy());
-  };
-  const server: Server = createServer((client) => {
-    const upstream = connect(Number(targetPort), targetHost);
-    sockets.add(client).add(upstream);
-    delayed(client, upstream);
-    delayed(upstream, client);
-    client.on('close', () => sockets.delete(client));
-    upstream.on('close', () => sockets.delete(upstream));
-  });
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const port = (server.address() as { port: number }).port;
-  return {
-    host: `127.0.0.1:${port}`,
-    stop: () => {
-      for (const s of sockets) s.destroy();
-      return new Promise<void>((resolve) => server.close(() => resolve()));
-    },
-  };
 }
 
 async function main(): Promise<void> {
@@ -224,7 +193,11 @@ async function main(): Promise<void> {
       console.log(`  ratio braid/docker: ${(m.braid / m.docker).toFixed(2)} (target <= 0.50)`);
     };
     await report('loopback registry', registry.host);
-    const proxy = await startDelayProxy(registry.host, RTT_MS);
+    const [host, port] = registry.host.split(':');
+    const proxy = await startTcpProxy(
+      { host: host ?? '127.0.0.1', port: Number(port) },
+      { rttMs: RTT_MS },
+    );
     try {
       await report(`registry at ${RTT_MS} ms round trip`, proxy.host);
     } finally {

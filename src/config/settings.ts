@@ -91,6 +91,7 @@ export function coordinatorSettings(env: Env) {
     }),
     archCheck: boolSetting(true),
     maxJobAttempts: intSetting({ min: 1, max: 10, default: 2 }),
+    waitForAgentMs: intSetting({ min: 0, max: 24 * 3_600_000, default: 5 * 60_000 }),
     jobTimeoutMs: intSetting({ min: 1000, max: 7 * 24 * 3_600_000, default: 2 * 3_600_000 }),
     buildTimeoutMs: intSetting({ min: 1000, max: 7 * 24 * 3_600_000, default: 4 * 3_600_000 }),
     ...registryFields,

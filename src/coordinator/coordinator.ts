@@ -114,6 +114,7 @@ export async function startCoordinator(
       jobTimeoutMs: config.jobTimeoutMs,
       buildTimeoutMs: config.buildTimeoutMs,
       reattachGraceMs: config.heartbeatTimeoutMs * 2,
+      waitForAgentMs: config.waitForAgentMs,
     },
     onAgent: (kind, name, detail) =>
       events.append({

@@ -65,6 +65,8 @@ export interface OrchestratorLimits {
   buildTimeoutMs: number;
   /** After a restart, how long a running job's agent has to reconnect and claim it. */
   reattachGraceMs: number;
+  /** How long a queued job waits for an agent that can build it (after a loss or restart). */
+  waitForAgentMs: number;
 }
 
 export const DEFAULT_LIMITS: OrchestratorLimits = {
@@ -72,6 +74,7 @@ export const DEFAULT_LIMITS: OrchestratorLimits = {
   jobTimeoutMs: 2 * 3_600_000,
   buildTimeoutMs: 4 * 3_600_000,
   reattachGraceMs: 30_000,
+  waitForAgentMs: 5 * 60_000,
 };
 
 type EventBody = MessageInitShape<typeof BuildEventSchema>['body'];
@@ -88,6 +91,8 @@ export class Orchestrator {
   /** Parsed specs of builds in flight. */
   private readonly specs = new Map<string, ValidSpec>();
   private readonly limits: OrchestratorLimits;
+  /** Queued jobs no connected agent can build, since when (ms). */
+  private readonly unplaceable = new Map<string, number>();
   /** Jobs of a previous coordinator run waiting for their agent, by deadline (ms). */
   private readonly orphans = new Map<string, number>();
 
@@ -506,9 +511,25 @@ export class Orchestrator {
       if (!item) continue;
       const { job } = item;
       if (placement.kind === 'impossible') {
-        this.failJob(job, placement.reason);
+        // Mid-build, an agent that can build it may be reconnecting: wait, within a bound.
+        const now = this.clock().getTime();
+        const since = this.unplaceable.get(job.id);
+        if (since === undefined) {
+          this.unplaceable.set(job.id, now);
+          this.coordinatorLog(
+            job.buildId,
+            `${placement.reason}; waiting up to ${this.limits.waitForAgentMs} ms for one to connect`,
+          );
+        } else if (now - since > this.limits.waitForAgentMs) {
+          this.unplaceable.delete(job.id);
+          this.failJob(
+            job,
+            `${placement.reason}; none connected within ${this.limits.waitForAgentMs} ms`,
+          );
+        }
         continue;
       }
+      this.unplaceable.delete(job.id);
       if (placement.kind === 'wait') continue;
       const session = this.deps.agents.get(placement.agent);
       if (!session) continue;

@@ -54,6 +54,10 @@ export function addCoordinatorOptions(command: Command): Command {
       'attempts per job when its agent is lost (env BRAID_MAX_JOB_ATTEMPTS; default 2)',
     )
     .option(
+      '--wait-for-agent-ms <ms>',
+      'a re-queued job waits this long for a capable agent (env BRAID_WAIT_FOR_AGENT_MS; default 300000)',
+    )
+    .option(
       '--job-timeout-ms <ms>',
       'a job running longer ends its build TIMED_OUT (env BRAID_JOB_TIMEOUT_MS; default 2 h)',
     )
