@@ -27,7 +27,8 @@ export async function startTcpProxy(
     from.on('data', forward);
     from.on('end', () => (half > 0 ? setTimeout(() => to.end(), half) : to.end()));
     from.on('error', () => to.destroy());
-    from.on('close', () => to.destroy());
+    // Closing waits behind the delayed data, so nothing in flight is lost.
+    from.on('close', () => (half > 0 ? setTimeout(() => to.destroy(), half + 1) : to.destroy()));
   };
   const server: Server = createServer((client) => {
     if (cut) {
