@@ -186,13 +186,14 @@ describe('the farm: a coordinator and two agents build one multi-arch image', ()
     expect(tags.tags.sort()).toEqual(['1.0', 'latest']);
   });
 
-  it('uploads nothing when the same context is submitted again', async () => {
+  it('uploads nothing when the same context is submitted again, and pushes per-platform tags only when asked', async () => {
     const result = await braid(
       [
         'build',
         dir,
         '-t',
-        `${registry.host}/team/hello:again`,
+        `${registry.host}/team/again:1`,
+        '--platform-tags',
         '--platform',
         'linux/amd64',
         '--build-arg',
@@ -207,6 +208,19 @@ describe('the farm: a coordinator and two agents build one multi-arch image', ()
     expect(result.code, result.stderr.slice(-2000)).toBe(0);
     expect(result.stderr).toMatch(
       /context sha256:[0-9a-f]{12}: \d+ files, \d+ bytes, 0 bytes uploaded/,
+    );
+    const tags = (await (await fetch(`${registry.url}/v2/team/again/tags/list`)).json()) as {
+      tags: string[];
+    };
+    expect(tags.tags.sort()).toEqual(['1', '1-linux-amd64']);
+    const perPlatform = await run(skopeo, [
+      'inspect',
+      '--raw',
+      '--tls-verify=false',
+      `docker://${registry.host}/team/again:1-linux-amd64`,
+    ]);
+    expect((JSON.parse(perPlatform.stdout) as { mediaType: string }).mediaType).toBe(
+      'application/vnd.oci.image.manifest.v1+json',
     );
   });
 
