@@ -215,7 +215,9 @@ export async function runBuild(
         .then(() => undefined),
   });
 
-  const tracker = new BuildTracker();
+  // Seeded from the submit answer, so queued platforms show before their first event.
+  const tracker = new BuildTracker(buildId);
+  tracker.applyBuild(build);
   const renderer = createProgressRenderer(mode, { out: process.stderr, tracker });
   let after = 0n;
   try {
