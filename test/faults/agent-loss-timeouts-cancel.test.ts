@@ -5,7 +5,14 @@ import { afterEach, beforeAll, afterAll, describe, expect, it } from 'vitest';
 import { pushBaseImage } from '../support/base-image.js';
 import { braid, startTestCoordinator, type TestCoordinator } from '../support/braid-cli.js';
 import { requireCommand, requireEngine } from '../support/components.js';
-import { startTestAgent, waitForAgents, type TestAgent } from '../support/farm.js';
+import {
+  buildStatus,
+  startTestAgent,
+  waitFor,
+  waitForAgents,
+  type BuildStatusJson,
+  type TestAgent,
+} from '../support/farm.js';
 import { run, startProcess } from '../support/process.js';
 import { recordFault, tagState } from '../support/fault-ledger.js';
 import { BRAID_BIN, cleanEnv } from '../support/braid-cli.js';
@@ -18,11 +25,6 @@ ARG MARK=none
 RUN echo "start \${MARK}" && sleep \${SLEEP} && echo done > /done
 CMD ["cat", "/done"]
 `;
-
-interface StatusJson {
-  state: string;
-  jobs: { platform: string; state: string; agent: string; attempt: number }[];
-}
 
 describe('faults on real processes', () => {
   let registry: TestRegistry;
@@ -54,31 +56,10 @@ describe('faults on real processes', () => {
     if (dir) await rm(dir, { recursive: true, force: true });
   });
 
-  async function status(id: string): Promise<StatusJson> {
-    const result = await braid([
-      'status',
-      id,
-      '--coordinator',
-      coordinator?.address ?? '',
-      '--output',
-      'json',
-    ]);
-    expect(result.code, result.stderr).toBe(0);
-    return JSON.parse(result.stdout) as StatusJson;
-  }
-
-  async function waitFor<T>(
-    what: string,
-    probe: () => Promise<T | undefined>,
-    timeoutMs = 60_000,
-  ): Promise<T> {
-    const deadline = Date.now() + timeoutMs;
-    while (Date.now() < deadline) {
-      const value = await probe();
-      if (value !== undefined) return value;
-      await new Promise((r) => setTimeout(r, 200));
-    }
-    throw new Error(`timed out waiting for ${what}`);
+  async function status(id: string): Promise<BuildStatusJson> {
+    const found = await buildStatus(coordinator?.address ?? '', id);
+    expect(found, `braid status ${id}`).toBeDefined();
+    return found as BuildStatusJson;
   }
 
   /** Whether the RUN step's `sleep SECONDS` runs on this machine (the engine's containers are visible to ps). */

@@ -5,7 +5,13 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { pushBaseImage } from '../support/base-image.js';
 import { BRAID_BIN, braid, cleanEnv } from '../support/braid-cli.js';
 import { requireCommand, requireEngine, requireQemu } from '../support/components.js';
-import { startTestAgent, waitForAgents, type TestAgent } from '../support/farm.js';
+import {
+  buildStatus,
+  startTestAgent,
+  waitForAgents,
+  type BuildStatusJson,
+  type TestAgent,
+} from '../support/farm.js';
 import { startProcess, type Started } from '../support/process.js';
 import { recordFault, tagState } from '../support/fault-ledger.js';
 import { freePort, startRegistry, type TestRegistry } from '../support/registry.js';
@@ -16,11 +22,6 @@ ARG TARGETARCH
 RUN [ "\${TARGETARCH}" = "amd64" ] || sleep 8
 RUN echo "\${TARGETARCH}" > /arch
 `;
-
-interface StatusJson {
-  state: string;
-  jobs: { platform: string; state: string; agent: string; attempt: number }[];
-}
 
 describe('the coordinator killed and restarted mid-build', () => {
   let registry: TestRegistry;
@@ -68,10 +69,7 @@ describe('the coordinator killed and restarted mid-build', () => {
     if (dir) await rm(dir, { recursive: true, force: true });
   });
 
-  async function status(id: string): Promise<StatusJson | undefined> {
-    const result = await braid(['status', id, '--coordinator', address, '--output', 'json']);
-    return result.code === 0 ? (JSON.parse(result.stdout) as StatusJson) : undefined;
-  }
+  const status = (id: string) => buildStatus(address, id);
 
   it('recovers the build from its store: finished work is not rebuilt, the running job is reclaimed, the watcher loses nothing', async () => {
     await startCoordinator().waitForStdout(/^listening /m, 15_000);
@@ -100,7 +98,7 @@ describe('the coordinator killed and restarted mid-build', () => {
     );
     const deadline = Date.now() + 120_000;
     let id: string | undefined;
-    let before: StatusJson | undefined;
+    let before: BuildStatusJson | undefined;
     while (Date.now() < deadline) {
       id ??= (JSON.parse(build.stderr().split('\n')[0] || '{}') as { buildId?: string }).buildId;
       const builds = await braid(['builds', '--coordinator', address, '--output', 'json']);

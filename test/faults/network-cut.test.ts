@@ -5,13 +5,18 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { pushBaseImage } from '../support/base-image.js';
 import {
   BRAID_BIN,
-  braid,
   cleanEnv,
   startTestCoordinator,
   type TestCoordinator,
 } from '../support/braid-cli.js';
 import { requireCommand, requireEngine } from '../support/components.js';
-import { startTestAgent, waitForAgents, type TestAgent } from '../support/farm.js';
+import {
+  buildStatus,
+  startTestAgent,
+  waitForAgents,
+  type BuildStatusJson,
+  type TestAgent,
+} from '../support/farm.js';
 import { recordFault, tagState } from '../support/fault-ledger.js';
 import { startProcess } from '../support/process.js';
 import { startRegistry, type TestRegistry } from '../support/registry.js';
@@ -21,18 +26,6 @@ const DOCKERFILE = `ARG BASE
 FROM \${BASE}
 RUN sleep 6 && date > /built
 `;
-
-interface StatusJson {
-  state: string;
-  index: { digest: string } | null;
-  jobs: {
-    platform: string;
-    state: string;
-    agent: string;
-    attempt: number;
-    image: { digest: string } | null;
-  }[];
-}
 
 describe('an agent that loses the network mid-build (process alive, connection cut)', () => {
   let registry: TestRegistry;
@@ -61,16 +54,10 @@ describe('an agent that loses the network mid-build (process alive, connection c
     if (dir) await rm(dir, { recursive: true, force: true });
   });
 
-  async function status(id: string): Promise<StatusJson> {
-    const result = await braid([
-      'status',
-      id,
-      '--coordinator',
-      coordinator.address,
-      '--output',
-      'json',
-    ]);
-    return JSON.parse(result.stdout) as StatusJson;
+  async function status(id: string): Promise<BuildStatusJson> {
+    const found = await buildStatus(coordinator.address, id);
+    expect(found, `braid status ${id}`).toBeDefined();
+    return found as BuildStatusJson;
   }
 
   it('re-queues its job elsewhere, and its late result is recognised and ignored: never both', async () => {

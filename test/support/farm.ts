@@ -79,4 +79,41 @@ export async function waitForAgents(
   throw new Error(`agents ${names.join(', ')} did not join within ${timeoutMs} ms: ${last}`);
 }
 
+/** What `braid status ID --output json` prints, as far as tests read it. */
+export interface BuildStatusJson {
+  state: string;
+  index: { digest: string } | null;
+  jobs: {
+    platform: string;
+    state: string;
+    agent: string;
+    attempt: number;
+    image: { digest: string } | null;
+  }[];
+}
+
+/** `braid status ID --output json`, or undefined when the call fails (e.g. no coordinator). */
+export async function buildStatus(
+  coordinator: string,
+  id: string,
+): Promise<BuildStatusJson | undefined> {
+  const result = await braid(['status', id, '--coordinator', coordinator, '--output', 'json']);
+  return result.code === 0 ? (JSON.parse(result.stdout) as BuildStatusJson) : undefined;
+}
+
+/** Poll `probe` until it yields a value, within a bound. */
+export async function waitFor<T>(
+  what: string,
+  probe: () => Promise<T | undefined>,
+  timeoutMs = 60_000,
+): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline) {
+    const value = await probe();
+    if (value !== undefined) return value;
+    await new Promise((r) => setTimeout(r, 200));
+  }
+  throw new Error(`timed out waiting for ${what}`);
+}
+
 export { startTestCoordinator, type TestCoordinator };
