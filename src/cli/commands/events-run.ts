@@ -1,29 +1,15 @@
 import { timestampDate } from '@bufbuild/protobuf/wkt';
 import { clientSettings } from '../../config/settings.js';
 import { EventKind, Severity, SystemService, type Event } from '../../gen/braid/v1/system_pb.js';
-import { BraidError } from '../../errors.js';
 import { coordinatorClient } from '../client.js';
+import { BraidError } from '../../errors.js';
 import { compile } from '../compile.js';
+import { enumName, parseEnumName } from '../progress/names.js';
 
 /** `agent-connected` <-> EventKind.AGENT_CONNECTED */
-function kindName(kind: EventKind): string {
-  return (EventKind[kind] ?? String(kind)).toLowerCase().replace(/_/g, '-');
-}
-
-function parseKind(text: string): EventKind {
-  const key = text.toUpperCase().replace(/-/g, '_') as keyof typeof EventKind;
-  const kind = EventKind[key];
-  if (typeof kind !== 'number' || kind === EventKind.UNSPECIFIED) {
-    const known = Object.values(EventKind)
-      .filter((k): k is EventKind => typeof k === 'number' && k !== EventKind.UNSPECIFIED)
-      .map(kindName);
-    throw new BraidError(
-      'invalid_argument',
-      `unknown event kind "${text}" (known: ${known.join(', ')})`,
-    );
-  }
-  return kind;
-}
+const kindName = (kind: EventKind): string => enumName(EventKind, kind);
+const parseKind = (text: string): EventKind =>
+  parseEnumName<EventKind>(EventKind, text, text, 'event kind');
 
 function eventLine(event: Event): string {
   const time = event.time ? timestampDate(event.time).toISOString() : '-';

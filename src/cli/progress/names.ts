@@ -7,7 +7,8 @@ import { JobState, type Platform } from '../../gen/braid/v1/common_pb.js';
 import { BraidError } from '../../errors.js';
 import { formatPlatform } from '../../oci/platform.js';
 
-function enumName(names: Record<number, string>, value: number): string {
+/** A protobuf enum value as braid prints it: `TIMED_OUT` -> `timed-out`. */
+export function enumName(names: Record<number, string>, value: number): string {
   return (names[value] ?? String(value)).toLowerCase().replace(/_/g, '-');
 }
 
@@ -23,20 +24,32 @@ export function logSourceName(source: LogSource): string {
   return enumName(LogSource, source);
 }
 
-/** `timed-out`, `TIMED_OUT` and `timed_out` all name BuildState.TIMED_OUT. */
-export function parseBuildState(text: string): BuildState {
-  const key = text.trim().toUpperCase().replace(/-/g, '_') as keyof typeof BuildState;
-  const state = BuildState[key];
-  if (typeof state !== 'number' || state === BuildState.UNSPECIFIED) {
-    const known = Object.values(BuildState)
-      .filter((s): s is BuildState => typeof s === 'number' && s !== BuildState.UNSPECIFIED)
-      .map(buildStateName);
+/**
+ * The enum value a user named (`timed-out`, `TIMED_OUT`, `timed_out`); an
+ * unknown name or the UNSPECIFIED value is an error listing the known ones.
+ */
+export function parseEnumName<T extends number>(
+  names: Record<string, string | number>,
+  key: string,
+  shown: string,
+  what: string,
+): T {
+  const value = names[key.toUpperCase().replace(/-/g, '_')];
+  if (typeof value !== 'number' || value === 0) {
+    const known = Object.values(names)
+      .filter((v): v is number => typeof v === 'number' && v !== 0)
+      .map((v) => enumName(names as Record<number, string>, v));
     throw new BraidError(
       'invalid_argument',
-      `unknown build state "${text}" (known: ${known.join(', ')})`,
+      `unknown ${what} "${shown}" (known: ${known.join(', ')})`,
     );
   }
-  return state;
+  return value as T;
+}
+
+/** `timed-out`, `TIMED_OUT` and `timed_out` all name BuildState.TIMED_OUT. */
+export function parseBuildState(text: string): BuildState {
+  return parseEnumName<BuildState>(BuildState, text.trim(), text, 'build state');
 }
 
 const TERMINAL_BUILD_STATES: ReadonlySet<BuildState> = new Set([
