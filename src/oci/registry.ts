@@ -74,6 +74,8 @@ interface RequestSpec {
   stream?: boolean;
   /** Retry this request on transient failures (only with a replayable body). */
   retry?: boolean;
+  /** Registry error codes that are transient for this request (retried like a 503). */
+  transientCodes?: readonly string[];
 }
 
 const DOCKER_HUB_API = 'registry-1.docker.io';
@@ -266,6 +268,10 @@ export class RegistryClient {
       body: bytes,
       expect: [201, 200],
       retry: true,
+      // The digest was checked above, so DIGEST_INVALID is the registry's: distribution
+      // answers it while another push into the repository is committing a blob this
+      // manifest references (the blob's link file is read half-written). It passes.
+      transientCodes: ['DIGEST_INVALID'],
     });
     const answered = response.headers.get('docker-content-digest');
     if (answered && answered !== digest) {
@@ -697,6 +703,15 @@ export class RegistryClient {
         spec.method === 'HEAD'
           ? { message: response.statusText || 'error' }
           : await registryErrorText(response);
+      if (
+        spec.retry &&
+        error.code !== undefined &&
+        spec.transientCodes?.includes(error.code) &&
+        attempt < policy.maxAttempts
+      ) {
+        await this.pause(spec, attempt, `HTTP ${response.status} ${error.code}`);
+        continue;
+      }
       if (response.status === 401) this.auth.forget(host);
       throw new RegistryError(statusCode(response.status), {
         operation: spec.operation,

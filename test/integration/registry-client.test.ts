@@ -202,6 +202,57 @@ describe('the registry client against an anonymous docker-registry', () => {
     expect(retries).toEqual(['HTTP 503', 'ECONNRESET']);
   });
 
+  it('retries a manifest PUT the registry calls DIGEST_INVALID while a shared blob is being committed', async () => {
+    // distribution answers this when another push commits a referenced blob at the same
+    // moment; braid has checked the digest itself, so it is the registry's transient state.
+    const image = makeImage();
+    const digestInvalid = (): Response =>
+      new Response(
+        JSON.stringify({
+          errors: [
+            { code: 'DIGEST_INVALID', message: 'provided digest did not match uploaded content' },
+          ],
+        }),
+        { status: 400, headers: { 'content-type': 'application/json' } },
+      );
+    let refusals = 2;
+    const retries: string[] = [];
+    const racing = new RegistryClient({
+      ...noSleep,
+      onRetry: (info) => retries.push(`${info.operation}: ${info.reason}`),
+      fetch: async (input, init) => {
+        const url = String(input instanceof Request ? input.url : input);
+        if (init?.method === 'PUT' && url.includes('/manifests/') && refusals-- > 0) {
+          return digestInvalid();
+        }
+        return fetch(input, init);
+      },
+    });
+    await pushImage(racing, repo, image, 'racing');
+    expect(retries).toEqual([
+      'PUT manifest: HTTP 400 DIGEST_INVALID',
+      'PUT manifest: HTTP 400 DIGEST_INVALID',
+    ]);
+    expect((await client.getManifest(repo, 'racing')).digest).toBe(image.digest);
+
+    // A registry that keeps refusing still fails, with its own code, after the attempt cap.
+    const refusing = new RegistryClient({
+      ...noSleep,
+      retry: { maxAttempts: 3, baseDelayMs: 1, maxDelayMs: 1 },
+      fetch: async (input, init) =>
+        init?.method === 'PUT' && String(input).includes('/manifests/')
+          ? digestInvalid()
+          : fetch(input, init),
+    });
+    const err = (await refusing
+      .putManifest(repo, image.digest, image.manifest, OCI_MANIFEST)
+      .catch((e: unknown) => e)) as RegistryError;
+    expect(err).toBeInstanceOf(RegistryError);
+    expect(err.message).toBe(
+      `PUT manifest ${registry.host}/braid-test/app@${image.digest}: HTTP 400 DIGEST_INVALID: provided digest did not match uploaded content (after 3 attempts)`,
+    );
+  });
+
   it('honours Retry-After on 429 and gives up after the attempt cap with the last answer', async () => {
     const delays: number[] = [];
     const limited = new RegistryClient({
