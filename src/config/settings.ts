@@ -3,6 +3,7 @@
  * key is also a flag (`--kebab-case`), an environment variable (`BRAID_SNAKE`)
  * and a YAML key (camelCase).
  */
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { z } from 'zod';
 import { LOG_LEVELS } from '../log.js';
@@ -46,12 +47,20 @@ const registryFields = {
 };
 
 /** Settings of commands that talk to registries (`braid manifest ...`). */
-export function registrySettings() {
+export function registrySettings(env: Env = {}) {
   return z.object({
     ...registryFields,
+    /** Where arch-guard passes are remembered by manifest digest; empty: nowhere. */
+    archCheckCacheDir: z.string().default(join(defaultCacheDir(env), 'arch-guard')),
     ...logSettings,
     logLevel: enumSetting(LOG_LEVELS, 'warn'),
   });
+}
+
+function defaultCacheDir(env: Env): string {
+  if (env.XDG_CACHE_HOME) return join(env.XDG_CACHE_HOME, 'braid');
+  if (env.HOME) return join(env.HOME, '.cache', 'braid');
+  return join(tmpdir(), 'braid-cache');
 }
 
 function defaultDataDir(env: Env): string {

@@ -6,6 +6,7 @@
 import { BraidError } from '../errors.js';
 import type { CredentialSource, Credentials } from './credentials.js';
 import { RegistryError } from './errors.js';
+import type { HttpResponse, HttpTransport } from './http-transport.js';
 
 export interface Challenge {
   scheme: string;
@@ -64,7 +65,7 @@ interface CachedToken {
 
 export interface AuthOptions {
   credentials: CredentialSource;
-  fetch: typeof fetch;
+  transport: HttpTransport;
   clock: () => number;
   timeoutMs: number;
   userAgent: string;
@@ -167,7 +168,7 @@ export class RegistryAuth {
     }
     const credentials = await this.options.credentials.credentialsFor(host);
     const headers: Record<string, string> = { 'user-agent': this.options.userAgent };
-    let init: RequestInit;
+    let init: { method: string; body?: Buffer };
     if (credentials?.kind === 'identity-token') {
       const form = new URLSearchParams({
         grant_type: 'refresh_token',
@@ -177,7 +178,7 @@ export class RegistryAuth {
       if (challenge.service) form.set('service', challenge.service);
       if (scopes.length) form.set('scope', scopes.join(' '));
       headers['content-type'] = 'application/x-www-form-urlencoded';
-      init = { method: 'POST', headers, body: form.toString() };
+      init = { method: 'POST', body: Buffer.from(form.toString()) };
     } else {
       if (challenge.service) url.searchParams.set('service', challenge.service);
       for (const scope of scopes) url.searchParams.append('scope', scope);
@@ -185,13 +186,16 @@ export class RegistryAuth {
         headers.authorization = basicHeader(credentials);
         url.searchParams.set('account', credentials.username);
       }
-      init = { method: 'GET', headers };
+      init = { method: 'GET' };
     }
-    let response: Response;
+    let response: HttpResponse;
     try {
-      response = await this.options.fetch(url, {
+      response = await this.options.transport({
         ...init,
-        signal: AbortSignal.timeout(this.options.timeoutMs),
+        url: url.toString(),
+        headers,
+        stream: false,
+        timeoutMs: this.options.timeoutMs,
       });
     } catch (err) {
       throw new RegistryError(
@@ -203,8 +207,8 @@ export class RegistryAuth {
         { cause: err },
       );
     }
-    const text = await response.text();
-    if (!response.ok) {
+    const text = response.bytes.toString('utf8');
+    if (response.status < 200 || response.status > 299) {
       throw new RegistryError(
         response.status === 401 || response.status === 403 ? 'unauthenticated' : 'unavailable',
         {

@@ -9,11 +9,14 @@ import type { ImageManifest } from './media-types.js';
 import { formatPlatform } from './platform.js';
 import type { RegistryClient, Repository } from './registry.js';
 import type { IndexEntry } from './stitch.js';
+import type { VerifiedImages } from './verified-images.js';
 
 export interface VerifierOptions {
   /** Uncompressed layer bytes the scan may read per image. */
   budgetBytes: number;
   log?: Logger;
+  /** Passes remembered from earlier checks; an image found here is not read again. */
+  verified?: VerifiedImages;
 }
 
 export function archGuardVerifier(client: RegistryClient, options: VerifierOptions) {
@@ -22,6 +25,11 @@ export function archGuardVerifier(client: RegistryClient, options: VerifierOptio
     repo: Repository,
   ): Promise<void> => {
     const platformText = formatPlatform(entry.platform);
+    const { digest } = entry.descriptor;
+    if (await options.verified?.has(digest, platformText, options.budgetBytes)) {
+      options.log?.info({ platform: platformText, digest }, 'arch check passed earlier');
+      return;
+    }
     const fetched = await client.getManifest(repo, entry.descriptor.digest);
     const manifest = JSON.parse(fetched.bytes.toString('utf8')) as ImageManifest;
     const config = JSON.parse(
@@ -52,5 +60,6 @@ export function archGuardVerifier(client: RegistryClient, options: VerifierOptio
       },
       'arch check passed',
     );
+    await options.verified?.add(digest, platformText, options.budgetBytes);
   };
 }

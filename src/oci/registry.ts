@@ -18,6 +18,13 @@ import {
 } from './digest.js';
 import { RegistryError } from './errors.js';
 import { MANIFEST_ACCEPT, type Descriptor } from './media-types.js';
+import {
+  HttpTimeoutError,
+  fetchTransport,
+  nodeHttpTransport,
+  type HttpResponse,
+  type HttpTransport,
+} from './http-transport.js';
 import { DEFAULT_RETRY, backoffDelayMs, parseRetryAfter, type RetryPolicy } from './retry.js';
 
 /** A repository in a registry: `domain` as in references (`docker.io`, `host:5000`). */
@@ -36,6 +43,9 @@ export interface RegistryClientOptions {
   /** Manifests larger than this are refused (the spec suggests 4 MiB). */
   maxManifestBytes?: number;
   userAgent?: string;
+  /** How requests travel; node:http/https by default. */
+  transport?: HttpTransport;
+  /** Shorthand for `transport: fetchTransport(fetch)` (tests play registries with it). */
   fetch?: typeof fetch;
   clock?: () => number;
   random?: () => number;
@@ -81,6 +91,9 @@ interface RequestSpec {
 const DOCKER_HUB_API = 'registry-1.docker.io';
 /** Blobs copied between registries travel in chunks of this size (bounded memory). */
 const COPY_CHUNK_BYTES = 8 * 1024 * 1024;
+/** What the client keeps of manifests and small blobs read by digest. */
+const MEMO_BYTES = 4 * 1024 * 1024;
+const MEMO_ITEM_BYTES = 256 * 1024;
 
 function statusCode(status: number): ErrorCode {
   if (status === 401) return 'unauthenticated';
@@ -97,12 +110,24 @@ function isTransientStatus(status: number): boolean {
   return status === 429 || status === 408 || status >= 500;
 }
 
-async function registryErrorText(response: Response): Promise<{ code?: string; message: string }> {
-  let text = '';
-  try {
-    text = await response.text();
-  } catch {
-    // Body unreadable: the status says enough.
+async function registryErrorText(
+  response: HttpResponse,
+): Promise<{ code?: string; message: string }> {
+  let text = response.bytes.toString('utf8');
+  if (response.body) {
+    const chunks: Buffer[] = [];
+    let total = 0;
+    try {
+      for await (const chunk of response.body) {
+        chunks.push(chunk as Buffer);
+        total += (chunk as Buffer).length;
+        if (total > 64 * 1024) break;
+      }
+    } catch {
+      // Body unreadable: the status says enough.
+    }
+    response.discard();
+    text = Buffer.concat(chunks).toString('utf8');
   }
   try {
     const parsed = JSON.parse(text) as {
@@ -124,10 +149,17 @@ async function registryErrorText(response: Response): Promise<{ code?: string; m
 export class RegistryClient {
   private readonly auth: RegistryAuth;
   private readonly options: Required<
-    Omit<RegistryClientOptions, 'credentials' | 'onRetry' | 'insecureRegistries'>
+    Omit<RegistryClientOptions, 'credentials' | 'onRetry' | 'insecureRegistries' | 'fetch'>
   > &
     Pick<RegistryClientOptions, 'onRetry'>;
   private readonly insecure: Set<string>;
+  /**
+   * Manifests and small blobs read by digest, per repository: content-addressed
+   * and verified, so a second read (the stitch reads each child up to three
+   * times: to learn its platform, to check it, to copy it) needs no request.
+   */
+  private readonly byDigest = new Map<string, { bytes: Buffer; mediaType: string }>();
+  private byDigestBytes = 0;
 
   constructor(options: RegistryClientOptions = {}) {
     this.options = {
@@ -135,7 +167,8 @@ export class RegistryClient {
       retry: options.retry ?? DEFAULT_RETRY,
       maxManifestBytes: options.maxManifestBytes ?? 4 * 1024 * 1024,
       userAgent: options.userAgent ?? 'braid',
-      fetch: options.fetch ?? fetch,
+      transport:
+        options.transport ?? (options.fetch ? fetchTransport(options.fetch) : nodeHttpTransport()),
       clock: options.clock ?? Date.now,
       random: options.random ?? Math.random,
       sleep: options.sleep ?? ((ms) => new Promise((r) => setTimeout(r, ms))),
@@ -144,7 +177,7 @@ export class RegistryClient {
     this.insecure = new Set((options.insecureRegistries ?? []).map((h) => h.toLowerCase()));
     this.auth = new RegistryAuth({
       credentials: options.credentials ?? NO_CREDENTIALS,
-      fetch: this.options.fetch,
+      transport: this.options.transport,
       clock: this.options.clock,
       timeoutMs: this.options.requestTimeoutMs,
       userAgent: this.options.userAgent,
@@ -180,6 +213,10 @@ export class RegistryClient {
     accept: readonly string[] = MANIFEST_ACCEPT,
   ): Promise<FetchedManifest> {
     const ref = this.refText(repo, reference);
+    const known = isValidDigest(reference) ? this.byDigest.get(`manifest ${ref}`) : undefined;
+    if (known && accept.includes(known.mediaType)) {
+      return { bytes: known.bytes, mediaType: known.mediaType, digest: reference };
+    }
     const response = await this.request({
       method: 'GET',
       repo,
@@ -205,6 +242,7 @@ export class RegistryClient {
       response.headers.get('docker-content-digest'),
       ref,
     );
+    this.remember(`manifest ${this.refText(repo, digest)}`, bytes, mediaType);
     return { bytes, mediaType, digest };
   }
 
@@ -330,15 +368,13 @@ export class RegistryClient {
       retry: true,
       stream: true,
     });
-    if (!response.body)
+    const body = response.body;
+    if (!body)
       throw new RegistryError('internal', {
         operation: 'GET blob',
         reference: ref,
         message: 'empty body',
       });
-    const body = Readable.fromWeb(
-      response.body as import('node:stream/web').ReadableStream<Uint8Array>,
-    );
     const verifying = new VerifyingStream(digest, `GET blob ${ref}`, size);
     body.on('error', (err) => verifying.destroy(err));
     verifying.on('close', () => {
@@ -353,6 +389,9 @@ export class RegistryClient {
     digest: string,
     maxBytes = 16 * 1024 * 1024,
   ): Promise<Buffer> {
+    const key = `blob ${this.refText(repo, digest)}`;
+    const known = this.byDigest.get(key);
+    if (known) return known.bytes;
     const stream = await this.getBlob(repo, digest);
     const chunks: Buffer[] = [];
     let total = 0;
@@ -368,7 +407,21 @@ export class RegistryClient {
       }
       chunks.push(chunk as Buffer);
     }
-    return Buffer.concat(chunks);
+    const bytes = Buffer.concat(chunks);
+    this.remember(key, bytes, '');
+    return bytes;
+  }
+
+  /** Keeps what was read by digest, oldest out first beyond MEMO_BYTES; large items not at all. */
+  private remember(key: string, bytes: Buffer, mediaType: string): void {
+    if (bytes.length > MEMO_ITEM_BYTES || this.byDigest.has(key)) return;
+    this.byDigest.set(key, { bytes, mediaType });
+    this.byDigestBytes += bytes.length;
+    for (const [oldKey, old] of this.byDigest) {
+      if (this.byDigestBytes <= MEMO_BYTES) break;
+      this.byDigest.delete(oldKey);
+      this.byDigestBytes -= old.bytes.length;
+    }
   }
 
   /**
@@ -508,7 +561,7 @@ export class RegistryClient {
     return `${repo.domain}/${repo.repository}${reference.includes(':') ? '@' : ':'}${reference}`;
   }
 
-  private mediaTypeOf(response: Response, bytes: Buffer): string {
+  private mediaTypeOf(response: HttpResponse, bytes: Buffer): string {
     const header = (response.headers.get('content-type') ?? '').split(';')[0]?.trim() ?? '';
     if (header && header !== 'application/json' && header !== 'text/plain') return header;
     try {
@@ -546,14 +599,14 @@ export class RegistryClient {
   }
 
   private async readLimited(
-    response: Response,
+    response: HttpResponse,
     maxBytes: number,
     operation: string,
     ref: string,
   ): Promise<Buffer> {
     const declared = Number(response.headers.get('content-length'));
     if (Number.isFinite(declared) && declared > maxBytes) {
-      await response.body?.cancel();
+      response.discard();
       throw new RegistryError('resource_exhausted', {
         operation,
         reference: ref,
@@ -563,20 +616,21 @@ export class RegistryClient {
     const chunks: Buffer[] = [];
     let total = 0;
     if (response.body) {
-      for await (const chunk of response.body as unknown as AsyncIterable<Uint8Array>) {
+      for await (const chunk of response.body as AsyncIterable<Buffer>) {
         total += chunk.length;
         if (total > maxBytes) {
-          await response.body.cancel().catch(() => undefined);
+          response.discard();
           throw new RegistryError('resource_exhausted', {
             operation,
             reference: ref,
             message: `manifest exceeds the ${maxBytes}-byte limit`,
           });
         }
-        chunks.push(Buffer.from(chunk));
+        chunks.push(chunk);
       }
+      return Buffer.concat(chunks);
     }
-    return Buffer.concat(chunks);
+    return response.bytes;
   }
 
   private async startUpload(repo: Repository, digest: string): Promise<string> {
@@ -649,18 +703,18 @@ export class RegistryClient {
   }
 
   /** One logical request: auth challenges answered, transient failures retried. */
-  private async request(spec: RequestSpec): Promise<Response> {
+  private async request(spec: RequestSpec): Promise<HttpResponse> {
     const host = this.apiHost(spec.repo.domain);
     const policy = this.options.retry;
     let authorization = await this.auth.headerFor(host, spec.scopes);
     let answeredChallenge = false;
     for (let attempt = 1; ; attempt++) {
-      let response: Response;
+      let response: HttpResponse;
       try {
         response = await this.send(spec, authorization);
       } catch (err) {
         const reason =
-          (err as Error).name === 'TimeoutError'
+          err instanceof HttpTimeoutError
             ? `no answer within ${this.options.requestTimeoutMs} ms`
             : this.networkReason(err);
         if (spec.retry && attempt < policy.maxAttempts) {
@@ -678,7 +732,7 @@ export class RegistryClient {
         );
       }
       if (response.status === 401 && !answeredChallenge) {
-        await response.body?.cancel().catch(() => undefined);
+        response.discard();
         authorization = await this.auth.answer(
           host,
           response.headers.get('www-authenticate'),
@@ -695,7 +749,7 @@ export class RegistryClient {
           response.headers.get('retry-after'),
           this.options.clock(),
         );
-        await response.body?.cancel().catch(() => undefined);
+        response.discard();
         await this.pause(spec, attempt, `HTTP ${response.status}`, retryAfter);
         continue;
       }
@@ -724,8 +778,8 @@ export class RegistryClient {
   }
 
   private networkReason(err: unknown): string {
-    const cause = (err as { cause?: { code?: string; message?: string } }).cause;
-    return cause?.code ?? cause?.message ?? (err as Error).message;
+    const { code, cause } = err as { code?: string; cause?: { code?: string; message?: string } };
+    return code ?? cause?.code ?? cause?.message ?? (err as Error).message;
   }
 
   private async pause(
@@ -745,60 +799,19 @@ export class RegistryClient {
     await this.options.sleep(delayMs);
   }
 
-  private async send(spec: RequestSpec, authorization: string | undefined): Promise<Response> {
+  private send(spec: RequestSpec, authorization: string | undefined): Promise<HttpResponse> {
     const headers: Record<string, string> = {
       'user-agent': this.options.userAgent,
       ...spec.headers,
     };
     if (authorization) headers.authorization = authorization;
-    const controller = new AbortController();
-    const timeoutMs = this.options.requestTimeoutMs;
-    let timer = setTimeout(
-      () => controller.abort(new DOMException('timeout', 'TimeoutError')),
-      timeoutMs,
-    );
-    const body = typeof spec.body === 'function' ? Readable.toWeb(spec.body()) : spec.body;
-    try {
-      const response = await this.options.fetch(this.urlFor(spec), {
-        method: spec.method,
-        headers,
-        body: body as RequestInit['body'],
-        signal: controller.signal,
-        redirect: 'follow',
-        ...(typeof spec.body === 'function' ? { duplex: 'half' } : {}),
-      } as RequestInit);
-      clearTimeout(timer);
-      if (!spec.stream || !response.body) return response;
-      // While a body streams, the deadline applies to each pause, not the whole transfer.
-      const idle = () => {
-        clearTimeout(timer);
-        timer = setTimeout(
-          () => controller.abort(new DOMException('timeout', 'TimeoutError')),
-          timeoutMs,
-        );
-      };
-      idle();
-      const watched = response.body.pipeThrough(
-        new TransformStream<Uint8Array, Uint8Array>({
-          transform(chunk, ctl) {
-            idle();
-            ctl.enqueue(chunk);
-          },
-          flush() {
-            clearTimeout(timer);
-          },
-        }),
-      );
-      return new Response(watched, {
-        status: response.status,
-        statusText: response.statusText,
-        headers: response.headers,
-      });
-    } catch (err) {
-      clearTimeout(timer);
-      throw controller.signal.aborted
-        ? Object.assign(new Error('timeout'), { name: 'TimeoutError' })
-        : err;
-    }
+    return this.options.transport({
+      method: spec.method,
+      url: this.urlFor(spec),
+      headers,
+      body: typeof spec.body === 'function' ? spec.body() : spec.body,
+      stream: spec.stream === true,
+      timeoutMs: this.options.requestTimeoutMs,
+    });
   }
 }

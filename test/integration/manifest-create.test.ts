@@ -192,6 +192,36 @@ describe('braid manifest create and inspect against a real registry', () => {
     expect(unchecked.code, unchecked.stderr).toBe(0);
   });
 
+  it('remembers passed arch checks by digest, never a refusal, and reads no layer the second time', async () => {
+    const cache = join(dir, 'arch-cache');
+    const stitch = (target: string, sources: string[]) =>
+      braid([
+        'manifest',
+        'create',
+        '--log-level',
+        'info',
+        '--arch-check-cache-dir',
+        cache,
+        '-t',
+        `${registry.host}/team/${target}`,
+        ...sources,
+      ]);
+    const sources = ['linux/amd64', 'linux/arm64/v8'].map(source);
+    const first = await stitch('remembered:1', sources);
+    expect(first.code, first.stderr).toBe(0);
+    expect(first.stderr.match(/"msg":"arch check passed"/g)).toHaveLength(2);
+    const again = await stitch('remembered:2', sources);
+    expect(again.code, again.stderr).toBe(0);
+    expect(again.stderr).not.toContain('"msg":"arch check passed"');
+    expect(again.stderr.match(/"msg":"arch check passed earlier"/g)).toHaveLength(2);
+    // The liar is refused every time: a refusal is never remembered.
+    for (const target of ['liar:1', 'liar:2']) {
+      const refused = await stitch(target, [`${registry.host}/src/liar:arm64`]);
+      expect(refused.code).toBe(1);
+      expect(refused.stderr).toContain('linux/arm64: /bin/busybox is x86-64 ELF');
+    }
+  });
+
   it('refuses two sources for one platform and leaves the tag where it was', async () => {
     const before = await skopeoRaw(`${registry.host}/team/app:1.0`);
     const result = await braid([

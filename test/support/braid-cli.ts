@@ -9,10 +9,14 @@ import { run, startProcess, type Started } from './process.js';
 
 export const BRAID_BIN = fileURLToPath(new URL('../../bin/braid.js', import.meta.url));
 
-/** An environment without the developer's own BRAID_* settings. */
+/**
+ * An environment without the developer's own BRAID_* settings, whose caches
+ * (the arch guard's passes) go to the temp dir instead of the user's home.
+ */
 export function cleanEnv(extra: Record<string, string> = {}): NodeJS.ProcessEnv {
   const env: NodeJS.ProcessEnv = {};
   for (const [k, v] of Object.entries(process.env)) if (!k.startsWith('BRAID_')) env[k] = v;
+  env.XDG_CACHE_HOME = join(tmpdir(), 'braid-test-cache');
   return { ...env, ...extra };
 }
 

@@ -2,6 +2,7 @@ import { registrySettings } from '../../config/settings.js';
 import { BraidError } from '../../errors.js';
 import { createLogger } from '../../log.js';
 import { archGuardVerifier } from '../../oci/image-verifier.js';
+import { verifiedImagesIn } from '../../oci/verified-images.js';
 import { readManifestSpec } from '../../oci/manifest-spec.js';
 import { isIndexMediaType, type ImageIndex, type ImageManifest } from '../../oci/media-types.js';
 import { formatPlatform, platformFromOci } from '../../oci/platform.js';
@@ -69,7 +70,7 @@ export async function runManifestCreate(
   env: NodeJS.ProcessEnv,
 ): Promise<void> {
   const { tag, fromSpec, attestations, format, annotation, dryRun, archCheck, ...rest } = flags;
-  const config = compile(registrySettings(), rest, env);
+  const config = compile(registrySettings(env), rest, env);
   const log = createLogger({
     level: config.logLevel,
     format: config.logFormat,
@@ -116,7 +117,13 @@ export async function runManifestCreate(
     verifyImage:
       archCheck === false
         ? undefined
-        : archGuardVerifier(client, { budgetBytes: config.archCheckBudgetBytes, log }),
+        : archGuardVerifier(client, {
+            budgetBytes: config.archCheckBudgetBytes,
+            log,
+            verified: config.archCheckCacheDir
+              ? verifiedImagesIn(config.archCheckCacheDir)
+              : undefined,
+          }),
     onEvent: (event) => log.info({ detail: event.detail }, event.kind),
   });
   const rows = plan.entries.map((e) => [
@@ -139,7 +146,7 @@ export async function runManifestInspect(
   env: NodeJS.ProcessEnv,
 ): Promise<void> {
   const { raw, ...rest } = flags;
-  const config = compile(registrySettings(), rest, env);
+  const config = compile(registrySettings(env), rest, env);
   const ref = parseReference(refText);
   const client = registryClient(config, env);
   const repo = { domain: ref.domain, repository: ref.repository };

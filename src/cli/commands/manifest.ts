@@ -43,6 +43,10 @@ function createCommand(env: NodeJS.ProcessEnv): Command {
       '--arch-check-budget-bytes <n>',
       'layer bytes the arch check may read per image (env BRAID_ARCH_CHECK_BUDGET_BYTES)',
     )
+    .option(
+      '--arch-check-cache-dir <dir>',
+      'where passed arch checks are remembered by digest; "" for nowhere (env BRAID_ARCH_CHECK_CACHE_DIR)',
+    )
     .action(async (sourceArgs: string[], flags: Record<string, unknown>) => {
       const { runManifestCreate } = await import('./manifest-run.js');
       await runManifestCreate(sourceArgs, flags, env);
