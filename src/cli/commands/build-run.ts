@@ -11,6 +11,7 @@ import { formatReference, parseReference } from '../../oci/reference.js';
 import { toProtoPlatform } from '../../rpc/platform.js';
 import { coordinatorClient } from '../client.js';
 import { compile } from '../compile.js';
+import { parseKeyValues } from '../key-values.js';
 import { packContext } from '../context.js';
 import { EXIT_INTERRUPTED } from '../exit.js';
 import { buildMetadata, writeMetadataFile } from '../metadata.js';
@@ -64,31 +65,6 @@ function onInterrupt(options: {
 }
 const UPLOAD_CHUNK_BYTES = 1024 * 1024;
 const WATCH_RECONNECTS = 10;
-
-function keyValues(
-  pairs: string[],
-  flag: string,
-  env: NodeJS.ProcessEnv,
-  fromEnv: boolean,
-): Record<string, string> {
-  const out: Record<string, string> = {};
-  for (const pair of pairs) {
-    const eq = pair.indexOf('=');
-    const key = eq < 0 ? pair : pair.slice(0, eq);
-    if (flag === '--build-arg' ? !BUILD_ARG_NAME.test(key) : !key || /\s/.test(key)) {
-      throw new BraidError('invalid_argument', `${flag} "${pair}": "${key}" is not a valid name`);
-    }
-    if (eq < 0) {
-      // docker build: `--build-arg KEY` takes KEY from the environment, or is skipped.
-      if (fromEnv && env[key] !== undefined) out[key] = env[key] as string;
-      else if (!fromEnv)
-        throw new BraidError('invalid_argument', `${flag} "${pair}": expected KEY=VALUE`);
-      continue;
-    }
-    out[key] = pair.slice(eq + 1);
-  }
-  return out;
-}
 
 function defaultPlatforms(): Platform[] {
   return parsePlatforms('linux/amd64,linux/arm64');
@@ -147,8 +123,12 @@ export async function runBuild(
   const platforms = (platform as string[] | undefined)?.length
     ? parsePlatforms((platform as string[]).join(','))
     : defaultPlatforms();
-  const buildArgs = keyValues((buildArg as string[] | undefined) ?? [], '--build-arg', env, true);
-  const labels = keyValues((label as string[] | undefined) ?? [], '--label', env, false);
+  const buildArgs = parseKeyValues((buildArg as string[] | undefined) ?? [], {
+    flag: '--build-arg',
+    key: BUILD_ARG_NAME,
+    env,
+  });
+  const labels = parseKeyValues((label as string[] | undefined) ?? [], { flag: '--label' });
   const mode = resolveProgressMode(String(progress), process.stderr, env);
 
   const packed = await packContext(contextDir, {

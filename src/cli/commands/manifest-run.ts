@@ -23,21 +23,9 @@ import {
   type StitchSource,
 } from '../../oci/stitch.js';
 import { compile } from '../compile.js';
+import { parseKeyValues } from '../key-values.js';
 import { registryClientFor as registryClient } from '../../oci/registry-factory.js';
 import { renderTable } from '../table.js';
-
-function parseAnnotations(pairs: string[]): Record<string, string> {
-  const annotations: Record<string, string> = {};
-  for (const pair of pairs) {
-    const eq = pair.indexOf('=');
-    const key = eq > 0 ? pair.slice(0, eq) : '';
-    if (!key || /\s/.test(key)) {
-      throw new BraidError('invalid_argument', `--annotation "${pair}": expected KEY=VALUE`);
-    }
-    annotations[key] = pair.slice(eq + 1);
-  }
-  return annotations;
-}
 
 /** A platform as the registry's document wrote it (inspect shows, it does not normalise). */
 function writtenPlatform(p: {
@@ -101,7 +89,9 @@ export async function runManifestCreate(
         `target "${formatReference(target)}" must be a tag, not a digest`,
       );
   }
-  const annotations = parseAnnotations((annotation as string[] | undefined) ?? []);
+  const annotations = parseKeyValues((annotation as string[] | undefined) ?? [], {
+    flag: '--annotation',
+  });
   const client = registryClient(config, env);
   const entries = await resolveSources(client, sources);
   const plan = buildIndex(entries, {
