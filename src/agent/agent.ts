@@ -26,6 +26,13 @@ export interface RunningAgent {
   stop(): void;
 }
 
+const UNRETRYABLE_ENGINE_CODES = new Set([
+  'failed_precondition',
+  'unauthenticated',
+  'permission_denied',
+  'invalid_argument',
+]);
+
 export async function startAgent(
   config: Omit<AgentConfig, 'logLevel' | 'logFormat'>,
   log: Logger,
@@ -36,19 +43,37 @@ export async function startAgent(
     insecure: config.insecure,
     tls: clientTlsFiles(config),
   });
-  const engine = createEngine(config.engine);
+  const engine = createEngine(config.engine, {
+    ssh: {
+      keyFiles: config.sshKey,
+      keyPassphrase: config.sshKeyPassphrase,
+      knownHostsFile: config.sshKnownHosts,
+      agentSocket: env.SSH_AUTH_SOCK,
+      homeDir: env.HOME,
+      keepaliveIntervalMs: config.sshKeepaliveIntervalMs,
+      connectTimeoutMs: config.sshConnectTimeoutMs,
+    },
+    log,
+  });
   let info;
   try {
     info = await engine.info();
   } catch (err) {
+    await engine.close();
+    // A refused host key or login says so itself; "not reachable" would mislead.
+    if (err instanceof BraidError && UNRETRYABLE_ENGINE_CODES.has(err.code)) throw err;
     throw new BraidError(
       'unavailable',
-      `Docker engine at ${config.engine} is not reachable (${errorLine(err)}); start it (e.g. bash scripts/test-env.sh) or pass --engine`,
+      `Docker engine at ${config.engine} is not reachable (${errorLine(err)}); ${
+        /^ssh:/i.test(config.engine)
+          ? 'check that the host is up, its sshd listens and its engine runs,'
+          : 'start it (e.g. bash scripts/test-env.sh)'
+      } or pass --engine`,
       { cause: err },
     );
   }
   const native = nativePlatform(info);
-  const emulated = await emulatedPlatforms(native);
+  const emulated = await emulatedPlatforms(native, engine.binfmt?.());
   let buildNetwork = config.buildNetwork;
   if (!buildNetwork && !(await engine.hasNetwork('bridge'))) {
     buildNetwork = 'host';
@@ -93,6 +118,7 @@ export async function startAgent(
     native,
     emulated,
     engineVersion: info.serverVersion,
+    engineId: info.id,
     client,
     log: agentLog,
     runJob: (job, report, signal) =>
@@ -113,7 +139,10 @@ export async function startAgent(
       ),
   });
   const abort = new AbortController();
-  const done = session.run(abort.signal).finally(() => client.close());
+  const done = session.run(abort.signal).finally(async () => {
+    client.close();
+    await engine.close();
+  });
   return {
     done,
     drain: async (graceMs) => {

@@ -4,7 +4,7 @@
  * up platforms on one engine; no session or buildx is needed for a tar
  * context. Every line of the build stream is read for in-band errors.
  */
-import type { IncomingMessage } from 'node:http';
+import type { Agent, IncomingMessage } from 'node:http';
 import Docker from 'dockerode';
 import type DockerModem from 'docker-modem';
 import type { ErrorCode } from '../errors.js';
@@ -21,6 +21,8 @@ export interface DockerEngineOptions {
   socketPath?: string;
   host?: string;
   port?: number;
+  /** Carries every request (the SSH driver's channels); Node's default agent when absent. */
+  agent?: Agent;
   /** Deadline of short calls (info, inspect, remove) and of an export's first byte. */
   requestTimeoutMs?: number;
   /** Log lines an error of a failed build carries (default 20). */
@@ -43,11 +45,13 @@ export class DockerEngine implements Engine {
 
   constructor(options: DockerEngineOptions) {
     this.url = options.url;
-    const docker = new Docker(
-      options.socketPath !== undefined
+    const docker = new Docker({
+      ...(options.socketPath !== undefined
         ? { socketPath: options.socketPath }
-        : { host: options.host, port: options.port, protocol: 'http' },
-    );
+        : { host: options.host, port: options.port, protocol: 'http' as const }),
+      // dockerode hands its options to docker-modem, which takes an agent; its types omit it.
+      ...(options.agent !== undefined && ({ agent: options.agent } as Docker.DockerOptions)),
+    });
     this.modem = docker.modem;
     this.requestTimeoutMs = options.requestTimeoutMs ?? 30_000;
     this.errorLogLines = options.errorLogLines ?? 20;
@@ -71,6 +75,7 @@ export class DockerEngine implements Engine {
       cpus: count('NCPU'),
       memoryBytes: count('MemTotal'),
       name: text('Name'),
+      id: text('ID'),
     };
   }
 
@@ -214,6 +219,9 @@ export class DockerEngine implements Engine {
       throw err;
     }
   }
+
+  /** Holds no connection of its own: nothing to release. */
+  async close(): Promise<void> {}
 
   async hasNetwork(name: string): Promise<boolean> {
     try {

@@ -4,7 +4,11 @@
  */
 import { EngineError } from './engine-error.js';
 import type { ProgressEvent } from './buildkit-trace.js';
+import type { BinfmtReader } from './capabilities.js';
 import { DockerEngine, type DockerEngineOptions } from './engine-docker.js';
+import { SshEngine, type SshEngineOptions } from './engine-ssh.js';
+import { parseSshUrl } from '../ssh/ssh-url.js';
+import { SshError } from '../ssh/errors.js';
 
 export interface EngineInfo {
   /** `linux` or `windows`. */
@@ -18,6 +22,8 @@ export interface EngineInfo {
   memoryBytes: number;
   /** The engine host's name. */
   name: string;
+  /** The engine's identity (`ID` of /info); '' when it reports none. */
+  id: string;
 }
 
 export interface BuildOptions {
@@ -61,15 +67,25 @@ export interface Engine {
   removeImage(imageId: string): Promise<void>;
   /** Whether the engine has a network of this name (`bridge` is absent with --bridge=none). */
   hasNetwork(name: string): Promise<boolean>;
+  /** Releases what the driver holds (the SSH connection); later calls fail. Idempotent. */
+  close(): Promise<void>;
+  /** The QEMU handlers of the engine's host when that is not this host (SSH); absent: this host's. */
+  binfmt?(): BinfmtReader;
 }
 
 export const DEFAULT_ENGINE_URL = 'unix:///var/run/docker.sock';
 
-export type EngineOptions = Omit<DockerEngineOptions, 'url' | 'socketPath' | 'host' | 'port'>;
+export type EngineOptions = Omit<
+  DockerEngineOptions,
+  'url' | 'socketPath' | 'host' | 'port' | 'agent'
+> &
+  Pick<SshEngineOptions, 'ssh' | 'log'>;
 
 /**
- * Opens the engine at `url`: `unix:///path/to/docker.sock` or
- * `tcp://host:port` (plain HTTP). Other schemes are errors naming the URL.
+ * Opens the engine at `url`: `unix:///path/to/docker.sock`,
+ * `tcp://host:port` (plain HTTP) or `ssh://user@host[:port][/path/to/docker.sock]`
+ * (the remote socket over SSH, with `options.ssh`). Other schemes are errors
+ * naming the URL. Nothing is dialled until the first call.
  */
 export function createEngine(
   url: string = DEFAULT_ENGINE_URL,
@@ -79,11 +95,12 @@ export function createEngine(
     throw new EngineError(code, { operation: `open engine ${url}`, detail, engine: url });
   };
   const scheme = /^([a-z][a-z0-9+.-]*):\/\//i.exec(url)?.[1]?.toLowerCase();
+  const { ssh, log, ...dockerOptions } = options;
   switch (scheme) {
     case 'unix': {
       const socketPath = url.slice('unix://'.length);
       if (!socketPath.startsWith('/')) refuse('invalid_argument', 'expected unix:///absolute/path');
-      return new DockerEngine({ ...options, url, socketPath });
+      return new DockerEngine({ ...dockerOptions, url, socketPath });
     }
     case 'tcp': {
       let parsed: URL;
@@ -96,11 +113,21 @@ export function createEngine(
         refuse('invalid_argument', 'expected tcp://host:port');
       }
       const host = parsed.hostname.replace(/^\[(.*)\]$/, '$1');
-      return new DockerEngine({ ...options, url, host, port: Number(parsed.port) });
+      return new DockerEngine({ ...dockerOptions, url, host, port: Number(parsed.port) });
     }
-    case 'ssh':
-      return refuse('unimplemented', 'engines over SSH are not supported yet');
+    case 'ssh': {
+      let target;
+      try {
+        target = parseSshUrl(url);
+      } catch (err) {
+        return refuse('invalid_argument', (err as SshError).message);
+      }
+      return new SshEngine(url, target, { ...dockerOptions, ssh, log });
+    }
     default:
-      return refuse('invalid_argument', 'expected unix:///path/to/docker.sock or tcp://host:port');
+      return refuse(
+        'invalid_argument',
+        'expected unix:///path/to/docker.sock, tcp://host:port or ssh://user@host[:port]',
+      );
   }
 }

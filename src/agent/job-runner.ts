@@ -61,7 +61,13 @@ export async function runJob(
   const clock = deps.clock ?? Date.now;
   const platform = fromProtoPlatform(job.platform);
   const platformText = formatPlatform(platform);
-  const log = deps.log.child({ buildId: job.buildId, jobId: job.jobId, platform: platformText });
+  const log = deps.log.child({
+    buildId: job.buildId,
+    requestId: job.requestId || undefined,
+    jobId: job.jobId,
+    platform: platformText,
+  });
+  log.info({ emulated: job.emulated, attempt: job.attempt }, 'job started');
   const started = clock();
   let fetchMs = 0;
   let buildMs = 0;

@@ -32,6 +32,8 @@ export interface SessionOptions {
   native: Platform;
   emulated: EmulatedPlatform[];
   engineVersion: string;
+  /** The engine's identity (Docker /info ID), for the coordinator's cache affinity. */
+  engineId?: string;
   client: AgentClient;
   log: Logger;
   runJob: (job: AssignJob, report: JobReporter, signal: AbortSignal) => Promise<JobOutcome>;
@@ -138,6 +140,7 @@ export class AgentSessionLoop {
               capacity: options.capacity,
               labels: options.labels,
               engineVersion: options.engineVersion,
+              engineId: options.engineId ?? '',
               heldJobIds: [...this.running.keys(), ...this.unacked.keys()],
             },
           },

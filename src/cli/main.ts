@@ -15,6 +15,7 @@ import { serveCommand } from './commands/serve.js';
 import { statusCommand } from './commands/status.js';
 import { tokensCommand } from './commands/tokens.js';
 import { eventsCommand } from './commands/events.js';
+import { farmCommand } from './commands/farm.js';
 import { manifestCommand } from './commands/manifest.js';
 import { versionCommand } from './commands/version.js';
 import { EXIT_USAGE, reportAndExit } from './exit.js';
@@ -41,6 +42,7 @@ export async function main(argv: string[], env: NodeJS.ProcessEnv): Promise<void
     .addCommand(versionCommand(env))
     .addCommand(eventsCommand(env))
     .addCommand(tokensCommand(env))
+    .addCommand(farmCommand(env))
     .addCommand(certsCommand());
   const all = (c: Command): Command[] => [c, ...c.commands.flatMap(all)];
   for (const command of all(program)) command.exitOverride();

@@ -19,6 +19,7 @@ import {
   type Env,
 } from './loader.js';
 import { BraidError } from '../errors.js';
+import { parseSshUrl } from '../ssh/ssh-url.js';
 
 export const DEFAULT_COORDINATOR_ADDRESS = '127.0.0.1:7465';
 
@@ -69,6 +70,22 @@ function defaultDataDir(env: Env): string {
   return '/var/lib/braid';
 }
 
+/** An optional listen address; unset (or empty) means "off". */
+function optionalAddressSetting(what: string) {
+  return z
+    .string({ error: 'expected an address' })
+    .optional()
+    .transform((text, ctx) => {
+      if (!text || text.trim() === '') return undefined;
+      try {
+        return parseGrpcAddress(text, what);
+      } catch (err) {
+        ctx.issues.push({ code: 'custom', message: (err as Error).message, input: text });
+        return z.NEVER;
+      }
+    });
+}
+
 export function coordinatorSettings(env: Env) {
   return z.object({
     listen: parsedSetting(
@@ -103,6 +120,18 @@ export function coordinatorSettings(env: Env) {
     waitForAgentMs: intSetting({ min: 0, max: 24 * 3_600_000, default: 5 * 60_000 }),
     jobTimeoutMs: intSetting({ min: 1000, max: 7 * 24 * 3_600_000, default: 2 * 3_600_000 }),
     buildTimeoutMs: intSetting({ min: 1000, max: 7 * 24 * 3_600_000, default: 4 * 3_600_000 }),
+    /** Prefer the agent that still holds a build's cache (docs/scheduling.md). */
+    cacheAffinity: boolSetting(true),
+    /** A cache record older than this is taken to be gone. */
+    cacheAffinityMaxAgeMs: intSetting({
+      min: 0,
+      max: 30 * 24 * 3_600_000,
+      default: 24 * 3_600_000,
+    }),
+    /** The warm agent loses when its load exceeds the least loaded one's by more points than this. */
+    cacheAffinityMaxLoadGapPercent: intSetting({ min: 0, max: 100, default: 50 }),
+    /** HTTP address of /metrics, /healthz and /readyz; unset: not served. */
+    metricsListen: optionalAddressSetting('metrics listen address'),
     ...registryFields,
     ...logSettings,
   });
@@ -140,6 +169,16 @@ function checkLabel(text: string): void {
   }
 }
 
+/** An ssh:// engine URL must parse (the user, host, port and path are checked). */
+function checkSshEngineUrl(text: string, ctx: z.RefinementCtx): void {
+  if (!/^ssh:\/\//i.test(text)) return;
+  try {
+    parseSshUrl(text);
+  } catch (err) {
+    ctx.issues.push({ code: 'custom', message: (err as Error).message, input: text });
+  }
+}
+
 /** Settings of `braid agent` (and the agent half of `braid serve`). */
 export function agentFields(env: Env) {
   return {
@@ -151,8 +190,22 @@ export function agentFields(env: Env) {
       .default((env.HOSTNAME ?? 'agent').replace(/[^A-Za-z0-9_.-]/g, '-').slice(0, 63) || 'agent'),
     engine: z
       .string()
-      .regex(/^(unix|tcp):\/\//, { error: 'expected unix:///path or tcp://host:port' })
+      .regex(/^(unix|tcp|ssh):\/\//, {
+        error: 'expected unix:///path, tcp://host:port or ssh://user@host[:port]',
+      })
+      .superRefine(checkSshEngineUrl)
       .default('unix:///var/run/docker.sock'),
+    /** Private keys for an ssh:// engine (only these); none: ssh-agent, then ~/.ssh/id_*. */
+    sshKey: listSetting(),
+    /** Passphrase of encrypted SSH keys (env or file only: a flag would show in `ps`). */
+    sshKeyPassphrase: z
+      .string({ error: 'expected a string' })
+      .optional()
+      .transform((text) => (text === '' ? undefined : text)),
+    /** known_hosts for an ssh:// engine; default ~/.ssh/known_hosts and /etc/ssh/ssh_known_hosts. */
+    sshKnownHosts: optionalPathSetting(),
+    sshKeepaliveIntervalMs: intSetting({ min: 1000, max: 600_000, default: 15_000 }),
+    sshConnectTimeoutMs: intSetting({ min: 1000, max: 600_000, default: 20_000 }),
     capacity: intSetting({ min: 1, max: 64, default: 2 }),
     buildNetwork: z.string().default(''),
     labels: listSetting(checkLabel),

@@ -65,6 +65,7 @@ export class AgentRegistry {
       capacity: Math.max(1, s.hello.capacity),
       running: s.jobs.size,
       labels: { ...s.hello.labels },
+      engineId: s.hello.engineId,
     }));
   }
 
@@ -81,6 +82,7 @@ export class AgentRegistry {
         connectedAt: timestampFromDate(s.connectedAt),
         lastHeartbeat: timestampFromDate(s.lastHeartbeat),
         engineVersion: s.hello.engineVersion,
+        engineId: s.hello.engineId,
       }),
     );
   }

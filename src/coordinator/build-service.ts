@@ -7,6 +7,7 @@ import type { Logger } from '../log.js';
 import type { ImplOf } from '../rpc/service.js';
 import type { AgentRegistry } from './agent-registry.js';
 import type { ContextStore } from './context-store.js';
+import type { CoordinatorMetrics } from './metrics.js';
 import type { Orchestrator } from './orchestrator.js';
 
 export function buildService(deps: {
@@ -15,10 +16,13 @@ export function buildService(deps: {
   agents: AgentRegistry;
   stopping: AbortSignal;
   log: Logger;
+  metrics?: Pick<CoordinatorMetrics, 'contextBytes'> | undefined;
 }): ImplOf<typeof BuildService> {
   return {
     async hasContext(request) {
       const size = await deps.contexts.size(request.digest);
+      // The client skips the upload of a context the coordinator holds.
+      if (size !== undefined) deps.metrics?.contextBytes('deduplicated', size);
       return { present: size !== undefined, sizeBytes: BigInt(size ?? 0) };
     },
     async uploadContext(requests) {
@@ -40,13 +44,16 @@ export function buildService(deps: {
         }
       })();
       const alreadyPresent = await deps.contexts.put(digest, Number(sizeBytes), chunks);
+      deps.metrics?.contextBytes(alreadyPresent ? 'deduplicated' : 'received', Number(sizeBytes));
       deps.log.info({ digest, sizeBytes: Number(sizeBytes), alreadyPresent }, 'context uploaded');
       return { digest, sizeBytes, alreadyPresent };
     },
     async submitBuild(request) {
       if (deps.stopping.aborted)
         throw new BraidError('unavailable', 'the coordinator is shutting down');
-      return { build: await deps.orchestrator.submit(request.spec ?? ({} as never)) };
+      return {
+        build: await deps.orchestrator.submit(request.spec ?? ({} as never), request.requestId),
+      };
     },
     async *watchBuild(request, ctx) {
       const signal = AbortSignal.any([ctx.signal, deps.stopping]);

@@ -15,7 +15,9 @@ import { BraidError } from '../errors.js';
 import type { Logger } from '../log.js';
 import { archGuardVerifier } from '../oci/image-verifier.js';
 import { registryClientFor } from '../oci/registry-factory.js';
+import { formatPlatform } from '../oci/platform.js';
 import { formatGrpcAddress, isLocalAddress, type GrpcAddress } from '../rpc/address.js';
+import { fromProtoPlatform } from '../rpc/platform.js';
 import { addService } from '../rpc/service.js';
 import { startServer } from '../rpc/server.js';
 import { BRAID_VERSION } from '../version.js';
@@ -25,6 +27,8 @@ import { Authenticator, authRequired } from './auth.js';
 import { buildService } from './build-service.js';
 import { ContextStore } from './context-store.js';
 import { EventLog } from './event-log.js';
+import { startProbeServer, type ProbeServer, type Readiness } from './http-probe-server.js';
+import { CoordinatorMetrics, meteredRegistry } from './metrics.js';
 import { Orchestrator } from './orchestrator.js';
 import { BuildStore } from './store.js';
 import { systemService } from './system-service.js';
@@ -42,6 +46,8 @@ export interface Coordinator {
   readonly events: EventLog;
   /** Set when started with `localAgent`. */
   readonly localAgent: LocalAgentAccess | undefined;
+  /** Where /metrics, /healthz and /readyz are served (when metricsListen is set). */
+  readonly probeAddress: GrpcAddress | undefined;
   /** Stop taking calls; running calls get `graceMs` before they are cancelled. */
   stop(reason: string, graceMs: number): Promise<void>;
 }
@@ -99,7 +105,31 @@ export async function startCoordinator(
   const contexts = new ContextStore(config.dataDir, config.maxContextBytes);
   await contexts.init();
   const agents = new AgentRegistry();
-  const registry = registryClientFor(config, env);
+  // Metrics only when someone can read them.
+  const metrics = config.metricsListen
+    ? new CoordinatorMetrics(
+        {
+          queuedJobs: () =>
+            store.isOpen()
+              ? store
+                  .queuedJobsByPlatform()
+                  .map((q) => ({ platform: formatPlatform(q.platform), count: q.count }))
+              : [],
+          agents: () =>
+            agents.all().map((a) => ({
+              native: formatPlatform(fromProtoPlatform(a.hello.nativePlatform)),
+              emulated: a.hello.emulatedPlatforms.map((e) =>
+                formatPlatform(fromProtoPlatform(e.platform)),
+              ),
+            })),
+        },
+        { processMetrics: true },
+      )
+    : undefined;
+  const plainRegistry = registryClientFor(config, env, { onRetry: metrics?.onRegistryRetry });
+  const registry = metrics
+    ? meteredRegistry(plainRegistry, (err) => metrics.registryFailed(err))
+    : plainRegistry;
   const orchestrator = new Orchestrator({
     store,
     contexts,
@@ -116,6 +146,11 @@ export async function startCoordinator(
       reattachGraceMs: config.heartbeatTimeoutMs * 2,
       waitForAgentMs: config.waitForAgentMs,
     },
+    cacheAffinity: {
+      enabled: config.cacheAffinity,
+      maxAgeMs: config.cacheAffinityMaxAgeMs,
+      maxLoadGapPercent: config.cacheAffinityMaxLoadGapPercent,
+    },
     onAgent: (kind, name, detail) =>
       events.append({
         kind: kind === 'connected' ? EventKind.AGENT_CONNECTED : EventKind.AGENT_DISCONNECTED,
@@ -125,6 +160,7 @@ export async function startCoordinator(
       }),
     onBuildState: (buildId, state, message) =>
       events.append({ kind: EventKind.BUILD_STATE, message: `${state}: ${message}`, buildId }),
+    observer: metrics,
   });
   orchestrator.recover();
   const deadlines = setInterval(() => orchestrator.checkDeadlines(), 1000);
@@ -149,7 +185,7 @@ export async function startCoordinator(
       addService(
         server,
         BuildService,
-        buildService({ orchestrator, contexts, agents, stopping: stopping.signal, log }),
+        buildService({ orchestrator, contexts, agents, stopping: stopping.signal, log, metrics }),
         guard,
       );
       addService(
@@ -175,6 +211,31 @@ export async function startCoordinator(
     throw err;
   });
   const address = formatGrpcAddress(running.address);
+  let serving = true;
+  const readiness = (): Readiness => {
+    if (stopping.signal.aborted)
+      return { ready: false, reason: 'draining: the coordinator is stopping' };
+    if (!serving) return { ready: false, reason: 'the gRPC server is not listening' };
+    if (!store.isOpen()) return { ready: false, reason: 'the build store is closed' };
+    return { ready: true };
+  };
+  let probe: ProbeServer | undefined;
+  if (config.metricsListen) {
+    probe = await startProbeServer({
+      address: config.metricsListen,
+      metrics,
+      readiness,
+      log,
+    }).catch(async (err: unknown) => {
+      clearInterval(deadlines);
+      await running.stop(0);
+      store.close();
+      tokens.close();
+      if (local) rmSync(local.dir, { recursive: true, force: true });
+      throw err;
+    });
+    log.info({ metricsListen: probe.url }, 'serving /metrics, /healthz and /readyz');
+  }
   if (!tls && !isLocalAddress(running.address)) {
     log.warn(
       { listen: address },
@@ -205,6 +266,7 @@ export async function startCoordinator(
           joinToken: local.joinToken,
         }
       : undefined,
+    probeAddress: probe?.address,
     async stop(reason, graceMs) {
       if (stopping.signal.aborted) return running.stop(graceMs);
       events.append({
@@ -217,6 +279,9 @@ export async function startCoordinator(
       clearInterval(deadlines);
       for (const session of agents.all()) session.close('coordinator stopping');
       await running.stop(graceMs);
+      serving = false;
+      // Before the store closes: a scrape reads it.
+      await probe?.stop();
       store.close();
       tokens.close();
       if (local) rmSync(local.dir, { recursive: true, force: true });

@@ -10,6 +10,7 @@ import {
   BuildEventSchema,
   BuildState,
   LogSource,
+  PlacementReason,
   type Build,
   type BuildEvent,
   type BuildSpec,
@@ -29,7 +30,16 @@ import { buildIndex, publishIndex, resolveSources, type PublishOptions } from '.
 import { fromProtoPlatform, toProtoPlatform } from '../rpc/platform.js';
 import type { AgentRegistry, AgentSession } from './agent-registry.js';
 import type { ContextStore } from './context-store.js';
-import { schedule, type PendingJob } from './scheduler.js';
+import type { BuildObserver } from './metrics.js';
+import { requestIdFor } from './request-id.js';
+import { buildLineage } from './lineage.js';
+import {
+  DEFAULT_CACHE_AFFINITY,
+  schedule,
+  type CacheAffinitySettings,
+  type PendingJob,
+  type PlacementBasis,
+} from './scheduler.js';
 import { validateSpec, type ValidSpec } from './spec-validation.js';
 import {
   TERMINAL_BUILD_STATES,
@@ -51,9 +61,13 @@ export interface OrchestratorDeps {
   clock?: () => Date;
   newId?: () => string;
   limits?: Partial<OrchestratorLimits>;
+  /** Prefer the agent that still holds a build's cache (scheduler.ts); on by default. */
+  cacheAffinity?: Partial<CacheAffinitySettings>;
   /** Farm-wide notices for the coordinator's event log. */
   onAgent?: (kind: 'connected' | 'disconnected', name: string, detail: string) => void;
   onBuildState?: (buildId: string, state: string, message: string) => void;
+  /** Told of every build and job move (metrics.ts). */
+  observer?: BuildObserver;
 }
 
 const MAX_LOG_LINE_CHARS = 4096;
@@ -79,6 +93,12 @@ export const DEFAULT_LIMITS: OrchestratorLimits = {
 
 type EventBody = MessageInitShape<typeof BuildEventSchema>['body'];
 
+const PLACEMENT_REASONS: Record<PlacementBasis, PlacementReason> = {
+  'only-capable': PlacementReason.ONLY_CAPABLE,
+  'least-loaded': PlacementReason.LEAST_LOADED,
+  'cache-affinity': PlacementReason.CACHE_AFFINITY,
+};
+
 function newBuildId(): string {
   return `b${Date.now().toString(36)}${randomBytes(4).toString('hex')}`;
 }
@@ -91,13 +111,17 @@ export class Orchestrator {
   /** Parsed specs of builds in flight. */
   private readonly specs = new Map<string, ValidSpec>();
   private readonly limits: OrchestratorLimits;
+  private readonly cacheAffinity: CacheAffinitySettings;
   /** Queued jobs no connected agent can build, since when (ms). */
   private readonly unplaceable = new Map<string, number>();
+  /** Loggers of builds in flight: every line names the build and its request id. */
+  private readonly buildLogs = new Map<string, Logger>();
   /** Jobs of a previous coordinator run waiting for their agent, by deadline (ms). */
   private readonly orphans = new Map<string, number>();
 
   constructor(private readonly deps: OrchestratorDeps) {
     this.limits = { ...DEFAULT_LIMITS, ...deps.limits };
+    this.cacheAffinity = { ...DEFAULT_CACHE_AFFINITY, ...deps.cacheAffinity };
     this.clock = deps.clock ?? (() => new Date());
     this.newId = deps.newId ?? newBuildId;
   }
@@ -133,8 +157,9 @@ export class Orchestrator {
 
   // --- builds ------------------------------------------------------------------
 
-  async submit(spec: BuildSpec): Promise<Build> {
+  async submit(spec: BuildSpec, sentRequestId = ''): Promise<Build> {
     const valid = validateSpec(spec);
+    const requestId = requestIdFor(sentRequestId);
     if ((await this.deps.contexts.size(spec.contextDigest)) === undefined) {
       throw new BraidError(
         'failed_precondition',
@@ -176,8 +201,10 @@ export class Orchestrator {
       state: BuildState.QUEUED,
       createdAt: this.clock(),
       error: '',
+      requestId,
     };
     this.deps.store.createBuild(record, jobs);
+    this.deps.observer?.jobsQueued(jobs, record.createdAt);
     this.specs.set(id, valid);
     this.event(id, {
       case: 'buildState',
@@ -186,8 +213,8 @@ export class Orchestrator {
         message: `build queued: ${valid.platforms.map(formatPlatform).join(', ')} -> ${valid.tags.map(formatReference).join(', ')}`,
       },
     });
-    this.deps.log.info(
-      { buildId: id, platforms: valid.platforms.map(formatPlatform), tags: spec.tags },
+    this.buildLog(id).info(
+      { platforms: valid.platforms.map(formatPlatform), tags: spec.tags },
       'build submitted',
     );
     this.scheduleQueued();
@@ -321,6 +348,8 @@ export class Orchestrator {
       currentStep: '',
       attempt: job.attempt + 1,
       error: `attempt ${job.attempt} ended: ${why}; re-queued`,
+      placementReason: PlacementReason.UNSPECIFIED,
+      placementDetail: '',
     });
     this.coordinatorLog(
       job.buildId,
@@ -442,6 +471,7 @@ export class Orchestrator {
           durationMs: Number(result.durationMs),
           currentStep: '',
         });
+        this.recordCache(job, session);
         this.maybeStitch(job.buildId);
       }
     }
@@ -467,8 +497,8 @@ export class Orchestrator {
   private ignoredReport(session: AgentSession, jobId: string): void {
     const job = this.deps.store.getJob(jobId);
     if (job && job.agent && job.agent !== session.name) {
-      this.deps.log.warn(
-        { agent: session.name, jobId, buildId: job.buildId, assignedTo: job.agent },
+      this.buildLog(job.buildId).warn(
+        { agent: session.name, jobId, assignedTo: job.agent },
         "report ignored: the job is another agent's",
       );
     } else {
@@ -493,19 +523,63 @@ export class Orchestrator {
     return valid;
   }
 
+  /** The lineage of a build's cache (lineage.ts). */
+  private lineageOf(buildId: string, target?: string): string {
+    const valid = this.specOf(buildId);
+    return buildLineage(
+      valid.tags[0] as ImageReference,
+      valid.dockerfile,
+      target ?? this.deps.store.getBuildRecord(buildId)?.spec.target ?? '',
+    );
+  }
+
+  /** The agent's engine now holds the cache of this job's lineage and platform. */
+  private recordCache(job: JobRecord, session: AgentSession): void {
+    if (!session.hello.engineId) return;
+    const now = this.clock();
+    this.deps.store.recordCache(
+      {
+        agent: session.name,
+        engineId: session.hello.engineId,
+        platform: job.platform,
+        lineage: this.lineageOf(job.buildId),
+        finishedAt: now,
+      },
+      new Date(now.getTime() - this.cacheAffinity.maxAgeMs),
+    );
+  }
+
   /** Place every queued job the farm has room for. */
   scheduleQueued(): void {
     const open = this.deps.store.unfinishedBuilds().filter((b) => b.state !== BuildState.STITCHING);
-    const pending: (PendingJob & { job: JobRecord })[] = [];
+    const pending: (PendingJob & { job: JobRecord; lineage: string })[] = [];
     for (const build of open) {
       const valid = this.specOf(build.id);
+      const lineage = this.lineageOf(build.id, build.spec.target);
       for (const job of this.deps.store.jobsOf(build.id)) {
         if (job.state === JobState.QUEUED)
-          pending.push({ jobId: job.id, platform: job.platform, policy: valid.policy, job });
+          pending.push({
+            jobId: job.id,
+            platform: job.platform,
+            policy: valid.policy,
+            lineage,
+            job,
+          });
       }
     }
     if (pending.length === 0) return;
-    const placements = schedule(pending, this.deps.agents.views());
+    const now = this.clock();
+    const affinity = this.cacheAffinity.enabled
+      ? {
+          ...this.cacheAffinity,
+          now,
+          records: this.deps.store.cacheRecords(
+            pending.map((p) => p.lineage),
+            new Date(now.getTime() - this.cacheAffinity.maxAgeMs),
+          ),
+        }
+      : undefined;
+    const placements = schedule(pending, this.deps.agents.views(), { affinity });
     for (const placement of placements) {
       const item = pending.find((p) => p.jobId === placement.jobId);
       if (!item) continue;
@@ -533,7 +607,10 @@ export class Orchestrator {
       if (placement.kind === 'wait') continue;
       const session = this.deps.agents.get(placement.agent);
       if (!session) continue;
-      this.assign(job, session, placement.emulated, placement.handler ?? '', placement.reason);
+      this.assign(job, session, placement.emulated, placement.handler ?? '', placement.reason, {
+        basis: placement.basis,
+        text: placement.basisText,
+      });
     }
   }
 
@@ -543,6 +620,7 @@ export class Orchestrator {
     emulated: boolean,
     handler: string,
     reason: string,
+    placed: { basis: PlacementBasis; text: string },
   ): void {
     const build = this.deps.store.getBuildRecord(job.buildId);
     if (!build) return;
@@ -556,7 +634,14 @@ export class Orchestrator {
           .map((t) => `${t.tag ?? 'latest'}-${platformSuffix}`)
       : [];
     session.jobs.add(job.id);
-    this.moveJob(job, JobState.ASSIGNED, { agent: session.name, emulated, emulator: handler });
+    const placementReason = PLACEMENT_REASONS[placed.basis];
+    this.moveJob(job, JobState.ASSIGNED, {
+      agent: session.name,
+      emulated,
+      emulator: handler,
+      placementReason,
+      placementDetail: placed.text,
+    });
     this.event(job.buildId, {
       case: 'decision',
       value: {
@@ -564,17 +649,19 @@ export class Orchestrator {
         agent: session.name,
         emulated,
         reason,
+        placementReason,
       },
     });
-    this.deps.log.info(
+    this.buildLog(job.buildId).info(
       {
-        buildId: job.buildId,
+        jobId: job.id,
         platform: formatPlatform(job.platform),
         agent: session.name,
         emulated,
+        placement: placed.basis,
         reason,
       },
-      'job assigned',
+      `placed job ${job.id} on agent ${session.name}: ${placed.text}`,
     );
     session.send({
       case: 'assign',
@@ -593,6 +680,7 @@ export class Orchestrator {
         pushRepository,
         pushTags,
         attempt: job.attempt,
+        requestId: build.requestId,
       },
     });
   }
@@ -636,7 +724,7 @@ export class Orchestrator {
 
   private startStitch(buildId: string, jobs: JobRecord[]): void {
     void this.stitch(buildId, jobs).catch((err: unknown) => {
-      this.deps.log.error({ buildId, err: errorLine(err) }, 'stitch failed');
+      this.buildLog(buildId).error({ err: errorLine(err) }, 'stitch failed');
       this.finishBuild(buildId, BuildState.FAILED, `stitch: ${errorLine(err)}; no tag was moved`);
     });
   }
@@ -693,9 +781,10 @@ export class Orchestrator {
         attempt: now.attempt,
       },
     });
-    this.deps.log.info(
+    this.deps.observer?.jobMoved(job, now, this.clock());
+    this.buildLog(job.buildId).info(
       {
-        buildId: job.buildId,
+        jobId: job.id,
         platform: formatPlatform(job.platform),
         agent: now.agent,
         from: jobStateName(job.state),
@@ -723,11 +812,27 @@ export class Orchestrator {
     });
     this.event(build.id, { case: 'buildState', value: { state: to, message, index } });
     this.deps.onBuildState?.(build.id, buildStateName(to), message);
-    this.deps.log.info(
-      { buildId: build.id, from: buildStateName(build.state), to: buildStateName(to), message },
+    this.deps.observer?.buildMoved(build, to, this.clock());
+    this.buildLog(build.id).info(
+      { from: buildStateName(build.state), to: buildStateName(to), message },
       'build state',
     );
-    if (terminal) this.specs.delete(build.id);
+    if (terminal) {
+      this.specs.delete(build.id);
+      this.buildLogs.delete(build.id);
+    }
+  }
+
+  /** The logger of a build's lines: they carry its id and request id. */
+  private buildLog(buildId: string): Logger {
+    let log = this.buildLogs.get(buildId);
+    if (!log) {
+      const record = this.deps.store.getBuildRecord(buildId);
+      log = this.deps.log.child({ buildId, requestId: record?.requestId || undefined });
+      // Builds in flight only: a late report about an ended build gets a logger it does not keep.
+      if (record && !TERMINAL_BUILD_STATES.has(record.state)) this.buildLogs.set(buildId, log);
+    }
+    return log;
   }
 
   private finishBuild(

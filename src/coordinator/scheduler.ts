@@ -2,9 +2,13 @@
  * The platform resolver: decides, for each pending job, which connected agent
  * builds it — natively when a host of that platform is connected, otherwise
  * under a registered QEMU handler — or why it must wait or cannot run at all.
- * Pure: no I/O, no clock; the coordinator passes in a view of its registry.
+ * Among the agents of the best mode it prefers the one that still holds the
+ * build cache of the job's lineage (cache affinity), unless that agent is
+ * much busier than the least loaded one.
+ * Pure: no I/O, no clock; the coordinator passes in a view of its registry,
+ * the cache records of its store and the time.
  */
-import { formatPlatform, platformMatches, type Platform } from '../oci/platform.js';
+import { formatPlatform, platformMatches, platformsEqual, type Platform } from '../oci/platform.js';
 
 /**
  * How a job may be placed:
@@ -26,13 +30,64 @@ export interface AgentView {
   /** Jobs the agent runs now. */
   running: number;
   labels: Record<string, string>;
+  /**
+   * The identity of the agent's engine (Docker /info `ID`); empty or absent
+   * when the agent did not report one, which rules out cache affinity.
+   */
+  engineId?: string;
 }
 
 export interface PendingJob {
   jobId: string;
   platform: Platform;
   policy: EmulationPolicy;
+  /** What the job's build cache is keyed by across source edits (see lineage.ts). */
+  lineage?: string;
 }
+
+/**
+ * A successful build that left its cache on an engine: the agent that ran it,
+ * the engine it ran on, the platform and lineage it built, and when.
+ */
+export interface CacheRecord {
+  agent: string;
+  engineId: string;
+  platform: Platform;
+  lineage: string;
+  finishedAt: Date;
+}
+
+/** How cache affinity weighs a warm cache against load. */
+export interface CacheAffinitySettings {
+  enabled: boolean;
+  /** A record older than this is taken to be gone (pruned, garbage-collected). */
+  maxAgeMs: number;
+  /**
+   * The warm agent is passed over when its load ratio (running/capacity)
+   * exceeds the least loaded candidate's by more than this many percentage
+   * points, or when it has no free slot.
+   */
+  maxLoadGapPercent: number;
+}
+
+export const DEFAULT_CACHE_AFFINITY: CacheAffinitySettings = {
+  enabled: true,
+  maxAgeMs: 24 * 3_600_000,
+  maxLoadGapPercent: 50,
+};
+
+export interface CacheAffinity extends CacheAffinitySettings {
+  /** Records of the lineages pending (older or other ones are ignored here anyway). */
+  records: readonly CacheRecord[];
+  now: Date;
+}
+
+/**
+ * Why a job went to the agent it went to, among the capable agents of the
+ * best mode: the only one there was, the least loaded, or the one that still
+ * holds the lineage's build cache.
+ */
+export type PlacementBasis = 'only-capable' | 'least-loaded' | 'cache-affinity';
 
 export type Placement =
   | {
@@ -41,7 +96,11 @@ export type Placement =
       agent: string;
       emulated: boolean;
       handler?: string;
+      /** The whole decision in one line, for the build's event log. */
       reason: string;
+      basis: PlacementBasis;
+      /** The basis as a user reads it: `cache affinity (built lineage L for linux/amd64 3m ago)`. */
+      basisText: string;
     }
   /** Capable agents are connected, but all of those the policy allows are full. */
   | { kind: 'wait'; jobId: string; reason: string }
@@ -85,12 +144,13 @@ interface Candidate {
 export function schedule(
   pending: readonly PendingJob[],
   agents: readonly AgentView[],
+  options: { affinity?: CacheAffinity } = {},
 ): Placement[] {
   const running = new Map<string, number>();
   for (const agent of agents) running.set(agent.name, agent.running);
 
   return pending.map((job) => {
-    const placement = placeJob(job, agents, running);
+    const placement = placeJob(job, agents, running, options.affinity);
     if (placement.kind === 'assign') {
       running.set(placement.agent, (running.get(placement.agent) ?? 0) + 1);
     }
@@ -102,6 +162,7 @@ function placeJob(
   job: PendingJob,
   agents: readonly AgentView[],
   running: ReadonlyMap<string, number>,
+  affinity: CacheAffinity | undefined,
 ): Placement {
   const target = formatPlatform(job.platform);
   const native: Candidate[] = [];
@@ -113,13 +174,20 @@ function placeJob(
     (mode.native ? native : emulating).push(candidate);
   }
 
-  const assign = (chosen: Candidate, reason: string): Placement => ({
+  /** Among `tier` (the capable agents of the best mode), the least loaded one or a warm one. */
+  const pick = (tier: readonly Candidate[], least: Candidate, only: string): Choice =>
+    tier.length === 1
+      ? { chosen: least, basis: 'only-capable', text: only }
+      : chooseWithAffinity(job, tier, least, affinity);
+  const assign = ({ chosen, basis, text }: Choice, how: string): Placement => ({
     kind: 'assign',
     jobId: job.jobId,
     agent: chosen.agent.name,
     emulated: !chosen.mode.native,
     ...(chosen.mode.handler !== undefined && { handler: chosen.mode.handler }),
-    reason,
+    reason: `${target}: ${how} (${busy(chosen)}), ${text}`,
+    basis,
+    basisText: text,
   });
   const wait = (reason: string): Placement => ({ kind: 'wait', jobId: job.jobId, reason });
   const impossible = (why: string): Placement => ({
@@ -137,13 +205,14 @@ function placeJob(
               `no native host connected, and policy native-only forbids emulating on ${names(emulating)}`,
             );
       }
-      const chosen = leastLoaded(native);
-      if (chosen === undefined) {
+      const least = leastLoaded(native);
+      if (least === undefined) {
         return wait(
           `${target}: native hosts ${loads(native)} are full; waiting (policy native-only)`,
         );
       }
-      return assign(chosen, `${target}: native on agent ${chosen.agent.name} (${busy(chosen)})`);
+      const choice = pick(native, least, 'only capable (the only native host)');
+      return assign(choice, `native on agent ${choice.chosen.agent.name}`);
     }
 
     case 'prefer-native': {
@@ -151,42 +220,132 @@ function placeJob(
       // for an emulator: an emulated build runs many times slower, so it would
       // usually finish after the native host frees up and takes the job.
       if (native.length > 0) {
-        const chosen = leastLoaded(native);
-        if (chosen !== undefined) {
-          return assign(
-            chosen,
-            `${target}: native on agent ${chosen.agent.name} (${busy(chosen)})`,
-          );
+        const least = leastLoaded(native);
+        if (least !== undefined) {
+          const choice = pick(native, least, 'only capable (the only native host)');
+          return assign(choice, `native on agent ${choice.chosen.agent.name}`);
         }
         const instead = emulating.length > 0 ? ` rather than emulating on ${names(emulating)}` : '';
         return wait(`${target}: native hosts ${loads(native)} are full; waiting for one${instead}`);
       }
       if (emulating.length === 0) return impossible('no connected agent can build it');
-      const chosen = leastLoaded(emulating);
-      if (chosen === undefined) {
+      const least = leastLoaded(emulating);
+      if (least === undefined) {
         return wait(
           `${target}: no native host connected and emulating agents ${loads(emulating)} are full; waiting`,
         );
       }
+      const choice = pick(emulating, least, 'only capable (the only emulating agent)');
       return assign(
-        chosen,
-        `${target}: no native host connected; emulating on agent ${chosen.agent.name} via ${chosen.mode.handler} (${busy(chosen)})`,
+        choice,
+        `no native host connected; emulating on agent ${choice.chosen.agent.name} via ${choice.chosen.mode.handler}`,
       );
     }
 
     case 'any': {
       const capable = [...native, ...emulating];
       if (capable.length === 0) return impossible('no connected agent can build it');
-      const chosen = leastLoaded(capable);
-      if (chosen === undefined) {
+      const least = leastLoaded(capable);
+      if (least === undefined) {
         return wait(`${target}: all capable agents ${loads(capable)} are full; waiting`);
       }
+      const choice = pick(capable, least, 'only capable');
+      const { chosen } = choice;
       const how = chosen.mode.native
         ? `native on agent ${chosen.agent.name}`
         : `emulating on agent ${chosen.agent.name} via ${chosen.mode.handler}`;
-      return assign(chosen, `${target}: ${how} (${busy(chosen)}), least loaded under policy any`);
+      return assign(
+        choice.basis === 'least-loaded'
+          ? { ...choice, text: `${choice.text} under policy any` }
+          : choice,
+        how,
+      );
     }
   }
+}
+
+interface Choice {
+  chosen: Candidate;
+  basis: PlacementBasis;
+  text: string;
+}
+
+/**
+ * The agent among `tier` that most recently built the job's lineage for its
+ * platform and still holds that cache — the same agent name on the same
+ * engine id, within maxAgeMs — unless it is much busier than `least`: it has
+ * no free slot, or its load ratio exceeds `least`'s by more than
+ * maxLoadGapPercent points. A warm emulating agent never wins over a native
+ * `least` (policy any): emulation costs more than a cold cache. Without a
+ * warm agent that qualifies, `least`.
+ */
+function chooseWithAffinity(
+  job: PendingJob,
+  tier: readonly Candidate[],
+  least: Candidate,
+  affinity: CacheAffinity | undefined,
+): Choice {
+  const leastLoadedChoice = (note = ''): Choice => ({
+    chosen: least,
+    basis: 'least-loaded',
+    text: `least loaded${note}`,
+  });
+  if (affinity === undefined || !affinity.enabled || !job.lineage) return leastLoadedChoice();
+  const now = affinity.now.getTime();
+  const warm = affinity.records
+    .filter(
+      (r) =>
+        r.lineage === job.lineage &&
+        platformsEqual(r.platform, job.platform) &&
+        r.engineId !== '' &&
+        now - r.finishedAt.getTime() <= affinity.maxAgeMs,
+    )
+    .flatMap((record) => {
+      const candidate = tier.find(
+        (c) => c.agent.name === record.agent && c.agent.engineId === record.engineId,
+      );
+      return candidate === undefined ? [] : [{ record, candidate }];
+    })
+    .sort(
+      (a, b) =>
+        b.record.finishedAt.getTime() - a.record.finishedAt.getTime() ||
+        compareText(a.candidate.agent.name, b.candidate.agent.name),
+    );
+  const built = (record: CacheRecord, agent: string) =>
+    `${agent} built lineage ${record.lineage} for ${formatPlatform(record.platform)} ${formatAge(now - record.finishedAt.getTime())} ago`;
+  let passedOver = '';
+  for (const { record, candidate } of warm) {
+    if (!candidate.mode.native && least.mode.native) continue;
+    const gapPercent = (ratio(candidate) - ratio(least)) * 100;
+    if (candidate.running >= candidate.agent.capacity) {
+      passedOver ||= ` (${built(record, candidate.agent.name)} but is full: ${busy(candidate)})`;
+      continue;
+    }
+    // A hair of tolerance so 2/4 - 0/4 counts as exactly 50 points.
+    if (gapPercent > affinity.maxLoadGapPercent + 1e-9) {
+      passedOver ||= ` (${built(record, candidate.agent.name)} but is much busier: ${busy(candidate)} vs ${busy(least)})`;
+      continue;
+    }
+    return {
+      chosen: candidate,
+      basis: 'cache-affinity',
+      text: `cache affinity (built lineage ${record.lineage} for ${formatPlatform(record.platform)} ${formatAge(now - record.finishedAt.getTime())} ago)`,
+    };
+  }
+  return leastLoadedChoice(passedOver);
+}
+
+function ratio(candidate: Candidate): number {
+  return candidate.running / candidate.agent.capacity;
+}
+
+/** `45s`, `3m`, `5h`, `2d`: how long ago, as a person says it. */
+export function formatAge(ms: number): string {
+  const s = Math.max(0, Math.floor(ms / 1000));
+  if (s < 60) return `${s}s`;
+  if (s < 3600) return `${Math.floor(s / 60)}m`;
+  if (s < 86_400) return `${Math.floor(s / 3600)}h`;
+  return `${Math.floor(s / 86_400)}d`;
 }
 
 /**

@@ -12,6 +12,7 @@ import {
   BuildSpecSchema,
   BuildState,
   JobSchema,
+  PlacementReason,
   type Build,
   type BuildEvent,
   type BuildSpec,
@@ -24,6 +25,7 @@ import {
 } from '../gen/braid/v1/common_pb.js';
 import { toProtoPlatform } from '../rpc/platform.js';
 import type { Platform } from '../oci/platform.js';
+import type { CacheRecord } from './scheduler.js';
 import { openDatabase } from './sqlite.js';
 
 export interface JobRecord {
@@ -41,6 +43,9 @@ export interface JobRecord {
   durationMs: number;
   attempt: number;
   error: string;
+  /** Why the scheduler chose its agent (unset while queued). */
+  placementReason?: PlacementReason;
+  placementDetail?: string;
 }
 
 export interface BuildRecord {
@@ -51,6 +56,8 @@ export interface BuildRecord {
   finishedAt?: Date;
   index?: ImageDescriptor;
   error: string;
+  /** Correlates the build's log lines from the CLI to the agents ('' for old builds). */
+  requestId: string;
 }
 
 interface BuildRow {
@@ -61,6 +68,7 @@ interface BuildRow {
   finished_at: number | null;
   index_descriptor: Buffer | null;
   error: string;
+  request_id: string;
 }
 
 interface JobRow {
@@ -78,6 +86,8 @@ interface JobRow {
   duration_ms: number;
   attempt: number;
   error: string;
+  placement_reason: number;
+  placement_detail: string;
 }
 
 const SCHEMA = `
@@ -108,6 +118,15 @@ CREATE TABLE IF NOT EXISTS jobs (
   error TEXT NOT NULL DEFAULT ''
 );
 CREATE INDEX IF NOT EXISTS jobs_build ON jobs(build_id);
+CREATE INDEX IF NOT EXISTS jobs_state ON jobs(state);
+CREATE TABLE IF NOT EXISTS cache_records (
+  lineage TEXT NOT NULL,
+  platform TEXT NOT NULL,
+  agent TEXT NOT NULL,
+  engine_id TEXT NOT NULL,
+  finished_at INTEGER NOT NULL,
+  PRIMARY KEY (lineage, platform, agent)
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS build_events (
   build_id TEXT NOT NULL,
   sequence INTEGER NOT NULL,
@@ -139,15 +158,31 @@ export class BuildStore {
   constructor(file: string) {
     this.db = openDatabase(file);
     this.db.exec(SCHEMA);
+    addColumn(this.db, 'builds', 'request_id', "TEXT NOT NULL DEFAULT ''");
+    addColumn(this.db, 'jobs', 'placement_reason', 'INTEGER NOT NULL DEFAULT 0');
+    addColumn(this.db, 'jobs', 'placement_detail', "TEXT NOT NULL DEFAULT ''");
   }
 
   close(): void {
     this.db.close();
   }
 
+  /** Whether the database is open (false once closed): the coordinator's readiness. */
+  isOpen(): boolean {
+    return this.db.open;
+  }
+
+  /** Jobs waiting for an agent, by platform (JSON as stored). */
+  queuedJobsByPlatform(): { platform: Platform; count: number }[] {
+    const rows = this.db
+      .prepare('SELECT platform, COUNT(*) AS count FROM jobs WHERE state = ? GROUP BY platform')
+      .all(JobState.QUEUED) as { platform: string; count: number }[];
+    return rows.map((r) => ({ platform: JSON.parse(r.platform) as Platform, count: r.count }));
+  }
+
   createBuild(build: BuildRecord, jobs: readonly JobRecord[]): void {
     const insertBuild = this.db.prepare(
-      'INSERT INTO builds (id, spec, state, created_at, error) VALUES (?, ?, ?, ?, ?)',
+      'INSERT INTO builds (id, spec, state, created_at, error, request_id) VALUES (?, ?, ?, ?, ?, ?)',
     );
     const insertJob = this.db.prepare(
       'INSERT INTO jobs (id, build_id, platform, state, attempt) VALUES (?, ?, ?, ?, ?)',
@@ -159,6 +194,7 @@ export class BuildStore {
         build.state,
         build.createdAt.getTime(),
         build.error,
+        build.requestId,
       );
       for (const job of jobs) {
         insertJob.run(job.id, build.id, JSON.stringify(job.platform), job.state, job.attempt);
@@ -197,6 +233,8 @@ export class BuildStore {
     if (patch.durationMs !== undefined) columns.duration_ms = patch.durationMs;
     if (patch.attempt !== undefined) columns.attempt = patch.attempt;
     if (patch.error !== undefined) columns.error = patch.error;
+    if (patch.placementReason !== undefined) columns.placement_reason = patch.placementReason;
+    if (patch.placementDetail !== undefined) columns.placement_detail = patch.placementDetail;
     const keys = Object.keys(columns);
     if (keys.length === 0) return;
     this.db
@@ -252,6 +290,57 @@ export class BuildStore {
     return row ? this.jobFromRow(row) : undefined;
   }
 
+  /**
+   * Remember that `record.agent` left a build cache of the lineage for the
+   * platform on its engine (one row per lineage, platform and agent: the
+   * latest), and forget records finished before `forgetBefore`.
+   */
+  recordCache(record: CacheRecord, forgetBefore: Date): void {
+    this.db.transaction(() => {
+      this.db
+        .prepare(
+          `INSERT INTO cache_records (lineage, platform, agent, engine_id, finished_at)
+           VALUES (?, ?, ?, ?, ?)
+           ON CONFLICT (lineage, platform, agent)
+           DO UPDATE SET engine_id = excluded.engine_id, finished_at = excluded.finished_at`,
+        )
+        .run(
+          record.lineage,
+          JSON.stringify(record.platform),
+          record.agent,
+          record.engineId,
+          record.finishedAt.getTime(),
+        );
+      this.db
+        .prepare('DELETE FROM cache_records WHERE finished_at < ?')
+        .run(forgetBefore.getTime());
+    })();
+  }
+
+  /** Cache records of these lineages finished at or after `since`. */
+  cacheRecords(lineages: readonly string[], since: Date): CacheRecord[] {
+    const unique = [...new Set(lineages)];
+    if (unique.length === 0) return [];
+    const rows = this.db
+      .prepare(
+        `SELECT * FROM cache_records WHERE finished_at >= ? AND lineage IN (${unique.map(() => '?').join(',')})`,
+      )
+      .all(since.getTime(), ...unique) as {
+      lineage: string;
+      platform: string;
+      agent: string;
+      engine_id: string;
+      finished_at: number;
+    }[];
+    return rows.map((r) => ({
+      lineage: r.lineage,
+      platform: JSON.parse(r.platform) as Platform,
+      agent: r.agent,
+      engineId: r.engine_id,
+      finishedAt: new Date(r.finished_at),
+    }));
+  }
+
   /** Builds not yet in a final state (for recovery after a restart). */
   unfinishedBuilds(): BuildRecord[] {
     const terminal = [...TERMINAL_BUILD_STATES].join(',');
@@ -280,6 +369,7 @@ export class BuildStore {
       jobs: this.jobsOf(record.id).map((j) => jobToProto(j)),
       index: record.index,
       error: record.error,
+      requestId: record.requestId,
     });
   }
 
@@ -294,6 +384,7 @@ export class BuildStore {
         ? fromBinary(ImageDescriptorSchema, row.index_descriptor)
         : undefined,
       error: row.error,
+      requestId: row.request_id,
     };
   }
 
@@ -313,7 +404,17 @@ export class BuildStore {
       durationMs: row.duration_ms,
       attempt: row.attempt,
       error: row.error,
+      placementReason: row.placement_reason as PlacementReason,
+      placementDetail: row.placement_detail,
     };
+  }
+}
+
+/** Schema migration for databases made by an older coordinator: add a column once. */
+function addColumn(db: Database.Database, table: string, column: string, type: string): void {
+  const columns = db.prepare(`PRAGMA table_info(${table})`).all() as { name: string }[];
+  if (!columns.some((c) => c.name === column)) {
+    db.exec(`ALTER TABLE ${table} ADD COLUMN ${column} ${type}`);
   }
 }
 
@@ -332,5 +433,7 @@ export function jobToProto(job: JobRecord): Job {
     durationMs: BigInt(job.durationMs),
     attempt: job.attempt,
     error: job.error,
+    placementReason: job.placementReason ?? PlacementReason.UNSPECIFIED,
+    placementDetail: job.placementDetail ?? '',
   });
 }

@@ -4,7 +4,7 @@
  */
 import { BRAID_VERSION } from '../version.js';
 import { DockerConfigCredentials } from './credentials.js';
-import { RegistryClient } from './registry.js';
+import { RegistryClient, type RegistryClientOptions } from './registry.js';
 
 export interface RegistryClientSettings {
   insecureRegistry: readonly string[];
@@ -15,8 +15,10 @@ export interface RegistryClientSettings {
 export function registryClientFor(
   settings: RegistryClientSettings,
   env: Readonly<Record<string, string | undefined>>,
+  hooks: Pick<RegistryClientOptions, 'onRetry'> = {},
 ): RegistryClient {
   return new RegistryClient({
+    ...hooks,
     credentials: new DockerConfigCredentials({ env }),
     insecureRegistries: settings.insecureRegistry,
     requestTimeoutMs: settings.registryTimeoutMs,

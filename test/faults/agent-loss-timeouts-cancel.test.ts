@@ -200,20 +200,31 @@ describe('faults on real processes', () => {
     expect(images.stdout.trim()).toBe('');
   });
 
-  it('on Ctrl-C without a terminal cancels the build; with --detach-on-interrupt leaves it running', async () => {
+  it('on Ctrl-C or SIGTERM without a terminal cancels the build; with --detach-on-interrupt leaves it running', async () => {
     coordinator = await startTestCoordinator();
     agents = [await startTestAgent(coordinator.address, 'i1', ['--capacity', '2'])];
     await waitForAgents(coordinator.address, ['i1']);
-    const cancelled = submit(`${registry.host}/team/interrupted:1`, ['--build-arg', 'SLEEP=113']);
-    const cancelledId = await waitFor(
-      'build id',
-      async () => /build (b\S+):/.exec(cancelled.stderr())?.[1],
-    );
-    await waitFor('the RUN step to start', async () => ((await sleeping(113)) ? true : undefined));
-    process.kill(cancelled.pid, 'SIGINT');
-    expect((await cancelled.exited).code).toBe(1);
-    expect(cancelled.stderr()).toContain(`cancelling build ${cancelledId}`);
-    expect((await status(cancelledId)).state).toBe('cancelled');
+    // SIGTERM is what a CI runner or a supervisor sends when it stops the step.
+    for (const [signal, seconds] of [
+      ['SIGINT', 113],
+      ['SIGTERM', 117],
+    ] as const) {
+      const cancelled = submit(`${registry.host}/team/interrupted-${seconds}:1`, [
+        '--build-arg',
+        `SLEEP=${seconds}`,
+      ]);
+      const cancelledId = await waitFor(
+        'build id',
+        async () => /build (b\S+):/.exec(cancelled.stderr())?.[1],
+      );
+      await waitFor('the RUN step to start', async () =>
+        (await sleeping(seconds)) ? true : undefined,
+      );
+      process.kill(cancelled.pid, signal);
+      expect((await cancelled.exited).code, signal).toBe(1);
+      expect(cancelled.stderr()).toContain(`cancelling build ${cancelledId}`);
+      expect((await status(cancelledId)).state).toBe('cancelled');
+    }
 
     const detached = submit(`${registry.host}/team/detached:1`, [
       '--build-arg',
@@ -238,17 +249,18 @@ describe('faults on real processes', () => {
       30_000,
     );
     const states = await Promise.all([
-      tagState(skopeo, `${registry.host}/team/interrupted:1`, ['linux/amd64']),
+      tagState(skopeo, `${registry.host}/team/interrupted-113:1`, ['linux/amd64']),
+      tagState(skopeo, `${registry.host}/team/interrupted-117:1`, ['linux/amd64']),
       tagState(skopeo, `${registry.host}/team/detached:1`, ['linux/amd64']),
     ]);
     await recordFault({
-      fault: 'Ctrl-C on braid build (cancel, detach)',
-      attempted: 2,
+      fault: 'Ctrl-C / SIGTERM on braid build (cancel, detach)',
+      attempted: 3,
       succeeded: 0,
       failedCleanly: states.filter((st) => st === 'absent').length,
       incompleteTagMoves: states.filter((st) => st === 'incomplete').length,
       rebuiltAfterRestart: 0,
     });
-    expect(states).toEqual(['absent', 'absent']);
+    expect(states).toEqual(['absent', 'absent', 'absent']);
   });
 });

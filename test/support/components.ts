@@ -27,6 +27,22 @@ export async function requireCommand(command: string, debianPackage: string): Pr
   }
 }
 
+export const SSHD = '/usr/sbin/sshd';
+
+/** OpenSSH's server and ssh-keygen, for tests that run a real sshd on loopback. */
+export async function requireSshd(): Promise<{ sshd: string; sshKeygen: string }> {
+  try {
+    await access(SSHD);
+  } catch {
+    throw new MissingComponentError(
+      `sshd (Debian package openssh-server)`,
+      `${SSHD} does not exist`,
+    );
+  }
+  const sshKeygen = await requireCommand('ssh-keygen', 'openssh-client');
+  return { sshd: SSHD, sshKeygen };
+}
+
 export const DOCKER_SOCKET = '/var/run/docker.sock';
 
 /** The Docker engine answers on its socket. */

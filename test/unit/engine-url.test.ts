@@ -13,10 +13,13 @@ describe('createEngine', () => {
     expect(createEngine('tcp://[::1]:2375').url).toBe('tcp://[::1]:2375');
   });
 
-  it('says SSH engines are not supported yet rather than misreading the URL', () => {
-    expect(() => createEngine('ssh://builder@s390x-host')).toThrow(EngineError);
-    expect(() => createEngine('ssh://builder@s390x-host')).toThrow(
-      expect.objectContaining({ code: 'unimplemented' }),
+  it('refuses an ssh:// URL without a user, naming it (engine-ssh-url.test.ts has the rest)', () => {
+    expect(() => createEngine('ssh://s390x-host')).toThrow(EngineError);
+    expect(() => createEngine('ssh://s390x-host')).toThrow(
+      expect.objectContaining({
+        code: 'invalid_argument',
+        message: expect.stringContaining('ssh://s390x-host'),
+      }),
     );
   });
 

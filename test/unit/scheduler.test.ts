@@ -1,22 +1,30 @@
 import { describe, expect, it } from 'vitest';
 import {
+  DEFAULT_CACHE_AFFINITY,
   canBuild,
   describeFarm,
+  formatAge,
   schedule,
   type AgentView,
+  type CacheAffinity,
+  type CacheRecord,
   type EmulationPolicy,
   type PendingJob,
   type Placement,
 } from '../../src/coordinator/scheduler.js';
 import { parsePlatform } from '../../src/oci/platform.js';
 
-/** A simulated agent: `native` and `emulates` are platform strings, handlers are qemu-<arch>. */
+/**
+ * A simulated agent: `native` and `emulates` are platform strings, handlers
+ * are qemu-<arch>, and its engine id is `engine-<name>` unless given.
+ */
 function agent(
   name: string,
   native: string,
-  options: { emulates?: string[]; capacity?: number; running?: number } = {},
+  options: { emulates?: string[]; capacity?: number; running?: number; engineId?: string } = {},
 ): AgentView {
   return {
+    engineId: options.engineId ?? `engine-${name}`,
     name,
     nativePlatform: parsePlatform(native),
     emulated: (options.emulates ?? []).map((p) => ({
@@ -67,7 +75,7 @@ describe('the scheduler places one job', () => {
       job: job('j1', 'linux/arm64'),
       kind: 'assign',
       outcome: 'r1',
-      reason: 'linux/arm64: native on agent r1 (0/4 busy)',
+      reason: 'linux/arm64: native on agent r1 (0/4 busy), only capable (the only native host)',
     },
     {
       name: 'on an emulating agent when no native host is connected',
@@ -76,7 +84,8 @@ describe('the scheduler places one job', () => {
       kind: 'assign',
       outcome: 'x1 via qemu-s390x',
       reason:
-        'linux/s390x: no native host connected; emulating on agent x1 via qemu-s390x (0/2 busy)',
+        'linux/s390x: no native host connected; emulating on agent x1 via qemu-s390x (0/2 busy), ' +
+        'only capable (the only emulating agent)',
     },
     {
       name: 'in the queue when the native host is full, rather than on a free emulator',
@@ -130,7 +139,7 @@ describe('the scheduler places one job', () => {
       job: job('j1', 'linux/s390x', 'native-only'),
       kind: 'assign',
       outcome: 'z1',
-      reason: 'linux/s390x: native on agent z1 (0/1 busy)',
+      reason: 'linux/s390x: native on agent z1 (0/1 busy), only capable (the only native host)',
     },
     {
       name: 'in the queue under native-only when the native host is full',
@@ -180,7 +189,7 @@ describe('the scheduler places one job', () => {
       job: job('j1', 'linux/arm64'),
       kind: 'assign',
       outcome: 'r1',
-      reason: 'linux/arm64: native on agent r1 (0/4 busy)',
+      reason: 'linux/arm64: native on agent r1 (0/4 busy), only capable (the only native host)',
     },
     {
       name: 'on a plain arm64 host for a job that asks for arm64/v8',
@@ -188,7 +197,7 @@ describe('the scheduler places one job', () => {
       job: job('j1', 'linux/arm64/v8'),
       kind: 'assign',
       outcome: 'r1',
-      reason: 'linux/arm64: native on agent r1 (0/4 busy)',
+      reason: 'linux/arm64: native on agent r1 (0/4 busy), only capable (the only native host)',
     },
     {
       name: 'nowhere for arm/v7 on an arm64 host that does not list arm/v7 as emulated',
@@ -206,7 +215,8 @@ describe('the scheduler places one job', () => {
       kind: 'assign',
       outcome: 'r1 via qemu-arm',
       reason:
-        'linux/arm/v7: no native host connected; emulating on agent r1 via qemu-arm (0/4 busy)',
+        'linux/arm/v7: no native host connected; emulating on agent r1 via qemu-arm (0/4 busy), ' +
+        'only capable (the only emulating agent)',
     },
   ];
 
@@ -320,5 +330,235 @@ describe('describeFarm', () => {
       'agents offer: linux/amd64 (native on a1, a2), linux/arm64 (qemu-aarch64 on a1, a2), ' +
         'linux/ppc64le (native on p1)',
     );
+  });
+});
+
+describe('cache affinity', () => {
+  const NOW = new Date('2025-06-01T12:00:00Z');
+  const LINEAGE = '127.0.0.1:5000/team/hello (Dockerfile)';
+  const minutes = (n: number) => n * 60_000;
+
+  /** A record of `agent` having built LINEAGE for `platform` on its engine `minutesAgo` ago. */
+  function built(
+    agentName: string,
+    minutesAgo: number,
+    options: { platform?: string; engineId?: string; lineage?: string } = {},
+  ): CacheRecord {
+    return {
+      agent: agentName,
+      engineId: options.engineId ?? `engine-${agentName}`,
+      platform: parsePlatform(options.platform ?? 'linux/amd64'),
+      lineage: options.lineage ?? LINEAGE,
+      finishedAt: new Date(NOW.getTime() - minutes(minutesAgo)),
+    };
+  }
+
+  function affinity(
+    records: CacheRecord[],
+    settings: Partial<Omit<CacheAffinity, 'records' | 'now'>> = {},
+  ): { affinity: CacheAffinity } {
+    return { affinity: { ...DEFAULT_CACHE_AFFINITY, ...settings, records, now: NOW } };
+  }
+
+  function place(
+    agents: AgentView[],
+    records: CacheRecord[],
+    options: { platform?: string; policy?: EmulationPolicy; enabled?: boolean } = {},
+  ): Placement {
+    const pending = {
+      ...job('j1', options.platform ?? 'linux/amd64', options.policy),
+      lineage: LINEAGE,
+    };
+    const [placement] = schedule(
+      [pending],
+      agents,
+      affinity(records, { enabled: options.enabled ?? true }),
+    );
+    if (!placement) throw new Error('no placement');
+    return placement;
+  }
+
+  function basis(placement: Placement): string {
+    return placement.kind === 'assign' ? placement.basis : placement.kind;
+  }
+
+  const twoHosts = (a1Running = 0, a2Running = 0) => [
+    agent('a1', 'linux/amd64', { running: a1Running }),
+    agent('a2', 'linux/amd64', { running: a2Running }),
+  ];
+
+  it('sends the job to the agent that built its lineage when the loads are equal', () => {
+    const cold = place(twoHosts(), []);
+    expect(outcome(cold)).toBe('a1');
+    expect(cold.reason).toBe('linux/amd64: native on agent a1 (0/4 busy), least loaded');
+
+    const warm = place(twoHosts(), [built('a2', 3)]);
+    expect(outcome(warm)).toBe('a2');
+    expect(basis(warm)).toBe('cache-affinity');
+    expect(warm.reason).toBe(
+      'linux/amd64: native on agent a2 (0/4 busy), cache affinity ' +
+        `(built lineage ${LINEAGE} for linux/amd64 3m ago)`,
+    );
+  });
+
+  it('keeps the warm agent while its load is at most 50 points above the least loaded', () => {
+    const placement = place(twoHosts(0, 2), [built('a2', 3)]);
+    expect(outcome(placement)).toBe('a2');
+    expect(basis(placement)).toBe('cache-affinity');
+  });
+
+  it('passes over the warm agent when it is much busier, and says so', () => {
+    const placement = place(twoHosts(0, 3), [built('a2', 3)]);
+    expect(outcome(placement)).toBe('a1');
+    expect(basis(placement)).toBe('least-loaded');
+    expect(placement.reason).toBe(
+      'linux/amd64: native on agent a1 (0/4 busy), least loaded ' +
+        `(a2 built lineage ${LINEAGE} for linux/amd64 3m ago but is much busier: 3/4 busy vs 0/4 busy)`,
+    );
+  });
+
+  it('passes over a full warm agent rather than waiting for it', () => {
+    const agents = [
+      agent('a1', 'linux/amd64', { capacity: 2, running: 1 }),
+      agent('a2', 'linux/amd64', { capacity: 1, running: 1 }),
+    ];
+    const placement = place(agents, [built('a2', 3)]);
+    expect(outcome(placement)).toBe('a1');
+    expect(placement.reason).toContain('but is full: 1/1 busy');
+  });
+
+  it('honours a configured load gap', () => {
+    const agents = twoHosts(0, 1);
+    const strict = schedule(
+      [{ ...job('j1', 'linux/amd64'), lineage: LINEAGE }],
+      agents,
+      affinity([built('a2', 3)], { maxLoadGapPercent: 0 }),
+    );
+    expect(strict.map(outcome)).toEqual(['a1']);
+    const loose = schedule(
+      [{ ...job('j1', 'linux/amd64'), lineage: LINEAGE }],
+      agents,
+      affinity([built('a2', 3)], { maxLoadGapPercent: 25 }),
+    );
+    expect(loose.map(outcome)).toEqual(['a2']);
+  });
+
+  it('keeps a burst of the same lineage on the warm agent until it is much busier', () => {
+    const jobs = ['j1', 'j2', 'j3', 'j4'].map((id) => ({
+      ...job(id, 'linux/amd64'),
+      lineage: LINEAGE,
+    }));
+    const placed = schedule(jobs, twoHosts(), affinity([built('a2', 3)]));
+    expect(placed.map(outcome)).toEqual(['a2', 'a2', 'a2', 'a1']);
+  });
+
+  it('never prefers an emulating agent over a native host because of its cache', () => {
+    const agents = [
+      agent('a1', 'linux/amd64', { emulates: ['linux/arm64'] }),
+      agent('r1', 'linux/arm64'),
+    ];
+    const record = built('a1', 3, { platform: 'linux/arm64' });
+    const preferNative = place(agents, [record], { platform: 'linux/arm64' });
+    expect(outcome(preferNative)).toBe('r1');
+    expect(basis(preferNative)).toBe('only-capable');
+    const any = place(agents, [record], { platform: 'linux/arm64', policy: 'any' });
+    expect(outcome(any)).toBe('r1');
+    expect(basis(any)).toBe('least-loaded');
+  });
+
+  it('lets a warm native host win over a less loaded emulator under policy any', () => {
+    const agents = [
+      agent('a1', 'linux/amd64', { emulates: ['linux/arm64'] }),
+      agent('r1', 'linux/arm64', { running: 1 }),
+    ];
+    const placement = place(agents, [built('r1', 3, { platform: 'linux/arm64' })], {
+      platform: 'linux/arm64',
+      policy: 'any',
+    });
+    expect(outcome(placement)).toBe('r1');
+    expect(basis(placement)).toBe('cache-affinity');
+  });
+
+  it('applies among emulating agents when no native host is connected', () => {
+    const agents = [
+      agent('x1', 'linux/amd64', { emulates: ['linux/s390x'] }),
+      agent('x2', 'linux/amd64', { emulates: ['linux/s390x'] }),
+    ];
+    const placement = place(agents, [built('x2', 10, { platform: 'linux/s390x' })], {
+      platform: 'linux/s390x',
+    });
+    expect(outcome(placement)).toBe('x2 via qemu-s390x');
+    expect(placement.reason).toBe(
+      'linux/s390x: no native host connected; emulating on agent x2 via qemu-s390x (0/4 busy), ' +
+        `cache affinity (built lineage ${LINEAGE} for linux/s390x 10m ago)`,
+    );
+  });
+
+  it('ignores a record older than the maximum age', () => {
+    const expired = place(twoHosts(), [built('a2', 24 * 60 + 1)]);
+    expect(outcome(expired)).toBe('a1');
+    expect(basis(expired)).toBe('least-loaded');
+    const [shorter] = schedule(
+      [{ ...job('j1', 'linux/amd64'), lineage: LINEAGE }],
+      twoHosts(),
+      affinity([built('a2', 30)], { maxAgeMs: minutes(20) }),
+    );
+    expect(shorter && outcome(shorter)).toBe('a1');
+  });
+
+  it('ignores a record made on another engine than the one the agent runs on now', () => {
+    const placement = place(twoHosts(), [built('a2', 3, { engineId: 'engine-before-reinstall' })]);
+    expect(outcome(placement)).toBe('a1');
+    expect(basis(placement)).toBe('least-loaded');
+  });
+
+  it('gives no affinity to an agent that reports no engine id', () => {
+    const agents = [agent('a1', 'linux/amd64'), agent('a2', 'linux/amd64', { engineId: '' })];
+    expect(outcome(place(agents, [built('a2', 3, { engineId: '' })]))).toBe('a1');
+  });
+
+  it('ignores records of another lineage or another platform', () => {
+    const records = [
+      built('a2', 3, { lineage: '127.0.0.1:5000/team/other (Dockerfile)' }),
+      built('a2', 3, { platform: 'linux/arm64' }),
+    ];
+    expect(outcome(place(twoHosts(), records))).toBe('a1');
+  });
+
+  it('prefers the agent that built the lineage most recently', () => {
+    const agents = [...twoHosts(), agent('a3', 'linux/amd64')];
+    const placement = place(agents, [built('a1', 60), built('a3', 5), built('a2', 30)]);
+    expect(outcome(placement)).toBe('a3');
+  });
+
+  it('falls back to the next warm agent when the most recent one is much busier', () => {
+    const agents = [...twoHosts(0, 0), agent('a3', 'linux/amd64', { running: 4 })];
+    const placement = place(agents, [built('a2', 30), built('a3', 5)]);
+    expect(outcome(placement)).toBe('a2');
+    expect(basis(placement)).toBe('cache-affinity');
+  });
+
+  it('calls a single capable agent only capable, warm or not', () => {
+    const placement = place([agent('a2', 'linux/amd64')], [built('a2', 3)]);
+    expect(basis(placement)).toBe('only-capable');
+  });
+
+  it('places by load alone when affinity is turned off', () => {
+    const placement = place(twoHosts(), [built('a2', 3)], { enabled: false });
+    expect(outcome(placement)).toBe('a1');
+    expect(basis(placement)).toBe('least-loaded');
+    expect(placement.reason).toBe('linux/amd64: native on agent a1 (0/4 busy), least loaded');
+  });
+});
+
+describe('formatAge', () => {
+  it('says seconds, minutes, hours or days', () => {
+    expect([0, 45_000, 3 * 60_000, 5 * 3_600_000 + 1, 2 * 86_400_000].map(formatAge)).toEqual([
+      '0s',
+      '45s',
+      '3m',
+      '5h',
+      '2d',
+    ]);
   });
 });

@@ -7,7 +7,24 @@ export function addAgentOptions(command: Command): Command {
     .option('--name <name>', 'agent name, unique in the farm (env BRAID_NAME; default: host name)')
     .option(
       '--engine <url>',
-      'Docker engine: unix:///var/run/docker.sock (default) or tcp://host:port (env BRAID_ENGINE)',
+      'Docker engine: unix:///var/run/docker.sock (default), tcp://host:port or ssh://user@host[:port][/socket] (env BRAID_ENGINE)',
+    )
+    .option(
+      '--ssh-key <file>',
+      'private key for an ssh:// engine (repeatable; env BRAID_SSH_KEY; default: ssh-agent, then ~/.ssh/id_*); passphrase in env BRAID_SSH_KEY_PASSPHRASE',
+      collect,
+    )
+    .option(
+      '--ssh-known-hosts <file>',
+      'known_hosts for an ssh:// engine (env BRAID_SSH_KNOWN_HOSTS; default ~/.ssh/known_hosts)',
+    )
+    .option(
+      '--ssh-keepalive-interval-ms <ms>',
+      'SSH keepalive interval (env BRAID_SSH_KEEPALIVE_INTERVAL_MS; default 15000)',
+    )
+    .option(
+      '--ssh-connect-timeout-ms <ms>',
+      'deadline of an SSH connect, and of a call waiting for a reconnect (env BRAID_SSH_CONNECT_TIMEOUT_MS; default 20000)',
     )
     .option('--capacity <n>', 'jobs run at once (env BRAID_CAPACITY; default 2)')
     .option(

@@ -1,3 +1,4 @@
+import { randomBytes } from 'node:crypto';
 import { createReadStream } from 'node:fs';
 
 import { z } from 'zod';
@@ -29,7 +30,9 @@ const BUILD_ARG_NAME = /^[A-Za-z_][A-Za-z0-9_]*$/;
  * Ctrl-C while following a build. On a terminal braid asks whether to cancel
  * the build or only stop watching; without one it cancels, unless
  * --detach-on-interrupt (for CI, where a job's cancel should not cancel a
- * shared build). A second Ctrl-C leaves at once.
+ * shared build). SIGTERM (a CI runner or supervisor stopping the step) never
+ * asks: it cancels, or detaches with --detach-on-interrupt. A second signal
+ * leaves at once.
  */
 function onInterrupt(options: {
   buildId: string;
@@ -50,6 +53,11 @@ function onInterrupt(options: {
     );
     void options.cancel().catch(() => undefined);
   };
+  process.on('SIGTERM', () => {
+    interrupts++;
+    if (interrupts > 1) process.exit(EXIT_INTERRUPTED);
+    return options.detach ? detach() : cancel();
+  });
   process.on('SIGINT', () => {
     interrupts++;
     if (interrupts > 1) process.exit(EXIT_INTERRUPTED);
@@ -169,6 +177,8 @@ export async function runBuild(
                 : EmulationPolicy.PREFER_NATIVE,
           platformTags: platformTags === true,
         },
+        // Follows the build into the coordinator's and the agents' log lines.
+        requestId: randomBytes(8).toString('hex'),
       },
       timeout,
     );
@@ -183,7 +193,9 @@ export async function runBuild(
     return;
   }
   if (mode !== 'json')
-    process.stderr.write(`build ${buildId}: ${platforms.map(formatPlatform).join(', ')}\n`);
+    process.stderr.write(
+      `build ${buildId}: ${platforms.map(formatPlatform).join(', ')}${build.requestId ? ` (request ${build.requestId})` : ''}\n`,
+    );
 
   onInterrupt({
     buildId,

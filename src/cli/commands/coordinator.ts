@@ -66,10 +66,26 @@ export function addCoordinatorOptions(command: Command): Command {
       'a build older than this ends TIMED_OUT (env BRAID_BUILD_TIMEOUT_MS; default 4 h)',
     )
     .option(
+      '--no-cache-affinity',
+      'place jobs by load alone, ignoring which agent holds the build cache (env BRAID_CACHE_AFFINITY=false)',
+    )
+    .option(
+      '--cache-affinity-max-age-ms <ms>',
+      'a build cache record older than this is ignored (env BRAID_CACHE_AFFINITY_MAX_AGE_MS; default 24 h)',
+    )
+    .option(
+      '--cache-affinity-max-load-gap-percent <n>',
+      'the warm agent loses when its load exceeds the least loaded one by more points (env BRAID_CACHE_AFFINITY_MAX_LOAD_GAP_PERCENT; default 50)',
+    )
+    .option(
       '--registry-timeout-ms <ms>',
       'deadline per registry request (env BRAID_REGISTRY_TIMEOUT_MS)',
     )
-    .option('--registry-retries <n>', 'attempts per registry request (env BRAID_REGISTRY_RETRIES)');
+    .option('--registry-retries <n>', 'attempts per registry request (env BRAID_REGISTRY_RETRIES)')
+    .option(
+      '--metrics-listen <address>',
+      'serve /metrics, /healthz and /readyz over HTTP on HOST:PORT (env BRAID_METRICS_LISTEN; default: off)',
+    );
 }
 
 export function coordinatorCommand(env: NodeJS.ProcessEnv): Command {

@@ -30,12 +30,20 @@ function describe(build: Build, nowMs: number): string {
     ['platforms', (build.spec?.platforms ?? []).map(platformName).join(', ') || '-'],
     ['tags', build.spec?.tags.join(', ') || '-'],
     ['index', build.index?.digest || '-'],
+    ['request', build.requestId || '-'],
   ];
   if (build.error) fields.push(['error', build.error.split('\n')[0] ?? '']);
   const lines = fields.map(([key, value]) => `${key.padEnd(10)} ${value}`);
   const rows = platformRowsFromBuild(build, nowMs);
   const table = rows.length > 0 ? `\n${renderPlatformTable(rows, { detail: true })}` : '';
-  return `${lines.join('\n')}\n${table}`;
+  // Why each job went where it went (cache affinity, least loaded, only capable).
+  const placements = build.jobs
+    .filter((job) => job.placementDetail && job.agent)
+    .map(
+      (job) => `placed     ${platformName(job.platform)} on ${job.agent}: ${job.placementDetail}`,
+    );
+  const placed = placements.length > 0 ? `\n${placements.join('\n')}\n` : '';
+  return `${lines.join('\n')}\n${table}${placed}`;
 }
 
 /** Prints the build whatever its state: a failed build is an answer, not an error. */
@@ -51,7 +59,9 @@ export async function runStatus(
     const { build } = await client.getBuild({ buildId: id }, { timeoutMs: config.timeoutMs });
     if (!build) throw new BraidError('not_found', `build ${id}: the coordinator returned no build`);
     process.stdout.write(
-      output === 'json' ? `${JSON.stringify(buildJson(build))}\n` : describe(build, Date.now()),
+      output === 'json'
+        ? `${JSON.stringify({ ...buildJson(build), requestId: build.requestId || null })}\n`
+        : describe(build, Date.now()),
     );
   } finally {
     client.close();

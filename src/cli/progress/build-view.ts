@@ -4,9 +4,14 @@
  * ISO 8601, sizes and durations as numbers; absent values are null.
  */
 import { timestampDate, type Timestamp } from '@bufbuild/protobuf/wkt';
-import type { AgentInfo, Build, Job } from '../../gen/braid/v1/build_pb.js';
+import {
+  PlacementReason,
+  type AgentInfo,
+  type Build,
+  type Job,
+} from '../../gen/braid/v1/build_pb.js';
 import type { ImageDescriptor } from '../../gen/braid/v1/common_pb.js';
-import { buildStateName, jobStateName, platformName } from './names.js';
+import { buildStateName, enumName, jobStateName, platformName } from './names.js';
 
 /** An OCI descriptor as buildx writes `containerimage.descriptor`. */
 export interface DescriptorJson {
@@ -43,6 +48,12 @@ export function jobJson(job: Job) {
     finishedAt: isoTime(job.finishedAt),
     durationMs: job.durationMs > 0n ? Number(job.durationMs) : null,
     error: job.error || null,
+    /** Why its agent: `only-capable`, `least-loaded` or `cache-affinity` (null while queued). */
+    placementReason:
+      job.placementReason === PlacementReason.UNSPECIFIED
+        ? null
+        : enumName(PlacementReason, job.placementReason),
+    placementDetail: job.placementDetail || null,
   };
 }
 
@@ -69,6 +80,7 @@ export function agentJson(agent: AgentInfo) {
     name: agent.name,
     version: agent.version,
     engineVersion: agent.engineVersion || null,
+    engineId: agent.engineId || null,
     native: platformName(agent.nativePlatform) || null,
     emulated: agent.emulatedPlatforms.map((e) => ({
       platform: platformName(e.platform),

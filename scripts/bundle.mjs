@@ -1,0 +1,183 @@
+#!/usr/bin/env node
+/**
+ * `npm run build` (after tsc): one self-contained braid in dist/bundle/ —
+ * braid.mjs (exports main(argv, env), as dist/cli/main.js does) and its
+ * chunks, our code and the npm dependencies together. Each command's
+ * `import('./x-run.js')` stays a separate chunk, loaded on use. Only native
+ * modules stay outside: better-sqlite3 (the coordinator's store, resolved
+ * from node_modules when the coordinator runs), cpu-features and ssh2's
+ * sshcrypto.node (both optional: ssh2 falls back to JS). The agent needs
+ * neither, which is why `braid farm add` can ship this directory alone;
+ * cli.mjs runs it there.
+ */
+import { build } from 'esbuild';
+import { execFile } from 'node:child_process';
+import { chmod, mkdir, readFile, readdir, rename, rm, writeFile } from 'node:fs/promises';
+import { dirname, join, relative } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { promisify } from 'node:util';
+
+const root = join(dirname(fileURLToPath(import.meta.url)), '..');
+const outdir = join(root, 'dist', 'bundle');
+const pkg = JSON.parse(await readFile(join(root, 'package.json'), 'utf8'));
+
+/** Native modules: never bundled; the agent's code path must not import them. */
+const NATIVE = ['better-sqlite3', 'cpu-features', '*.node'];
+
+/**
+ * Packages our sources load on demand through createRequire(import.meta.url)
+ * (yaml only with --config, pino-pretty only on a terminal). A plain
+ * createRequire would look for them in node_modules, which a host installed
+ * by `braid farm add` does not have; in the bundle, createRequire is ours:
+ * it answers those names from the bundled copies and evaluates them on first use.
+ */
+async function lazyRequires() {
+  const names = new Set();
+  const pattern = /(?:requireLazily|createRequire\(import\.meta\.url\))\(\s*['"]([^'"]+)['"]\s*\)/g;
+  const walk = async (dir) => {
+    for (const entry of await readdir(dir, { withFileTypes: true })) {
+      const file = join(dir, entry.name);
+      if (entry.isDirectory()) await walk(file);
+      else if (entry.name.endsWith('.ts')) {
+        for (const match of (await readFile(file, 'utf8')).matchAll(pattern)) names.add(match[1]);
+      }
+    }
+  };
+  await walk(join(root, 'src'));
+  return [...names].sort();
+}
+
+function lazyRequirePlugin(names) {
+  const srcDir = join(root, 'src') + '/';
+  return {
+    name: 'braid-lazy-require',
+    setup(builder) {
+      builder.onResolve({ filter: /^node:module$/ }, (args) =>
+        args.importer.startsWith(srcDir) ? { path: 'lazy-require', namespace: 'braid' } : undefined,
+      );
+      builder.onLoad({ filter: /^lazy-require$/, namespace: 'braid' }, () => ({
+        resolveDir: root,
+        loader: 'js',
+        contents: [
+          "import { createRequire as nodeCreateRequire } from 'node:module';",
+          'const bundled = {',
+          ...names.map(
+            (name) => `  ${JSON.stringify(name)}: () => require(${JSON.stringify(name)}),`,
+          ),
+          '};',
+          'export function createRequire(url) {',
+          '  const fallback = nodeCreateRequire(url);',
+          '  return (id) => (Object.hasOwn(bundled, id) ? bundled[id]() : fallback(id));',
+          '}',
+        ].join('\n'),
+      }));
+    },
+  };
+}
+
+// CommonJS dependencies call require() and read __dirname/__filename (ssh2's
+// poly1305 WASM loader); ES modules have none of them, so every output file
+// gets its own.
+const banner = [
+  "import { createRequire as __braidCreateRequire } from 'node:module';",
+  "import { dirname as __braidDirname } from 'node:path';",
+  "import { fileURLToPath as __braidFileURLToPath } from 'node:url';",
+  'const require = __braidCreateRequire(import.meta.url);',
+  'const __filename = __braidFileURLToPath(import.meta.url);',
+  'const __dirname = __braidDirname(__filename);',
+].join(' ');
+
+const names = await lazyRequires();
+const result = await build({
+  absWorkingDir: root,
+  entryPoints: { braid: 'src/cli/main.ts' },
+  outdir,
+  bundle: true,
+  splitting: true,
+  format: 'esm',
+  platform: 'node',
+  target: 'node20',
+  outExtension: { '.js': '.mjs' },
+  chunkNames: 'chunks/[name]-[hash]',
+  external: NATIVE,
+  banner: { js: banner },
+  // src/version.ts reads package.json next to src/ or dist/; the bundle carries it.
+  define: { BRAID_BUNDLED_VERSION: JSON.stringify(pkg.version) },
+  plugins: [lazyRequirePlugin(names)],
+  sourcemap: 'linked',
+  legalComments: 'linked',
+  metafile: true,
+  logLevel: 'warning',
+  // protobufjs's inquire() uses eval to reach require on purpose.
+  logOverride: { 'direct-eval': 'silent' },
+  write: false,
+});
+
+// Tests and other shells may be running braid from this directory right now:
+// each file is replaced by a rename (never seen half-written), and files of
+// the previous bundle go only after the new one is complete.
+const written = new Set();
+const replaceFile = async (file, contents) => {
+  await mkdir(dirname(file), { recursive: true });
+  const next = `${file}.${process.pid}.tmp`;
+  await writeFile(next, contents);
+  await rename(next, file);
+  written.add(file);
+};
+for (const output of result.outputFiles) await replaceFile(output.path, output.contents);
+
+// The far side's package.json: what `braid farm add` installs, and its version.
+await replaceFile(
+  join(outdir, 'package.json'),
+  `${JSON.stringify({ name: pkg.name, version: pkg.version, private: true, type: 'module', engines: pkg.engines }, null, 2)}\n`,
+);
+// Runs braid from this directory alone (`node cli.mjs agent ...`): what a farm host starts.
+await replaceFile(
+  join(outdir, 'cli.mjs'),
+  "#!/usr/bin/env node\nimport { main } from './braid.mjs';\n\nawait main(process.argv, process.env);\n",
+);
+await chmod(join(outdir, 'cli.mjs'), 0o755);
+const removeStale = async (dir) => {
+  for (const entry of await readdir(dir, { withFileTypes: true })) {
+    const file = join(dir, entry.name);
+    if (entry.isDirectory()) await removeStale(file);
+    else if (!written.has(file)) await rm(file, { force: true });
+  }
+};
+await removeStale(outdir);
+
+// Every output must at least parse (a banner name clashing with a bundled one would not).
+const outputs = Object.keys(result.metafile.outputs).filter((file) => file.endsWith('.mjs'));
+const exec = promisify(execFile);
+await Promise.all(
+  outputs.map((file) =>
+    exec(process.execPath, ['--check', join(root, file)]).catch((err) => {
+      throw new Error(`${file} does not parse: ${err.stderr || err.message}`);
+    }),
+  ),
+);
+// `braid agent` must start where only this directory exists (`braid farm add`):
+// nothing it loads at start may import a native module.
+const staticClosure = (file, seen = new Set()) => {
+  if (seen.has(file)) return seen;
+  seen.add(file);
+  for (const link of result.metafile.outputs[file]?.imports ?? []) {
+    if (link.kind === 'import-statement') staticClosure(link.path, seen);
+  }
+  return seen;
+};
+const entry = relative(root, join(outdir, 'braid.mjs'));
+const agentChunk = outputs.find((file) => /\/agent-run-[^/]*\.mjs$/.test(file));
+if (agentChunk === undefined) throw new Error('no agent-run chunk in the bundle');
+const agentNeeds = [...staticClosure(agentChunk, staticClosure(entry))].filter((path) =>
+  NATIVE.some((name) => path === name || (name.startsWith('*') && path.endsWith(name.slice(1)))),
+);
+if (agentNeeds.length > 0) {
+  throw new Error(`braid agent would load native modules at start: ${agentNeeds.join(', ')}`);
+}
+
+const bytes = outputs.reduce((sum, file) => sum + result.metafile.outputs[file].bytes, 0);
+process.stdout.write(
+  `bundle: ${relative(root, outdir)}/braid.mjs and ${outputs.length - 1} chunks, ` +
+    `${(bytes / 1024 / 1024).toFixed(1)} MiB (lazy requires: ${names.join(', ') || 'none'})\n`,
+);

@@ -1,0 +1,108 @@
+/**
+ * The settings of `braid farm add|ls|remove`: how to reach the coordinator
+ * (as every client command), how to log in to the hosts (as an ssh://
+ * engine), and where the farm's record and the coordinator's tokens live.
+ */
+import { isAbsolute, join, normalize } from 'node:path';
+import { z } from 'zod';
+import {
+  agentFields,
+  clientSettings,
+  coordinatorSettings,
+  type ClientConfig,
+} from '../../config/settings.js';
+import {
+  boolSetting,
+  intSetting,
+  optionalPathSetting,
+  optionalSecretSetting,
+  type Env,
+} from '../../config/loader.js';
+import { BraidError } from '../../errors.js';
+
+export const DEFAULT_PREFIX = '/opt/braid';
+
+/** Paths go into remote shell commands and unit files: plain characters only. */
+const SAFE_PATH = /^\/[A-Za-z0-9._/@+-]*$/;
+
+function checkPrefix(text: string): string {
+  const path = normalize(text).replace(/\/+$/, '');
+  if (!isAbsolute(text) || !SAFE_PATH.test(path) || path === '' || path.split('/').length < 2) {
+    throw new BraidError(
+      'invalid_argument',
+      `"${text}" is not a usable prefix: expected an absolute directory below / of letters, digits and ._/@+-`,
+    );
+  }
+  return path;
+}
+
+/** The user's own data dir (not the coordinator's --data-dir): where farm.json lives. */
+function defaultFarmFile(env: Env): string {
+  const dataDir = coordinatorSettings(env).shape.dataDir.parse(undefined);
+  return join(dataDir, 'farm.json');
+}
+
+function sshFields(env: Env) {
+  const agent = agentFields(env);
+  return {
+    sshKey: agent.sshKey,
+    sshKeyPassphrase: agent.sshKeyPassphrase,
+    sshKnownHosts: agent.sshKnownHosts,
+    sshConnectTimeoutMs: agent.sshConnectTimeoutMs,
+    farmFile: z.string().min(1).default(defaultFarmFile(env)),
+  };
+}
+
+export function farmAddSettings(env: Env) {
+  const agent = agentFields(env);
+  return clientSettings().extend({
+    ...sshFields(env),
+    /** Agent name; default: the host's own name. */
+    name: agent.name.unwrap().optional(),
+    labels: agent.labels,
+    prefix: z
+      .string({ error: 'expected a path' })
+      .default(DEFAULT_PREFIX)
+      .transform((text, ctx) => {
+        try {
+          return checkPrefix(text);
+        } catch (err) {
+          ctx.issues.push({ code: 'custom', message: (err as Error).message, input: text });
+          return z.NEVER;
+        }
+      }),
+    /** false: a supervised process even where systemd runs. */
+    systemd: boolSetting(true),
+    joinToken: optionalSecretSetting(),
+    /** The coordinator's data dir, where a join token is created when none is given. */
+    dataDir: coordinatorSettings(env).shape.dataDir,
+    /** The agent bundle (dist/bundle); default: the one next to this braid. */
+    bundle: optionalPathSetting(),
+    waitMs: intSetting({ min: 1000, max: 3_600_000, default: 60_000 }),
+  });
+}
+
+export function farmRemoveSettings(env: Env) {
+  return clientSettings().extend({
+    ...sshFields(env),
+    dataDir: z.string().min(1).optional(),
+    /** How long the agent may take to drain before it is killed. */
+    drainTimeoutMs: intSetting({ min: 1000, max: 24 * 3_600_000, default: 120_000 }),
+    waitMs: intSetting({ min: 1000, max: 3_600_000, default: 30_000 }),
+  });
+}
+
+export function farmListSettings(env: Env) {
+  return clientSettings().extend({
+    farmFile: sshFields(env).farmFile,
+  });
+}
+
+export type FarmAddConfig = z.infer<ReturnType<typeof farmAddSettings>>;
+export type FarmRemoveConfig = z.infer<ReturnType<typeof farmRemoveSettings>>;
+export type FarmListConfig = z.infer<ReturnType<typeof farmListSettings>>;
+export type FarmSshConfig = Pick<
+  FarmAddConfig,
+  'sshKey' | 'sshKeyPassphrase' | 'sshKnownHosts' | 'sshConnectTimeoutMs'
+>;
+export type { ClientConfig };

@@ -1,0 +1,26 @@
+/**
+ * The error of everything SSH: which host, what went wrong, and what the
+ * operator can do about it, in one line.
+ */
+import { BraidError, type ErrorCode } from '../errors.js';
+
+export class SshError extends BraidError {
+  /** The host as the user named it: `ssh://user@host:port`, or the URL text when it did not parse. */
+  readonly target: string;
+
+  constructor(code: ErrorCode, target: string, message: string, options?: { cause?: unknown }) {
+    super(code, `${target}: ${message}`, options);
+    this.target = target;
+  }
+}
+
+/** Codes a reconnect cannot fix: refused host key, refused credentials, bad settings. */
+export function isFatalSshError(err: unknown): boolean {
+  return (
+    err instanceof SshError &&
+    (err.code === 'failed_precondition' ||
+      err.code === 'unauthenticated' ||
+      err.code === 'permission_denied' ||
+      err.code === 'invalid_argument')
+  );
+}
