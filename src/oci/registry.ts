@@ -530,14 +530,17 @@ export class RegistryClient {
     return 'uploaded';
   }
 
-  /** Make `digest` present in `to`: already there, mounted, or copied from `from`. */
+  /**
+   * Make `digest` present in `to`: mounted from `from` in the same registry
+   * (one request, whether or not `to` had it), already there, or copied.
+   */
   async copyBlob(
     from: Repository,
     to: Repository,
     descriptor: Pick<Descriptor, 'digest' | 'size'>,
   ): Promise<'exists' | 'mounted' | 'copied'> {
-    if ((await this.headBlob(to, descriptor.digest)) !== undefined) return 'exists';
     if (await this.mountBlob(to, descriptor.digest, from)) return 'mounted';
+    if ((await this.headBlob(to, descriptor.digest)) !== undefined) return 'exists';
     const source = await this.getBlob(from, descriptor.digest, descriptor.size);
     try {
       await this.uploadBlob(

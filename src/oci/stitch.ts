@@ -301,7 +301,15 @@ export async function copyImage(
   to: Repository,
   descriptor: Descriptor,
 ): Promise<'exists' | 'copied'> {
-  if (await client.headManifest(to, descriptor.digest)) return 'exists';
+  // In one registry, whether `to` has it already is asked while the blobs are
+  // mounted: a mount of a blob the repository has is harmless, and a round trip
+  // saved. Across registries blobs are copied, so the answer comes first.
+  const present = client.headManifest(to, descriptor.digest);
+  if (from.domain !== to.domain) {
+    if (await present) return 'exists';
+  } else {
+    present.catch(() => undefined);
+  }
   const fetched = await client.getManifest(from, descriptor.digest);
   const manifest = JSON.parse(fetched.bytes.toString('utf8')) as ImageManifest;
   const blobs = [manifest.config, ...(manifest.layers ?? [])].filter((d): d is Descriptor =>
@@ -310,6 +318,7 @@ export async function copyImage(
   await inParallel(blobs, 4, async (blob) => {
     await client.copyBlob(from, to, blob);
   });
+  if (await present) return 'exists';
   await client.putManifest(to, descriptor.digest, fetched.bytes, fetched.mediaType);
   return 'copied';
 }
@@ -380,9 +389,7 @@ export async function publishIndex(
       detail: `${repo.domain}/${repo.repository}@${entry.descriptor.digest}`,
     });
   });
-  // The index by digest first, so a tag never points at bytes the registry lacks.
-  for (const repo of repos.values())
-    await client.putManifest(repo, plan.digest, plan.bytes, plan.mediaType);
+  // Each tag's PUT stores the index with it; the read-back proves where the tag points.
   await Promise.all(
     targets.map(async (target) => {
       const repo = repoOf(target);

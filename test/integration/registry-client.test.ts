@@ -159,9 +159,13 @@ describe('the registry client against an anonymous docker-registry', () => {
     const layer = { digest: sha256Digest(image.layer), size: image.layer.length };
     const sibling = { domain: registry.host, repository: 'braid-test/sibling' };
     expect(await client.copyBlob(repo, sibling, layer)).toBe('mounted');
-    expect(await client.copyBlob(repo, sibling, layer)).toBe('exists');
+    expect(await client.getBlobBytes(sibling, layer.digest)).toEqual(image.layer);
+    // A source without the blob cannot mount it; the target has it already.
+    const empty = { domain: registry.host, repository: 'braid-test/empty' };
+    expect(await client.copyBlob(empty, sibling, layer)).toBe('exists');
     const elsewhere = { domain: other.host, repository: 'braid-test/copy' };
     expect(await client.copyBlob(repo, elsewhere, layer)).toBe('copied');
+    expect(await client.copyBlob(repo, elsewhere, layer)).toBe('exists');
     expect(await client.getBlobBytes(elsewhere, layer.digest)).toEqual(image.layer);
   });
 
