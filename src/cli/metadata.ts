@@ -7,6 +7,7 @@
  *     "containerimage.digest": "sha256:<index>",
  *     "containerimage.descriptor": { "mediaType": "...index...", "digest": "sha256:<index>", "size": 856 },
  *     "braid.build.id": "b-…",
+ *     "braid.request.id": "9f2c…",
  *     "platforms": [
  *       { "platform": "linux/arm64", "digest": "sha256:…", "agent": "a2", "emulated": false, "durationMs": 41230 }
  *     ]
@@ -36,6 +37,8 @@ export interface BuildMetadata {
   'containerimage.digest'?: string;
   'containerimage.descriptor'?: DescriptorJson;
   'braid.build.id': string;
+  /** The id the coordinator's and agents' log lines about this build carry. */
+  'braid.request.id'?: string;
   platforms: PlatformMetadata[];
 }
 
@@ -43,6 +46,7 @@ export function buildMetadata(build: Build): BuildMetadata {
   const metadata: BuildMetadata = {
     'image.name': (build.spec?.tags ?? []).join(','),
     'braid.build.id': build.id,
+    ...(build.requestId ? { 'braid.request.id': build.requestId } : {}),
     platforms: build.jobs.map((job) => ({
       platform: platformName(job.platform),
       digest: job.image?.digest || null,

@@ -299,6 +299,7 @@ export const buildMetadata = z.strictObject({
     size: z.number().int().positive(),
   }),
   'braid.build.id': z.string().min(1),
+  'braid.request.id': z.string().regex(/^[0-9a-f]{16}$/),
   platforms: z
     .array(
       z.strictObject({

@@ -19,6 +19,7 @@ const INDEX = 'application/vnd.oci.image.index.v1+json';
 function succeededBuild(): Build {
   return create(BuildSchema, {
     id: 'b-42',
+    requestId: 'r-7',
     state: BuildState.SUCCEEDED,
     createdAt: timestampFromMs(T0),
     finishedAt: timestampFromMs(T0 + 96_000),
@@ -75,6 +76,7 @@ describe('the metadata file', () => {
       'containerimage.digest': DIGEST_INDEX,
       'containerimage.descriptor': { mediaType: INDEX, digest: DIGEST_INDEX, size: 856 },
       'braid.build.id': 'b-42',
+      'braid.request.id': 'r-7',
       platforms: [
         {
           platform: 'linux/arm64',

@@ -59,9 +59,7 @@ export async function runStatus(
     const { build } = await client.getBuild({ buildId: id }, { timeoutMs: config.timeoutMs });
     if (!build) throw new BraidError('not_found', `build ${id}: the coordinator returned no build`);
     process.stdout.write(
-      output === 'json'
-        ? `${JSON.stringify({ ...buildJson(build), requestId: build.requestId || null })}\n`
-        : describe(build, Date.now()),
+      output === 'json' ? `${JSON.stringify(buildJson(build))}\n` : describe(build, Date.now()),
     );
   } finally {
     client.close();

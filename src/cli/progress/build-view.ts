@@ -71,6 +71,7 @@ export function buildJson(build: Build) {
     target: spec?.target || null,
     index: descriptorJson(build.index),
     error: build.error || null,
+    requestId: build.requestId || null,
     jobs: build.jobs.map(jobJson),
   };
 }
