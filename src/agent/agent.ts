@@ -11,7 +11,12 @@ import { registryClientFor } from '../oci/registry-factory.js';
 import { formatGrpcAddress } from '../rpc/address.js';
 import { createClient } from '../rpc/client.js';
 import { clientTransport } from '../rpc/credentials.js';
-import { describeCapabilities, emulatedPlatforms, nativePlatform } from './capabilities.js';
+import {
+  binfmtReader,
+  describeCapabilities,
+  emulatedPlatforms,
+  nativePlatform,
+} from './capabilities.js';
 import { ContextCache } from './context-cache.js';
 import { createEngine } from './engine.js';
 import { runJob } from './job-runner.js';
@@ -73,7 +78,11 @@ export async function startAgent(
     );
   }
   const native = nativePlatform(info);
-  const emulated = await emulatedPlatforms(native, engine.binfmt?.());
+  // An engine over SSH reads its own host's handlers; a local one, the configured dir.
+  const emulated = await emulatedPlatforms(
+    native,
+    engine.binfmt?.() ?? binfmtReader(config.binfmtDir),
+  );
   let buildNetwork = config.buildNetwork;
   if (!buildNetwork && !(await engine.hasNetwork('bridge'))) {
     buildNetwork = 'host';

@@ -207,6 +207,12 @@ export function agentFields(env: Env) {
     sshKeepaliveIntervalMs: intSetting({ min: 1000, max: 600_000, default: 15_000 }),
     sshConnectTimeoutMs: intSetting({ min: 1000, max: 600_000, default: 20_000 }),
     capacity: intSetting({ min: 1, max: 64, default: 2 }),
+    /**
+     * Where the local engine's host lists its binfmt_misc (QEMU) handlers: an
+     * agent in a container reads the host's, mounted elsewhere, since the
+     * container's own /proc/sys/fs/binfmt_misc is empty.
+     */
+    binfmtDir: z.string().min(1).default('/proc/sys/fs/binfmt_misc'),
     buildNetwork: z.string().default(''),
     labels: listSetting(checkLabel),
     cacheDir: z

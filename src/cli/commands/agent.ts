@@ -28,6 +28,10 @@ export function addAgentOptions(command: Command): Command {
     )
     .option('--capacity <n>', 'jobs run at once (env BRAID_CAPACITY; default 2)')
     .option(
+      '--binfmt-dir <dir>',
+      "the engine host's binfmt_misc, for its QEMU platforms (env BRAID_BINFMT_DIR; default /proc/sys/fs/binfmt_misc; in a container: the host's, mounted)",
+    )
+    .option(
       '--build-network <mode>',
       "network for RUN steps: none, host, ... (env BRAID_BUILD_NETWORK; default: the engine's, or host without a bridge)",
     )
