@@ -5,6 +5,7 @@
  * node_modules exists, and runs there under braid's supervisor.
  */
 import { randomBytes } from 'node:crypto';
+import { createServer } from 'node:net';
 import { access, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -252,6 +253,75 @@ describe('braid farm installs, lists and removes an agent over SSH', () => {
     const listed = await braid(['farm', 'ls', ...hostArgs().slice(0, 4), '--output', 'json']);
     expect(listed.code, listed.stderr).toBe(0);
     expect(listed.stdout).toBe('');
+  });
+
+  it('keeps a host it cannot reach unless told to --forget it; then revokes its token and drops it', async () => {
+    const gone = `${name}-gone`;
+    const created = await braid([
+      'tokens',
+      'create',
+      '--kind',
+      'join',
+      '--name',
+      `farm-${gone}`,
+      '--data-dir',
+      coordinator.dataDir,
+      '--output',
+      'json',
+    ]);
+    expect(created.code, created.stderr).toBe(0);
+    const token = JSON.parse(created.stdout) as { id: string };
+    // A host whose sshd is gone: a loopback port nothing listens on.
+    const closed = await new Promise<number>((resolve) => {
+      const server = createServer();
+      server.listen(0, '127.0.0.1', () => {
+        const { port } = server.address() as { port: number };
+        server.close(() => resolve(port));
+      });
+    });
+    const record = JSON.parse(
+      await readFile(farmFile, 'utf8').catch(() => '{"version":1,"hosts":[]}'),
+    ) as { hosts: unknown[] };
+    const now = new Date().toISOString();
+    record.hosts.push({
+      name: gone,
+      url: `ssh://root@127.0.0.1:${closed}`,
+      prefix: join(dir, 'gone'),
+      service: 'supervised',
+      coordinator: coordinator.address,
+      joinToken: {
+        id: token.id,
+        name: `farm-${gone}`,
+        dataDir: coordinator.dataDir,
+        createdByBraid: true,
+      },
+      bundleSha256: 'sha256:unused',
+      addedAt: now,
+      updatedAt: now,
+    });
+    await writeFile(farmFile, JSON.stringify(record));
+    const tokenState = async () =>
+      (await listTokens()).find((t) => t.name === `farm-${gone}`)?.state;
+
+    // The host is not coming back: no need to wait the default 20 s for it.
+    const quick = ['--ssh-connect-timeout-ms', '2000'];
+    const refused = await braid(['farm', 'remove', gone, ...quick, ...hostArgs()], {
+      timeoutMs: 60_000,
+    });
+    expect(refused.code).toBe(1);
+    const lines = refused.stderr.split('\n').filter((l) => l.startsWith('braid: '));
+    expect(lines).toHaveLength(1);
+    expect(lines[0]).toContain(`127.0.0.1:${closed}`);
+    expect(lines[0]).toContain(`braid farm remove ${gone} --forget`);
+    expect(await readFile(farmFile, 'utf8')).toContain(gone);
+    expect(await tokenState()).toBe('active');
+
+    const forgotten = await braid(['farm', 'remove', gone, '--forget', ...quick, ...hostArgs()], {
+      timeoutMs: 60_000,
+    });
+    expect(forgotten.code, forgotten.stderr).toBe(0);
+    expect(await readFile(farmFile, 'utf8')).not.toContain(gone);
+    expect(await tokenState()).toBe('revoked');
   });
 
   it('refuses a host whose key is not the one in known_hosts, in one line, and installs nothing', async () => {

@@ -96,6 +96,10 @@ function removeCommand(env: NodeJS.ProcessEnv): Command {
       'how long running jobs may take before the agent is killed (default 120000)',
     )
     .option('--wait-ms <ms>', 'how long to wait for the coordinator to drop it (default 30000)')
+    .option(
+      '--forget',
+      'when the host cannot be reached: revoke its token and drop it from the record anyway',
+    )
     .addOption(outputOption())
     .action(async (name: string, _flags: Record<string, unknown>, command: Command) => {
       const { runFarmRemove } = await import('./farm-run.js');

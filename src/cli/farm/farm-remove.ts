@@ -11,7 +11,7 @@ import { errorLine } from '../../errors.js';
 import { installPaths, serviceFor } from './agent-service.js';
 import { CoordinatorView } from './coordinator-view.js';
 import { FarmError } from './errors.js';
-import { FarmRecord } from './farm-record.js';
+import { FarmRecord, type FarmHost } from './farm-record.js';
 import { revokeJoinToken } from './join-token.js';
 import { RemoteHost, shellQuote } from './remote-host.js';
 import type { FarmRemoveConfig } from './settings.js';
@@ -31,6 +31,19 @@ export interface RemoveResult {
   /** The coordinator confirmed the agent left (false: it could not be asked, or it still lists it). */
   left: boolean;
   revokedToken: string | undefined;
+}
+
+/** Revokes the join token braid made for the agent; its name, or undefined when none. */
+async function revokeOwnToken(
+  entry: FarmHost,
+  config: FarmRemoveConfig,
+  say: (line: string) => void,
+): Promise<string | undefined> {
+  if (!entry.joinToken?.createdByBraid) return undefined;
+  const dataDir = config.dataDir ?? entry.joinToken.dataDir;
+  const note = await revokeJoinToken({ ...entry.joinToken, dataDir });
+  if (note) say(note);
+  return entry.joinToken.name;
 }
 
 export async function farmRemove(request: RemoveRequest): Promise<RemoveResult> {
@@ -54,7 +67,23 @@ export async function farmRemove(request: RemoveRequest): Promise<RemoveResult> 
   const paths = installPaths(entry.prefix);
   say(`connecting to ${target.display}`);
   const sshLog = ['debug', 'trace'].includes(config.logLevel) ? request.log : undefined;
-  const host = await RemoteHost.connect(target, { ssh, env: request.env, log: sshLog });
+  let host: RemoteHost;
+  try {
+    host = await RemoteHost.connect(target, { ssh, env: request.env, log: sshLog });
+  } catch (err) {
+    if (!config.forget) {
+      throw new FarmError(
+        'unavailable',
+        target.display,
+        `${errorLine(err)}; nothing was changed (a host that is gone for good: braid farm remove ${name} --forget)`,
+        { cause: err },
+      );
+    }
+    say(`warning: ${target.display} cannot be reached (${errorLine(err)}): its files stay there`);
+    const revokedToken = await revokeOwnToken(entry, config, say);
+    await farm.delete(name);
+    return { name, host: target.display, drained: false, left: false, revokedToken };
+  }
   const view = new CoordinatorView(config);
   try {
     const probe = await host.run('id -u', 30_000);
@@ -96,13 +125,7 @@ export async function farmRemove(request: RemoveRequest): Promise<RemoveResult> 
       asRoot,
     );
 
-    let revokedToken: string | undefined;
-    if (entry.joinToken?.createdByBraid) {
-      const dataDir = config.dataDir ?? entry.joinToken.dataDir;
-      const note = await revokeJoinToken({ ...entry.joinToken, dataDir });
-      if (note) say(note);
-      revokedToken = entry.joinToken.name;
-    }
+    const revokedToken = await revokeOwnToken(entry, config, say);
     await farm.delete(name);
     return { name, host: target.display, drained, left, revokedToken };
   } finally {

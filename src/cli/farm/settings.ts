@@ -89,6 +89,8 @@ export function farmRemoveSettings(env: Env) {
     /** How long the agent may take to drain before it is killed. */
     drainTimeoutMs: intSetting({ min: 1000, max: 24 * 3_600_000, default: 120_000 }),
     waitMs: intSetting({ min: 1000, max: 3_600_000, default: 30_000 }),
+    /** A host that cannot be reached is dropped from the record (its token revoked) anyway. */
+    forget: boolSetting(false),
   });
 }
 
