@@ -148,10 +148,25 @@ export async function startAgent(
       ),
   });
   const abort = new AbortController();
-  const done = session.run(abort.signal).finally(async () => {
-    client.close();
-    await engine.close();
+  // An engine that refuses for good (a remote host's key changed) fails every
+  // job: the agent leaves the farm with that line instead of taking more.
+  let fatal: Error | undefined;
+  engine.onFatal?.((error) => {
+    if (fatal) return;
+    fatal = error;
+    agentLog.error({ err: error.message }, 'the engine refused the agent for good; leaving');
+    session.stop();
+    abort.abort();
   });
+  const done = session
+    .run(abort.signal)
+    .finally(async () => {
+      client.close();
+      await engine.close();
+    })
+    .then(() => {
+      if (fatal) throw fatal;
+    });
   return {
     done,
     drain: async (graceMs) => {

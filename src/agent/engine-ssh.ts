@@ -55,6 +55,7 @@ export class SshEngine implements Engine {
   private readonly docker: DockerEngine;
   private readonly waitMs: number;
   private readonly log: Logger | undefined;
+  private readonly fatalListeners: ((error: Error) => void)[] = [];
 
   constructor(url: string, target: SshTarget, options: SshEngineOptions = {}) {
     this.url = url;
@@ -90,9 +91,16 @@ export class SshEngine implements Engine {
       keepaliveCountMax: 3,
       log,
       ...(ssh.backoff !== undefined && { backoff: ssh.backoff }),
+      onFailed: (error) => {
+        for (const listener of this.fatalListeners) listener(error);
+      },
     });
     this.agent = new StreamLocalAgent(this.connection, socketPath, this.waitMs);
     this.docker = new DockerEngine({ ...engineOptions, url, socketPath, agent: this.agent });
+  }
+
+  onFatal(listener: (error: Error) => void): void {
+    this.fatalListeners.push(listener);
   }
 
   /** `idle`, `connecting`, `ready`, `waiting` (to reconnect), `failed` or `closed`. */

@@ -71,6 +71,11 @@ export interface Engine {
   close(): Promise<void>;
   /** The QEMU handlers of the engine's host when that is not this host (SSH); absent: this host's. */
   binfmt?(): BinfmtReader;
+  /**
+   * Registers who is told when the engine refuses for good (a remote host's
+   * key changed, its login refused): every later call would fail alike.
+   */
+  onFatal?(listener: (error: Error) => void): void;
 }
 
 export const DEFAULT_ENGINE_URL = 'unix:///var/run/docker.sock';

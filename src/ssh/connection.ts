@@ -26,6 +26,8 @@ export interface SshConnectionOptions extends SshConnectOptions {
   stableAfterMs?: number;
   random?: () => number;
   now?: () => number;
+  /** Told once when the connection fails for good (a refused host key or login). */
+  onFailed?: (error: SshError) => void;
   /** One connection attempt; connectSsh unless a test replaces it. */
   connect?: (target: SshTarget, options: SshConnectOptions) => Promise<Client>;
 }
@@ -179,6 +181,7 @@ export class SshConnection {
       );
       this.move({ kind: 'failed', error });
       this.settleWaiters(error);
+      this.options.onFailed?.(error);
       return;
     }
     this.failures++;

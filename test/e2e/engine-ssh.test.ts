@@ -439,4 +439,39 @@ describe('braid agent --engine ssh://', () => {
     expect(agent.process.stderr()).toContain('"msg":"engine over ssh"');
     expect(agent.process.stderr()).not.toContain('PRIVATE KEY');
   });
+
+  it('leaves the farm with one line when the host key changes under it, instead of failing jobs', async () => {
+    const knownHosts = join(dir, 'rekeyed_known_hosts');
+    await writeFile(knownHosts, `${sshd.hostKeyLine}\n`);
+    const rekeyed = await startTestAgent(coordinator.address, 'ssh-rekeyed', [
+      '--engine',
+      sshd.url,
+      '--ssh-known-hosts',
+      knownHosts,
+      '--ssh-key',
+      sshd.clientKey,
+    ]);
+    try {
+      await waitForAgents(coordinator.address, ['ssh-rekeyed']);
+      // From the agent's side the host now has another key; the connection drops.
+      const stranger = (await readFile(`${sshd.strangerKey}.pub`, 'utf8')).split(' ');
+      await writeFile(knownHosts, `[127.0.0.1]:${sshd.port} ${stranger[0]} ${stranger[1]}\n`);
+      expect(await sshd.dropSessions()).toBeGreaterThan(0);
+      const exit = await rekeyed.process.exited;
+      expect(exit.code, rekeyed.process.stderr().slice(-2000)).toBe(1);
+      const lines = rekeyed.process
+        .stderr()
+        .split('\n')
+        .filter((line) => line.startsWith('braid: '));
+      expect(lines).toHaveLength(1);
+      expect(lines[0]).toContain(`127.0.0.1:${sshd.port}`);
+      expect(lines[0]).toContain('host key changed');
+      await waitFor('the coordinator to drop the agent', async () => {
+        const listed = await braid(['agents', '--coordinator', coordinator.address]);
+        return listed.code === 0 && !listed.stdout.includes('ssh-rekeyed') ? true : undefined;
+      });
+    } finally {
+      await rekeyed.stop('SIGKILL');
+    }
+  });
 });
