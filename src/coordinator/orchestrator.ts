@@ -31,7 +31,7 @@ import { fromProtoPlatform, toProtoPlatform } from '../rpc/platform.js';
 import type { AgentRegistry, AgentSession } from './agent-registry.js';
 import type { ContextStore } from './context-store.js';
 import type { BuildObserver } from './metrics.js';
-import { requestIdFor } from './request-id.js';
+import { requestIdFor } from '../rpc/request-id.js';
 import { buildLineage } from './lineage.js';
 import {
   DEFAULT_CACHE_AFFINITY,

@@ -49,7 +49,7 @@ function cliReport(stderr: string): {
 } {
   const context =
     /^context sha256:[0-9a-f]{12}: \d+ files, (\d+) bytes, (\d+) bytes uploaded$/m.exec(stderr);
-  const build = /^build (b\S+): .* \(request ([0-9a-f]{16})\)$/m.exec(stderr);
+  const build = /^build (b\S+): .* \(request ([A-Za-z0-9._:-]+)\)$/m.exec(stderr);
   if (!context || !build)
     throw new Error(`braid build did not report its context and build:\n${stderr}`);
   return {
@@ -69,7 +69,12 @@ describe('coordinator metrics after real builds', () => {
   let base: string;
   let first: ReturnType<typeof cliReport>;
 
-  async function build(tag: string, platforms: string, extraTags: string[] = []) {
+  async function build(
+    tag: string,
+    platforms: string,
+    extraTags: string[] = [],
+    env: Record<string, string> = {},
+  ) {
     return braid(
       [
         'build',
@@ -86,7 +91,7 @@ describe('coordinator metrics after real builds', () => {
         '--coordinator',
         coordinator.address,
       ],
-      { timeoutMs: 600_000 },
+      { timeoutMs: 600_000, env },
     );
   }
 
@@ -180,12 +185,17 @@ describe('coordinator metrics after real builds', () => {
   });
 
   it('counts an identical context as deduplicated, not uploaded again', async () => {
-    const result = await build(`${registry.host}/team/metrics:2`, 'linux/amd64');
+    // As a CI job would: its own run id as the request id (BRAID_REQUEST_ID).
+    const result = await build(`${registry.host}/team/metrics:2`, 'linux/amd64', [], {
+      BRAID_REQUEST_ID: 'ci-run-4242.1',
+    });
     expect(result.code, result.stderr.slice(-3000)).toBe(0);
     const second = cliReport(result.stderr);
     expect(second.uploaded).toBe(0);
     expect(second.contextBytes).toBe(first.contextBytes);
-    expect(second.requestId).not.toBe(first.requestId);
+    expect(second.requestId).toBe('ci-run-4242.1');
+    const jobLine = /"requestId":"ci-run-4242\.1"[^\n]*"msg":"job succeeded"/;
+    expect(agents.some((a) => jobLine.test(a.process.stderr()))).toBe(true);
 
     const metrics = await scrape(probe);
     expect(metrics.value('braid_context_received_bytes_total')).toBe(first.contextBytes);

@@ -45,6 +45,11 @@ describe('braid build with bad input', () => {
       /^braid: --build-arg "BAD-NAME=1": "BAD-NAME" is not a valid name/,
     ],
     ['no tag', (d) => [d], /^braid: no tag given: use -t REGISTRY\/REPO:TAG/],
+    [
+      'a request id with a space in it',
+      (d) => [d, '-t', '127.0.0.1:5000/a/b:1', '--request-id', 'ci run 42'],
+      /^braid: .*request id "ci run 42": expected 1 to 64 of A-Z a-z 0-9 \. _ : -/,
+    ],
   ];
 
   it.each(cases)(

@@ -11,7 +11,7 @@ import {
   retryReasonLabels,
   type MetricsSources,
 } from '../../src/coordinator/metrics.js';
-import { requestIdFor } from '../../src/coordinator/request-id.js';
+import { requestIdFor } from '../../src/rpc/request-id.js';
 import type { BuildRecord, JobRecord } from '../../src/coordinator/store.js';
 import { RegistryError } from '../../src/oci/errors.js';
 import { parsePlatform } from '../../src/oci/platform.js';

@@ -1,6 +1,4 @@
-import { randomBytes } from 'node:crypto';
 import { createReadStream } from 'node:fs';
-
 import { z } from 'zod';
 import { BuildService, BuildState, type Build } from '../../gen/braid/v1/build_pb.js';
 import { EmulationPolicy } from '../../gen/braid/v1/common_pb.js';
@@ -10,6 +8,7 @@ import { BraidError, RpcError } from '../../errors.js';
 import { formatPlatform, parsePlatforms, type Platform } from '../../oci/platform.js';
 import { formatReference, parseReference } from '../../oci/reference.js';
 import { toProtoPlatform } from '../../rpc/platform.js';
+import { requestIdFor } from '../../rpc/request-id.js';
 import { coordinatorClient } from '../client.js';
 import { compile } from '../compile.js';
 import { parseKeyValues } from '../key-values.js';
@@ -106,18 +105,31 @@ export async function runBuild(
     detach,
     detachOnInterrupt,
     maxContextBytes,
+    requestId: givenRequestId,
     ...rest
   } = flags;
   const config = compile(clientSettings(), rest, env);
-  const { maxContextBytes: maxBytes } = compile(
+  const { maxContextBytes: maxBytes, requestId } = compile(
     z.object({
       maxContextBytes: intSetting({
         min: 1024,
         max: 64 * 1024 * 1024 * 1024,
         default: 2 * 1024 * 1024 * 1024,
       }),
+      // A CI run's own id (e.g. $GITHUB_RUN_ID) ties its logs to the farm's; else a new one.
+      requestId: z
+        .string()
+        .default('')
+        .transform((text, ctx) => {
+          try {
+            return requestIdFor(text);
+          } catch (err) {
+            ctx.issues.push({ code: 'custom', message: (err as Error).message, input: text });
+            return z.NEVER;
+          }
+        }),
     }),
-    { maxContextBytes },
+    { maxContextBytes, requestId: givenRequestId },
     env,
   );
   // Every value the user typed is checked before anything is packed or sent.
@@ -178,7 +190,7 @@ export async function runBuild(
           platformTags: platformTags === true,
         },
         // Follows the build into the coordinator's and the agents' log lines.
-        requestId: randomBytes(8).toString('hex'),
+        requestId,
       },
       timeout,
     );

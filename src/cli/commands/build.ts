@@ -27,6 +27,10 @@ export function buildCommand(env: NodeJS.ProcessEnv): Command {
     .option('--pull', 'always attempt to pull newer base images')
     .option('--platform-tags', 'also push per-platform tags TAG-OS-ARCH[-VARIANT]')
     .option('--metadata-file <file>', 'write the build result as JSON (buildx keys)')
+    .option(
+      '--request-id <id>',
+      "id the coordinator's and agents' log lines about this build carry (env BRAID_REQUEST_ID; default: a new one)",
+    )
     .addOption(
       new Option('--progress <mode>', 'progress output')
         .choices(['auto', 'tty', 'plain', 'json'])

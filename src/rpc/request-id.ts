@@ -1,6 +1,7 @@
 /**
  * The request id that follows a build from the client to every agent's log
- * lines: the client's (checked) or, when it sent none, one made here.
+ * lines: the client's (checked) or, when it sent none, one made here. The
+ * CLI checks a given one with the same rule before it sends anything.
  */
 import { randomBytes } from 'node:crypto';
 import { BraidError } from '../errors.js';
