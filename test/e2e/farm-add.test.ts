@@ -6,7 +6,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import { createServer } from 'node:net';
-import { access, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { access, mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -372,5 +372,123 @@ describe('braid farm installs, lists and removes an agent over SSH', () => {
     expect(refused.stderr.trim()).toMatch(
       /^braid: .*"http:\/\/127\.0\.0\.1:1".*not an ssh:\/\/ URL/,
     );
+  });
+});
+
+describe('braid farm add for a coordinator that requires mTLS', () => {
+  let sshd: TestSshd;
+  let coordinator: TestCoordinator;
+  let dir: string;
+  let prefix: string;
+  const name = `farm-mtls-${randomBytes(3).toString('hex')}`;
+  const cert = (file: string) => join(dir, 'certs', file);
+  /** What the CLI itself needs to reach the coordinator: its CA and a client certificate. */
+  const tls = () => [
+    '--tls-ca',
+    cert('ca.pem'),
+    '--tls-cert',
+    cert('client.pem'),
+    '--tls-key',
+    cert('client-key.pem'),
+  ];
+
+  beforeAll(async () => {
+    await requireEngine();
+    dir = await mkdtemp(join(tmpdir(), 'braid-farm-mtls-'));
+    prefix = join(dir, 'opt', 'braid');
+    const made = await braid(['certs', 'init', '--dir', join(dir, 'certs')]);
+    expect(made.code, made.stderr).toBe(0);
+    sshd = await startSshd();
+    coordinator = await startTestCoordinator('127.0.0.1:0', [
+      '--tls-cert',
+      cert('server.pem'),
+      '--tls-key',
+      cert('server-key.pem'),
+      '--tls-ca',
+      cert('ca.pem'),
+    ]);
+  });
+
+  afterAll(async () => {
+    for (const file of ['supervisor.pid', 'agent.pid']) {
+      const pid = await pidIn(join(prefix ?? '/nonexistent', 'run', file)).catch(() => 0);
+      if (pid > 0 && (await alive(pid))) process.kill(pid, 'SIGKILL');
+    }
+    await coordinator?.stop();
+    await sshd?.stop();
+    if (dir) await rm(dir, { recursive: true, force: true });
+  });
+
+  it('installs the agent with its client certificate; it joins; remove takes the key away', async () => {
+    const common = [
+      '--coordinator',
+      coordinator.address,
+      ...tls(),
+      '--farm-file',
+      join(dir, 'farm.json'),
+      '--ssh-key',
+      sshd.clientKey,
+      '--ssh-known-hosts',
+      sshd.knownHosts,
+    ];
+    const added = await braid(
+      [
+        'farm',
+        'add',
+        sshd.url,
+        '--name',
+        name,
+        '--prefix',
+        prefix,
+        '--no-systemd',
+        '--data-dir',
+        coordinator.dataDir,
+        '--agent-setting',
+        'build-network=none',
+        '--agent-tls-cert',
+        cert('client.pem'),
+        '--agent-tls-key',
+        cert('client-key.pem'),
+        ...common,
+      ],
+      { timeoutMs: 180_000 },
+    );
+    expect(added.code, added.stderr).toBe(0);
+    expect(added.stdout).toMatch(new RegExp(`agent ${name}: connected; native linux/amd64`));
+    const env = await readFile(join(prefix, 'etc', 'agent.env'), 'utf8');
+    expect(env).toContain(`BRAID_TLS_CERT='${join(prefix, 'etc', 'tls-cert.pem')}'`);
+    expect(env).toContain(`BRAID_TLS_KEY='${join(prefix, 'etc', 'tls-key.pem')}'`);
+    expect((await stat(join(prefix, 'etc', 'tls-key.pem'))).mode & 0o777).toBe(0o600);
+    expect(await readFile(join(prefix, 'etc', 'tls-key.pem'), 'utf8')).toBe(
+      await readFile(cert('client-key.pem'), 'utf8'),
+    );
+    const listed = await braid(['agents', '--coordinator', coordinator.address, ...tls()]);
+    expect(listed.code, listed.stderr).toBe(0);
+    expect(listed.stdout).toContain(name);
+
+    const removed = await braid(['farm', 'remove', name, ...common], { timeoutMs: 180_000 });
+    expect(removed.code, removed.stderr).toBe(0);
+    expect(await exists(join(prefix, 'etc', 'tls-key.pem'))).toBe(false);
+  });
+
+  it('refuses a client certificate without its key, before touching the host', async () => {
+    const refused = await braid([
+      'farm',
+      'add',
+      sshd.url,
+      '--prefix',
+      join(dir, 'half'),
+      '--no-systemd',
+      '--agent-tls-cert',
+      cert('client.pem'),
+      '--coordinator',
+      coordinator.address,
+      ...tls(),
+    ]);
+    expect(refused.code).toBe(2);
+    expect(refused.stderr.trim()).toBe(
+      'braid: --agent-tls-cert and --agent-tls-key go together: give both, or neither',
+    );
+    expect(await exists(join(dir, 'half'))).toBe(false);
   });
 });

@@ -44,6 +44,7 @@ function envInput(overrides: Partial<AgentEnvInput> = {}): AgentEnvInput {
     labels: ['rack=r2', 'ssd=true'],
     joinToken: TOKEN,
     tlsCa: '/opt/braid/etc/tls-ca.pem',
+    tlsClient: undefined,
     insecure: false,
     extra: {},
     settings: {},
@@ -93,6 +94,20 @@ describe('what braid farm add writes on a host', () => {
     expect(readAgentEnvValue(text, 'BRAID_JOIN_TOKEN')).toBe(TOKEN);
     expect(readAgentEnvValue(text, 'BRAID_ENGINE')).toBeUndefined();
     expect(() => checkAgentEnv(vars)).not.toThrow();
+  });
+
+  it('names the client certificate and key for an mTLS coordinator, which --agent-setting cannot', () => {
+    const vars = agentEnvVars(
+      envInput({
+        tlsClient: { cert: '/opt/braid/etc/tls-cert.pem', key: '/opt/braid/etc/tls-key.pem' },
+      }),
+    );
+    expect(vars).toContainEqual(['BRAID_TLS_CERT', '/opt/braid/etc/tls-cert.pem']);
+    expect(vars).toContainEqual(['BRAID_TLS_KEY', '/opt/braid/etc/tls-key.pem']);
+    expect(() => checkAgentEnv(vars)).not.toThrow();
+    expect(() => parseAgentSettings(['tls-cert=/elsewhere.pem'])).toThrow(
+      /^--agent-setting "tls-cert=\/elsewhere\.pem": expected KEY=VALUE with KEY a braid agent setting/,
+    );
   });
 
   it('lets --agent-setting coordinator= name the address the host reaches the coordinator at', () => {

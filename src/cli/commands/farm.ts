@@ -56,6 +56,11 @@ function addCommand(env: NodeJS.ProcessEnv): Command {
       'another braid agent setting, e.g. capacity=4 (repeatable)',
       collect,
     )
+    .option(
+      '--agent-tls-cert <file>',
+      "the agent's client certificate, for a coordinator that requires mTLS (with --agent-tls-key)",
+    )
+    .option('--agent-tls-key <file>', 'its key; installed on the host with mode 0600')
     .option('--wait-ms <ms>', 'how long to wait for the agent to join (default 60000)')
     .option('--bundle <dir>', 'the agent bundle to install (default: dist/bundle of this braid)')
     .addOption(outputOption())

@@ -16,6 +16,8 @@ export interface AgentEnvInput {
   joinToken: string | undefined;
   /** Path of the CA file on the host. */
   tlsCa: string | undefined;
+  /** Paths of the agent's client certificate and key on the host (mTLS). */
+  tlsClient: { cert: string; key: string } | undefined;
   insecure: boolean;
   /** Settings only the supervised agent needs (systemd's unit sets its own). */
   extra: Readonly<Record<string, string>>;
@@ -33,7 +35,7 @@ function camelCase(key: string): string {
 }
 
 /** Settings `braid farm add` writes from its own flags. */
-const OWN_FLAGS = ['name', 'labels', 'joinToken', 'tlsCa', 'insecure'];
+const OWN_FLAGS = ['name', 'labels', 'joinToken', 'tlsCa', 'tlsCert', 'tlsKey', 'insecure'];
 
 /**
  * `--agent-setting capacity=4` -> `{ capacity: '4' }`; an unknown key is
@@ -66,6 +68,9 @@ export function agentEnvVars(input: AgentEnvInput): [string, string][] {
   if (input.labels.length > 0) vars.push(['BRAID_LABELS', input.labels.join(',')]);
   if (input.joinToken !== undefined) vars.push(['BRAID_JOIN_TOKEN', input.joinToken]);
   if (input.tlsCa !== undefined) vars.push(['BRAID_TLS_CA', input.tlsCa]);
+  if (input.tlsClient !== undefined) {
+    vars.push(['BRAID_TLS_CERT', input.tlsClient.cert], ['BRAID_TLS_KEY', input.tlsClient.key]);
+  }
   if (input.insecure) vars.push(['BRAID_INSECURE', 'true']);
   for (const [key, value] of Object.entries(input.extra)) vars.push([envName(key), value]);
   for (const [key, value] of Object.entries(input.settings).sort(([a], [b]) =>

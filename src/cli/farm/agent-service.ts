@@ -17,6 +17,9 @@ export interface InstallPaths {
   cli: string;
   envFile: string;
   tlsCa: string;
+  /** The agent's client certificate and key (mTLS). */
+  tlsCert: string;
+  tlsKey: string;
   run: string;
   log: string;
   /** Fetched build contexts of the supervised agent (the unit uses /var/cache/braid-agent). */
@@ -34,6 +37,8 @@ export function installPaths(prefix: string): InstallPaths {
     cli: `${prefix}/lib/cli.mjs`,
     envFile: `${prefix}/etc/agent.env`,
     tlsCa: `${prefix}/etc/tls-ca.pem`,
+    tlsCert: `${prefix}/etc/tls-cert.pem`,
+    tlsKey: `${prefix}/etc/tls-key.pem`,
     run: `${prefix}/run`,
     log: `${prefix}/log/agent.log`,
     cache: `${prefix}/cache`,

@@ -7,6 +7,7 @@
  */
 import { createHash } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
+import { BraidError } from '../../errors.js';
 import { formatGrpcAddress, isLocalAddress, parseGrpcAddress } from '../../rpc/address.js';
 import { parseSshUrl, type SshTarget } from '../../ssh/ssh-url.js';
 import type { Logger } from '../../log.js';
@@ -209,6 +210,19 @@ export async function farmAdd(request: AddRequest): Promise<AddResult> {
   const bundle = await packBundle(findBundleDir(config.bundle));
   const tlsCaText =
     config.tlsCa !== undefined ? await readLocal(config.tlsCa, '--tls-ca') : undefined;
+  if ((config.agentTlsCert === undefined) !== (config.agentTlsKey === undefined)) {
+    throw new BraidError(
+      'invalid_argument',
+      '--agent-tls-cert and --agent-tls-key go together: give both, or neither',
+    );
+  }
+  const tlsClient =
+    config.agentTlsCert !== undefined && config.agentTlsKey !== undefined
+      ? {
+          cert: await readLocal(config.agentTlsCert, '--agent-tls-cert'),
+          key: await readLocal(config.agentTlsKey, '--agent-tls-key'),
+        }
+      : undefined;
   const farm = await FarmRecord.open(config.farmFile);
   if (config.name !== undefined) checkNameFree(farm, config.name, target, prefix);
   // The agent's settings are checked once with a placeholder name, again with the real one.
@@ -285,6 +299,12 @@ export async function farmAdd(request: AddRequest): Promise<AddResult> {
     const files: ServiceFile[] = [
       { path: paths.envFile, content: renderAgentEnv(vars), mode: 0o600 },
       ...(tlsCaText !== undefined ? [{ path: paths.tlsCa, content: tlsCaText, mode: 0o644 }] : []),
+      ...(tlsClient !== undefined
+        ? [
+            { path: paths.tlsCert, content: tlsClient.cert, mode: 0o644 },
+            { path: paths.tlsKey, content: tlsClient.key, mode: 0o600 },
+          ]
+        : []),
       ...service.files(),
     ];
     const newMarker: Marker = { name, bundleSha256: bundle.sha256, version: bundle.version };
@@ -379,6 +399,8 @@ function envFor(
     labels: config.labels,
     joinToken: token?.token,
     tlsCa: config.tlsCa !== undefined ? paths.tlsCa : undefined,
+    tlsClient:
+      config.agentTlsCert !== undefined ? { cert: paths.tlsCert, key: paths.tlsKey } : undefined,
     insecure: config.insecure,
     extra,
     settings,

@@ -78,6 +78,9 @@ export function farmAddSettings(env: Env) {
     dataDir: coordinatorSettings(env).shape.dataDir,
     /** The agent bundle (dist/bundle); default: the one next to this braid. */
     bundle: optionalPathSetting(),
+    /** The agent's client certificate and key, for a coordinator that requires mTLS. */
+    agentTlsCert: optionalPathSetting(),
+    agentTlsKey: optionalPathSetting(),
     waitMs: intSetting({ min: 1000, max: 3_600_000, default: 60_000 }),
   });
 }
