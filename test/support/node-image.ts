@@ -7,7 +7,7 @@
  *   names for it (at the paths the loader asks for), Debian's busybox-static
  *   as the shell and core utilities, /etc/passwd and /etc/group.
  * - build: runtime plus npm (this machine's copy), this machine's npm cache
- *   with `offline=true` in /root/.npmrc, and this machine's compiled
+ *   with `offline=true` in the image user's `~/.npmrc`, and this machine's compiled
  *   better-sqlite3 addon as a local prebuild (prebuild-install's
  *   `npm_config_better_sqlite3_local_prebuilds`), so `npm ci` and
  *   `npm rebuild better-sqlite3` run for real without the network or a
