@@ -135,18 +135,28 @@ export function nodeHttpTransport(options: { maxSockets?: number } = {}): HttpTr
   };
 }
 
-async function readAll(stream: Readable, maxBytes: number): Promise<Buffer> {
+/** The whole stream, or undefined (and the stream destroyed) once it passes `maxBytes`. */
+export async function readCapped(
+  stream: AsyncIterable<unknown> & { destroy(): void },
+  maxBytes: number,
+): Promise<Buffer | undefined> {
   const chunks: Buffer[] = [];
   let total = 0;
   for await (const chunk of stream) {
     total += (chunk as Buffer).length;
     if (total > maxBytes) {
       stream.destroy();
-      throw new Error(`answer larger than ${maxBytes} bytes`);
+      return undefined;
     }
     chunks.push(chunk as Buffer);
   }
   return Buffer.concat(chunks);
+}
+
+async function readAll(stream: Readable, maxBytes: number): Promise<Buffer> {
+  const bytes = await readCapped(stream, maxBytes);
+  if (bytes === undefined) throw new Error(`answer larger than ${maxBytes} bytes`);
+  return bytes;
 }
 
 /** Adapts a `fetch` (tests inject one to play a registry that misbehaves). */

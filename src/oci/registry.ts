@@ -22,6 +22,7 @@ import {
   HttpTimeoutError,
   fetchTransport,
   nodeHttpTransport,
+  readCapped,
   type HttpResponse,
   type HttpTransport,
 } from './http-transport.js';
@@ -392,22 +393,14 @@ export class RegistryClient {
     const key = `blob ${this.refText(repo, digest)}`;
     const known = this.byDigest.get(key);
     if (known) return known.bytes;
-    const stream = await this.getBlob(repo, digest);
-    const chunks: Buffer[] = [];
-    let total = 0;
-    for await (const chunk of stream) {
-      total += (chunk as Buffer).length;
-      if (total > maxBytes) {
-        stream.destroy();
-        throw new RegistryError('resource_exhausted', {
-          operation: 'GET blob',
-          reference: this.refText(repo, digest),
-          message: `blob is larger than ${maxBytes} bytes`,
-        });
-      }
-      chunks.push(chunk as Buffer);
+    const bytes = await readCapped(await this.getBlob(repo, digest), maxBytes);
+    if (bytes === undefined) {
+      throw new RegistryError('resource_exhausted', {
+        operation: 'GET blob',
+        reference: this.refText(repo, digest),
+        message: `blob is larger than ${maxBytes} bytes`,
+      });
     }
-    const bytes = Buffer.concat(chunks);
     this.remember(key, bytes, '');
     return bytes;
   }
@@ -616,24 +609,16 @@ export class RegistryClient {
         message: `manifest of ${declared} bytes exceeds the ${maxBytes}-byte limit`,
       });
     }
-    const chunks: Buffer[] = [];
-    let total = 0;
-    if (response.body) {
-      for await (const chunk of response.body as AsyncIterable<Buffer>) {
-        total += chunk.length;
-        if (total > maxBytes) {
-          response.discard();
-          throw new RegistryError('resource_exhausted', {
-            operation,
-            reference: ref,
-            message: `manifest exceeds the ${maxBytes}-byte limit`,
-          });
-        }
-        chunks.push(chunk);
-      }
-      return Buffer.concat(chunks);
+    if (!response.body) return response.bytes;
+    const bytes = await readCapped(response.body, maxBytes);
+    if (bytes === undefined) {
+      throw new RegistryError('resource_exhausted', {
+        operation,
+        reference: ref,
+        message: `manifest exceeds the ${maxBytes}-byte limit`,
+      });
     }
-    return response.bytes;
+    return bytes;
   }
 
   private async startUpload(repo: Repository, digest: string): Promise<string> {
