@@ -26,10 +26,12 @@ const NATIVE = ['better-sqlite3', 'cpu-features', '*.node'];
 
 /**
  * Packages our sources load on demand through createRequire(import.meta.url)
- * (yaml only with --config, pino-pretty only on a terminal). A plain
- * createRequire would look for them in node_modules, which a host installed
- * by `braid farm add` does not have; in the bundle, createRequire is ours:
- * it answers those names from the bundled copies and evaluates them on first use.
+ * (yaml only with --config or --from-spec, pino-pretty only on a terminal).
+ * A plain createRequire would look for them in node_modules, which a host
+ * installed by `braid farm add` does not have. Each is bundled on its own
+ * as lazy/NAME.cjs, outside the chunks, so a command that never needs it
+ * does not even parse it (yaml alone is ~290 KiB); in the bundle,
+ * createRequire is ours and answers those names from there.
  */
 async function lazyRequires() {
   const names = new Set();
@@ -47,6 +49,11 @@ async function lazyRequires() {
   return [...names].sort();
 }
 
+/** lazy/NAME.cjs: the package NAME with its dependencies, for a require() at run time. */
+function lazyFileName(name) {
+  return `${name.replace(/[^A-Za-z0-9._-]/g, '_')}.cjs`;
+}
+
 function lazyRequirePlugin(names) {
   const srcDir = join(root, 'src') + '/';
   return {
@@ -59,15 +66,21 @@ function lazyRequirePlugin(names) {
         resolveDir: root,
         loader: 'js',
         contents: [
+          "import { existsSync } from 'node:fs';",
           "import { createRequire as nodeCreateRequire } from 'node:module';",
-          'const bundled = {',
-          ...names.map(
-            (name) => `  ${JSON.stringify(name)}: () => require(${JSON.stringify(name)}),`,
-          ),
-          '};',
+          "import { fileURLToPath } from 'node:url';",
+          `const lazyFiles = ${JSON.stringify(Object.fromEntries(names.map((n) => [n, lazyFileName(n)])))};`,
+          // This code lands in braid.mjs or in a chunk one directory down.
+          'const lazyFile = (file) =>',
+          '  [`./lazy/${file}`, `../lazy/${file}`].map((path) => new URL(path, import.meta.url)).find((url) => existsSync(url));',
           'export function createRequire(url) {',
           '  const fallback = nodeCreateRequire(url);',
-          '  return (id) => (Object.hasOwn(bundled, id) ? bundled[id]() : fallback(id));',
+          '  return (id) => {',
+          '    if (!Object.hasOwn(lazyFiles, id)) return fallback(id);',
+          '    const file = lazyFile(lazyFiles[id]);',
+          '    if (file === undefined) throw new Error(`braid bundle is incomplete: lazy/${lazyFiles[id]} is missing`);',
+          '    return fallback(fileURLToPath(file));',
+          '  };',
           '}',
         ].join('\n'),
       }));
@@ -125,6 +138,21 @@ const replaceFile = async (file, contents) => {
   written.add(file);
 };
 for (const output of result.outputFiles) await replaceFile(output.path, output.contents);
+for (const name of names) {
+  const lazy = await build({
+    absWorkingDir: root,
+    stdin: { contents: `module.exports = require(${JSON.stringify(name)});`, resolveDir: root },
+    outfile: join(outdir, 'lazy', lazyFileName(name)),
+    bundle: true,
+    format: 'cjs',
+    platform: 'node',
+    target: 'node20',
+    legalComments: 'inline',
+    logLevel: 'warning',
+    write: false,
+  });
+  for (const output of lazy.outputFiles) await replaceFile(output.path, output.contents);
+}
 
 // The far side's package.json: what `braid farm add` installs, and its version.
 await replaceFile(
@@ -148,9 +176,10 @@ await removeStale(outdir);
 
 // Every output must at least parse (a banner name clashing with a bundled one would not).
 const outputs = Object.keys(result.metafile.outputs).filter((file) => file.endsWith('.mjs'));
+const lazyOutputs = names.map((name) => relative(root, join(outdir, 'lazy', lazyFileName(name))));
 const exec = promisify(execFile);
 await Promise.all(
-  outputs.map((file) =>
+  [...outputs, ...lazyOutputs].map((file) =>
     exec(process.execPath, ['--check', join(root, file)]).catch((err) => {
       throw new Error(`${file} does not parse: ${err.stderr || err.message}`);
     }),

@@ -1,13 +1,25 @@
 /**
  * Config is compiled once: flags, then `BRAID_*` environment, then an
- * optional YAML file, then defaults — validated per key by a zod schema into
+ * optional YAML file, then defaults — validated per key by a schema (src/schema.ts) into
  * one frozen object. An invalid value is a ConfigError naming the key as the
  * user wrote it (`--listen`, `BRAID_LISTEN`, or `FILE: listen`).
  */
 import { readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
-import { z } from 'zod';
 import { ConfigError } from '../errors.js';
+import {
+  array,
+  boolean,
+  integer,
+  Invalid,
+  oneOf,
+  optional,
+  string,
+  withDefault,
+  type Infer,
+  type Schema,
+  type Shape,
+} from '../schema.js';
 
 // yaml loads only when a config file is named: most runs have none, and
 // every command's start-up time counts.
@@ -70,18 +82,16 @@ export function settingSource(config: object, key: string): string {
   return source && !source.endsWith('(default)') ? source : flagName(key);
 }
 
-function issueText(error: z.ZodError): string {
-  const issue = error.issues[0];
-  return issue ? issue.message : 'invalid value';
-}
+/** The settings of one command, key by key. */
+export type SettingsOf<S extends Shape> = { [K in keyof S]: Infer<S[K]> };
 
 /** Build the frozen config for `schema` from the three sources. */
-export function loadConfig<Shape extends z.ZodRawShape>(
-  schema: z.ZodObject<Shape>,
+export function loadConfig<S extends Shape>(
+  schema: S,
   sources: ConfigSources,
-): Readonly<z.infer<z.ZodObject<Shape>>> {
+): Readonly<SettingsOf<S>> {
   const fileValues = sources.file ? readYaml(sources.file) : {};
-  const keys = Object.keys(schema.shape);
+  const keys = Object.keys(schema);
   for (const key of Object.keys(fileValues)) {
     if (!keys.includes(key)) {
       throw new ConfigError(
@@ -93,7 +103,6 @@ export function loadConfig<Shape extends z.ZodRawShape>(
   const result: Record<string, unknown> = {};
   const sourceOf: Record<string, string> = {};
   for (const key of keys) {
-    const field = schema.shape[key] as z.ZodType;
     let source: string;
     let value: unknown;
     if (sources.flags[key] !== undefined) {
@@ -109,110 +118,110 @@ export function loadConfig<Shape extends z.ZodRawShape>(
       source = `${key} (default)`;
       value = undefined;
     }
-    const parsed = field.safeParse(value);
-    if (!parsed.success) {
-      const text = issueText(parsed.error);
+    try {
+      result[key] = schema[key]!(value);
+    } catch (err) {
+      if (!(err instanceof Invalid)) throw err;
       const shown = value === undefined ? '' : `"${String(value)}"`;
-      const got = shown && !text.includes(shown) ? `, got ${shown}` : '';
-      throw new ConfigError(source, `${text}${got}`);
+      const got = shown && !err.message.includes(shown) ? `, got ${shown}` : '';
+      throw new ConfigError(source, `${err.message}${got}`);
     }
-    result[key] = parsed.data;
     sourceOf[key] = source;
   }
   const frozen = Object.freeze(result);
   SOURCES.set(frozen, Object.freeze(sourceOf));
-  return frozen as Readonly<z.infer<z.ZodObject<Shape>>>;
+  return frozen as Readonly<SettingsOf<S>>;
 }
 
 // --- field helpers: accept the string forms that flags and env deliver -------
 
+/** `check` as a schema: what it throws becomes the setting's one-line complaint. */
+export function checked<T, U>(schema: Schema<T>, check: (value: T) => U): Schema<U> {
+  return (value) => {
+    const read = schema(value);
+    try {
+      return check(read);
+    } catch (err) {
+      throw new Invalid(err instanceof Error ? err.message : String(err));
+    }
+  };
+}
+
 export function intSetting(options: { min: number; max: number; default: number }) {
-  return z.preprocess(
-    (v) => (typeof v === 'string' && v.trim() !== '' ? Number(v) : v),
-    z
-      .number({ error: 'expected an integer' })
-      .int({ error: 'expected an integer' })
-      .min(options.min, { error: `must be at least ${options.min}` })
-      .max(options.max, { error: `must be at most ${options.max}` })
-      .default(options.default),
+  const read = integer(options);
+  return withDefault<number>(
+    (v) => read(typeof v === 'string' && v.trim() !== '' ? Number(v) : v),
+    options.default,
   );
 }
 
 export function boolSetting(defaultValue: boolean) {
-  return z.preprocess(
-    (v) => {
-      if (typeof v !== 'string') return v;
-      const s = v.trim().toLowerCase();
-      if (['1', 'true', 'yes', 'on'].includes(s)) return true;
-      if (['0', 'false', 'no', 'off', ''].includes(s)) return false;
-      return v;
-    },
-    z.boolean({ error: 'expected true or false' }).default(defaultValue),
-  );
+  const read = boolean('expected true or false');
+  return withDefault<boolean>((v) => {
+    if (typeof v !== 'string') return read(v);
+    const s = v.trim().toLowerCase();
+    if (['1', 'true', 'yes', 'on'].includes(s)) return true;
+    if (['0', 'false', 'no', 'off', ''].includes(s)) return false;
+    return read(v);
+  }, defaultValue);
 }
 
 export function enumSetting<const T extends readonly [string, ...string[]]>(
   values: T,
   defaultValue: T[number],
 ) {
-  return z
-    .enum(values, { error: `expected one of ${values.join(', ')}` })
-    .default(defaultValue as never);
+  return withDefault(oneOf(values), defaultValue);
+}
+
+/** A string setting, `defaultValue` when unset. */
+export function stringSetting(
+  defaultValue: string,
+  options: { min?: number; pattern?: RegExp; message?: string } = {},
+) {
+  return withDefault(string(options), defaultValue);
 }
 
 /** A string setting validated (and transformed) by `parse`, which throws on bad input. */
 export function parsedSetting<T>(parse: (text: string) => T, defaultValue: string) {
-  return z
-    .string({ error: 'expected a string' })
-    .default(defaultValue)
-    .transform((text, ctx) => {
-      try {
-        return parse(text);
-      } catch (err) {
-        ctx.issues.push({ code: 'custom', message: (err as Error).message, input: text });
-        return z.NEVER;
-      }
-    });
+  return checked(stringSetting(defaultValue, { message: 'expected a string' }), parse);
+}
+
+/** An optional string read by `parse`; unset (or blank) means "not configured". */
+export function optionalSetting<T>(parse: (text: string) => T, what = 'a string') {
+  return checked(optional(string({ message: `expected ${what}` })), (text) =>
+    text === undefined || text.trim() === '' ? undefined : parse(text),
+  );
 }
 
 /** An optional path; unset (or empty) means "not configured". */
 export function optionalPathSetting() {
-  return z
-    .string({ error: 'expected a path' })
-    .optional()
-    .transform((text) => (text && text.trim() !== '' ? text : undefined));
+  return optionalSetting((text) => text, 'a path');
 }
 
 /** An optional secret string (a token); unset or empty means none. */
 export function optionalSecretSetting() {
-  return z
-    .string({ error: 'expected a string' })
-    .optional()
-    .transform((text) => (text && text.trim() !== '' ? text.trim() : undefined));
+  return optionalSetting((text) => text.trim());
 }
 
 /** A list setting: repeated flags arrive as arrays, env and YAML may give "a,b". */
 export function listSetting(check: (item: string) => void = () => undefined) {
-  return z
-    .preprocess(
+  const items = array(string({ message: 'expected a list of strings' }));
+  return withDefault<string[]>(
+    checked(
       (v) =>
-        typeof v === 'string'
-          ? v
-              .split(',')
-              .map((s) => s.trim())
-              .filter(Boolean)
-          : v,
-      z.array(z.string({ error: 'expected a list of strings' })).default([]),
-    )
-    .transform((items, ctx) => {
-      for (const item of items) {
-        try {
-          check(item);
-        } catch (err) {
-          ctx.issues.push({ code: 'custom', message: (err as Error).message, input: item });
-          return z.NEVER;
-        }
-      }
-      return items;
-    });
+        items(
+          typeof v === 'string'
+            ? v
+                .split(',')
+                .map((s) => s.trim())
+                .filter(Boolean)
+            : v,
+        ),
+      (list) => {
+        list.forEach(check);
+        return list;
+      },
+    ),
+    [],
+  );
 }

@@ -5,19 +5,23 @@
  */
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { z } from 'zod';
 import { LOG_LEVELS } from '../log.js';
 import { parseGrpcAddress } from '../rpc/address.js';
 import {
   boolSetting,
+  checked,
   enumSetting,
   intSetting,
   listSetting,
   optionalPathSetting,
   optionalSecretSetting,
+  optionalSetting,
   parsedSetting,
+  stringSetting,
   type Env,
+  type SettingsOf,
 } from './loader.js';
+import { optional, string, withDefault } from '../schema.js';
 import { BraidError } from '../errors.js';
 import { parseSshUrl } from '../ssh/ssh-url.js';
 
@@ -49,13 +53,13 @@ const registryFields = {
 
 /** Settings of commands that talk to registries (`braid manifest ...`). */
 export function registrySettings(env: Env = {}) {
-  return z.object({
+  return {
     ...registryFields,
     /** Where arch-guard passes are remembered by manifest digest; empty: nowhere. */
-    archCheckCacheDir: z.string().default(join(defaultCacheDir(env), 'arch-guard')),
+    archCheckCacheDir: stringSetting(join(defaultCacheDir(env), 'arch-guard')),
     ...logSettings,
     logLevel: enumSetting(LOG_LEVELS, 'warn'),
-  });
+  };
 }
 
 function defaultCacheDir(env: Env): string {
@@ -72,27 +76,16 @@ function defaultDataDir(env: Env): string {
 
 /** An optional listen address; unset (or empty) means "off". */
 function optionalAddressSetting(what: string) {
-  return z
-    .string({ error: 'expected an address' })
-    .optional()
-    .transform((text, ctx) => {
-      if (!text || text.trim() === '') return undefined;
-      try {
-        return parseGrpcAddress(text, what);
-      } catch (err) {
-        ctx.issues.push({ code: 'custom', message: (err as Error).message, input: text });
-        return z.NEVER;
-      }
-    });
+  return optionalSetting((text) => parseGrpcAddress(text, what), 'an address');
 }
 
 export function coordinatorSettings(env: Env) {
-  return z.object({
+  return {
     listen: parsedSetting(
       (t) => parseGrpcAddress(t, 'listen address'),
       DEFAULT_COORDINATOR_ADDRESS,
     ),
-    dataDir: z.string().min(1, { error: 'must not be empty' }).default(defaultDataDir(env)),
+    dataDir: stringSetting(defaultDataDir(env), { min: 1 }),
     insecure: boolSetting(false),
     /** Server certificate (PEM); with tlsKey, the coordinator serves TLS. */
     tlsCert: optionalPathSetting(),
@@ -134,7 +127,7 @@ export function coordinatorSettings(env: Env) {
     metricsListen: optionalAddressSetting('metrics listen address'),
     ...registryFields,
     ...logSettings,
-  });
+  };
 }
 
 /** How a client reaches the coordinator: TLS files (all optional). */
@@ -147,7 +140,7 @@ const clientTlsFields = {
 };
 
 export function clientSettings() {
-  return z.object({
+  return {
     coordinator: parsedSetting(
       (t) => parseGrpcAddress(t, 'coordinator address'),
       DEFAULT_COORDINATOR_ADDRESS,
@@ -159,49 +152,43 @@ export function clientSettings() {
     timeoutMs: intSetting({ min: 100, max: 3_600_000, default: 15_000 }),
     ...logSettings,
     logLevel: enumSetting(LOG_LEVELS, 'warn'),
-  });
+  };
 }
 
-export type RegistryConfig = z.infer<ReturnType<typeof registrySettings>>;
+export type RegistryConfig = SettingsOf<ReturnType<typeof registrySettings>>;
 function checkLabel(text: string): void {
   if (!/^[A-Za-z0-9][A-Za-z0-9_./-]*=.*$/.test(text)) {
     throw new BraidError('invalid_argument', `label "${text}" is not KEY=VALUE`);
   }
 }
 
-/** An ssh:// engine URL must parse (the user, host, port and path are checked). */
-function checkSshEngineUrl(text: string, ctx: z.RefinementCtx): void {
-  if (!/^ssh:\/\//i.test(text)) return;
-  try {
-    parseSshUrl(text);
-  } catch (err) {
-    ctx.issues.push({ code: 'custom', message: (err as Error).message, input: text });
+/** An engine URL; an ssh:// one must parse (the user, host, port and path are checked). */
+function checkEngineUrl(text: string): string {
+  if (!/^(unix|tcp|ssh):\/\//.test(text)) {
+    throw new Error('expected unix:///path, tcp://host:port or ssh://user@host[:port]');
   }
+  if (/^ssh:\/\//i.test(text)) parseSshUrl(text);
+  return text;
 }
+
+/** An agent's name, as the coordinator lists it. */
+export const agentName = string({
+  pattern: /^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$/,
+  message: 'expected letters, digits, ".", "_" or "-"',
+});
 
 /** Settings of `braid agent` (and the agent half of `braid serve`). */
 export function agentFields(env: Env) {
   return {
-    name: z
-      .string()
-      .regex(/^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$/, {
-        error: 'expected letters, digits, ".", "_" or "-"',
-      })
-      .default((env.HOSTNAME ?? 'agent').replace(/[^A-Za-z0-9_.-]/g, '-').slice(0, 63) || 'agent'),
-    engine: z
-      .string()
-      .regex(/^(unix|tcp|ssh):\/\//, {
-        error: 'expected unix:///path, tcp://host:port or ssh://user@host[:port]',
-      })
-      .superRefine(checkSshEngineUrl)
-      .default('unix:///var/run/docker.sock'),
+    name: withDefault(
+      agentName,
+      (env.HOSTNAME ?? 'agent').replace(/[^A-Za-z0-9_.-]/g, '-').slice(0, 63) || 'agent',
+    ),
+    engine: parsedSetting(checkEngineUrl, 'unix:///var/run/docker.sock'),
     /** Private keys for an ssh:// engine (only these); none: ssh-agent, then ~/.ssh/id_*. */
     sshKey: listSetting(),
     /** Passphrase of encrypted SSH keys (env or file only: a flag would show in `ps`). */
-    sshKeyPassphrase: z
-      .string({ error: 'expected a string' })
-      .optional()
-      .transform((text) => (text === '' ? undefined : text)),
+    sshKeyPassphrase: checked(optional(string()), (text) => (text === '' ? undefined : text)),
     /** known_hosts for an ssh:// engine; default ~/.ssh/known_hosts and /etc/ssh/ssh_known_hosts. */
     sshKnownHosts: optionalPathSetting(),
     sshKeepaliveIntervalMs: intSetting({ min: 1000, max: 600_000, default: 15_000 }),
@@ -212,13 +199,10 @@ export function agentFields(env: Env) {
      * agent in a container reads the host's, mounted elsewhere, since the
      * container's own /proc/sys/fs/binfmt_misc is empty.
      */
-    binfmtDir: z.string().min(1).default('/proc/sys/fs/binfmt_misc'),
-    buildNetwork: z.string().default(''),
+    binfmtDir: stringSetting('/proc/sys/fs/binfmt_misc', { min: 1 }),
+    buildNetwork: stringSetting(''),
     labels: listSetting(checkLabel),
-    cacheDir: z
-      .string()
-      .min(1)
-      .default(join(defaultDataDir(env), 'agent-cache')),
+    cacheDir: stringSetting(join(defaultDataDir(env), 'agent-cache'), { min: 1 }),
     maxCacheBytes: intSetting({
       min: 1024 * 1024,
       max: 1024 * 1024 * 1024 * 1024,
@@ -230,7 +214,7 @@ export function agentFields(env: Env) {
 }
 
 export function agentSettings(env: Env) {
-  return z.object({
+  return {
     coordinator: parsedSetting(
       (t) => parseGrpcAddress(t, 'coordinator address'),
       DEFAULT_COORDINATOR_ADDRESS,
@@ -241,16 +225,19 @@ export function agentSettings(env: Env) {
     joinToken: optionalSecretSetting(),
     ...agentFields(env),
     ...logSettings,
-  });
+  };
 }
 
 /** `braid serve`: a coordinator and a local agent in one process. */
 export function serveSettings(env: Env) {
-  const agent = agentFields(env);
-  return coordinatorSettings(env).extend({ ...agent, name: agent.name.default('local') });
+  return {
+    ...coordinatorSettings(env),
+    ...agentFields(env),
+    name: withDefault(agentName, 'local'),
+  };
 }
 
-export type AgentConfig = z.infer<ReturnType<typeof agentSettings>>;
-export type ServeConfig = z.infer<ReturnType<typeof serveSettings>>;
-export type CoordinatorConfig = z.infer<ReturnType<typeof coordinatorSettings>>;
-export type ClientConfig = z.infer<ReturnType<typeof clientSettings>>;
+export type AgentConfig = SettingsOf<ReturnType<typeof agentSettings>>;
+export type ServeConfig = SettingsOf<ReturnType<typeof serveSettings>>;
+export type CoordinatorConfig = SettingsOf<ReturnType<typeof coordinatorSettings>>;
+export type ClientConfig = SettingsOf<ReturnType<typeof clientSettings>>;

@@ -4,8 +4,8 @@
  */
 import { readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
-import { z } from 'zod';
 import { BraidError } from '../errors.js';
+import { array, Invalid, object, optional, string, type Infer } from '../schema.js';
 import { normalizePlatform, platformFromOci, type Platform } from './platform.js';
 import { parseReference, withTag, type ImageReference } from './reference.js';
 import type { StitchSource } from './stitch.js';
@@ -15,26 +15,29 @@ function parseYaml(text: string): unknown {
   return (requireLazily('yaml') as typeof import('yaml')).parse(text);
 }
 
-const platformSpec = z
-  .object({
-    architecture: z.string().min(1),
-    os: z.string().min(1),
-    variant: z.string().optional(),
-    osversion: z.string().optional(),
-    osfeatures: z.array(z.string()).optional(),
-    features: z.array(z.string()).optional(),
-  })
-  .strict();
+const platformSpec = object(
+  {
+    architecture: string({ min: 1 }),
+    os: string({ min: 1 }),
+    variant: optional(string()),
+    osversion: optional(string()),
+    osfeatures: optional(array(string())),
+    features: optional(array(string())),
+  },
+  { strict: true },
+);
 
-const specSchema = z
-  .object({
-    image: z.string().min(1),
-    tags: z.array(z.string().min(1)).optional(),
-    manifests: z
-      .array(z.object({ image: z.string().min(1), platform: platformSpec.optional() }).strict())
-      .min(1),
-  })
-  .strict();
+const specSchema = object(
+  {
+    image: string({ min: 1 }),
+    tags: optional(array(string({ min: 1 }))),
+    manifests: array(
+      object({ image: string({ min: 1 }), platform: optional(platformSpec) }, { strict: true }),
+      { min: 1 },
+    ),
+  },
+  { strict: true },
+);
 
 export interface ManifestSpec {
   targets: ImageReference[];
@@ -57,13 +60,13 @@ export function parseManifestSpec(text: string, file: string): ManifestSpec {
       cause: err,
     });
   }
-  const parsed = specSchema.safeParse(doc);
-  if (!parsed.success) {
-    const issue = parsed.error.issues[0];
-    const where = issue?.path.length ? issue.path.join('.') : 'spec';
-    throw new SpecError(file, `${where}: ${issue?.message ?? 'invalid'}`);
+  let spec: Infer<typeof specSchema>;
+  try {
+    spec = specSchema(doc);
+  } catch (err) {
+    if (!(err instanceof Invalid)) throw err;
+    throw new SpecError(file, err.describe('spec'));
   }
-  const spec = parsed.data;
   const at = (where: string, fn: () => ImageReference): ImageReference => {
     try {
       return fn();

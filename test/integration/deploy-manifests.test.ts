@@ -81,8 +81,8 @@ const VERSION = (
   JSON.parse(await readFile(join(ROOT, 'package.json'), 'utf8')) as { version: string }
 ).version;
 const DEFAULTS = {
-  shutdownGraceMs: coordinatorSettings({ HOME: '/nonexistent' }).parse({}).shutdownGraceMs,
-  drainGraceMs: agentSettings({ HOME: '/nonexistent' }).parse({}).drainGraceMs,
+  shutdownGraceMs: coordinatorSettings({ HOME: '/nonexistent' }).shutdownGraceMs(undefined),
+  drainGraceMs: agentSettings({ HOME: '/nonexistent' }).drainGraceMs(undefined),
 };
 
 async function filesUnder(dir: string): Promise<string[]> {

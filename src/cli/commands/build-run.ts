@@ -1,9 +1,8 @@
 import { createReadStream } from 'node:fs';
-import { z } from 'zod';
 import { BuildService, BuildState, type Build } from '../../gen/braid/v1/build_pb.js';
 import { EmulationPolicy } from '../../gen/braid/v1/common_pb.js';
 import { clientSettings } from '../../config/settings.js';
-import { intSetting } from '../../config/loader.js';
+import { intSetting, parsedSetting } from '../../config/loader.js';
 import { BraidError, RpcError } from '../../errors.js';
 import { formatPlatform, parsePlatforms, type Platform } from '../../oci/platform.js';
 import { formatReference, parseReference } from '../../oci/reference.js';
@@ -110,25 +109,15 @@ export async function runBuild(
   } = flags;
   const config = compile(clientSettings(), rest, env);
   const { maxContextBytes: maxBytes, requestId } = compile(
-    z.object({
+    {
       maxContextBytes: intSetting({
         min: 1024,
         max: 64 * 1024 * 1024 * 1024,
         default: 2 * 1024 * 1024 * 1024,
       }),
       // A CI run's own id (e.g. $GITHUB_RUN_ID) ties its logs to the farm's; else a new one.
-      requestId: z
-        .string()
-        .default('')
-        .transform((text, ctx) => {
-          try {
-            return requestIdFor(text);
-          } catch (err) {
-            ctx.issues.push({ code: 'custom', message: (err as Error).message, input: text });
-            return z.NEVER;
-          }
-        }),
-    }),
+      requestId: parsedSetting(requestIdFor, ''),
+    },
     { maxContextBytes, requestId: givenRequestId },
     env,
   );

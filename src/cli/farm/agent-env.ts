@@ -43,7 +43,7 @@ const OWN_FLAGS = ['name', 'labels', 'joinToken', 'tlsCa', 'tlsCert', 'tlsKey', 
  * when that differs from --coordinator.
  */
 export function parseAgentSettings(pairs: readonly string[]): Record<string, string> {
-  const known = Object.keys(agentSettings({}).shape).filter((key) => !OWN_FLAGS.includes(key));
+  const known = Object.keys(agentSettings({})).filter((key) => !OWN_FLAGS.includes(key));
   const settings: Record<string, string> = {};
   for (const pair of pairs) {
     const at = pair.indexOf('=');

@@ -6,39 +6,50 @@
  */
 import { mkdir, readFile, rename, writeFile } from 'node:fs/promises';
 import { dirname } from 'node:path';
-import { z } from 'zod';
 import { BraidError } from '../../errors.js';
+import {
+  array,
+  boolean,
+  Invalid,
+  literal,
+  object,
+  oneOf,
+  optional,
+  string,
+  withDefault,
+  type Infer,
+} from '../../schema.js';
 
-const hostSchema = z.object({
-  name: z.string(),
+const hostSchema = object({
+  name: string(),
   /** `ssh://user@host:port`. */
-  url: z.string(),
-  prefix: z.string(),
-  service: z.enum(['systemd', 'supervised']),
-  coordinator: z.string(),
-  labels: z.array(z.string()).default([]),
-  sshKey: z.array(z.string()).default([]),
-  sshKnownHosts: z.string().optional(),
+  url: string(),
+  prefix: string(),
+  service: oneOf(['systemd', 'supervised']),
+  coordinator: string(),
+  labels: withDefault(array(string()), []),
+  sshKey: withDefault(array(string()), []),
+  sshKnownHosts: optional(string()),
   /** The join token braid made for this agent (revoked by `remove`), or the one it was given. */
-  joinToken: z
-    .object({
-      id: z.string(),
-      name: z.string(),
-      dataDir: z.string(),
-      createdByBraid: z.boolean(),
-    })
-    .optional(),
-  bundleSha256: z.string(),
-  addedAt: z.string(),
-  updatedAt: z.string(),
+  joinToken: optional(
+    object({
+      id: string(),
+      name: string(),
+      dataDir: string(),
+      createdByBraid: boolean(),
+    }),
+  ),
+  bundleSha256: string(),
+  addedAt: string(),
+  updatedAt: string(),
 });
 
-const fileSchema = z.object({
-  version: z.literal(1),
-  hosts: z.array(hostSchema),
+const fileSchema = object({
+  version: literal(1),
+  hosts: array(hostSchema),
 });
 
-export type FarmHost = z.infer<typeof hostSchema>;
+export type FarmHost = Infer<typeof hostSchema>;
 
 export class FarmRecord {
   private constructor(
@@ -56,22 +67,23 @@ export class FarmRecord {
         cause: err,
       });
     }
-    let parsed;
+    let doc: unknown;
     try {
-      parsed = fileSchema.safeParse(JSON.parse(text));
+      doc = JSON.parse(text);
     } catch (err) {
       throw new BraidError('failed_precondition', `the farm record ${file} is not JSON`, {
         cause: err,
       });
     }
-    if (!parsed.success) {
-      const issue = parsed.error.issues[0];
+    try {
+      return new FarmRecord(file, fileSchema(doc).hosts);
+    } catch (err) {
+      if (!(err instanceof Invalid)) throw err;
       throw new BraidError(
         'failed_precondition',
-        `the farm record ${file} is not braid's: ${issue?.path.join('.') ?? ''} ${issue?.message ?? ''}`.trim(),
+        `the farm record ${file} is not braid's: ${err.describe()}`,
       );
     }
-    return new FarmRecord(file, parsed.data.hosts);
   }
 
   list(): readonly FarmHost[] {

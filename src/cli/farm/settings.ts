@@ -4,9 +4,9 @@
  * engine), and where the farm's record and the coordinator's tokens live.
  */
 import { isAbsolute, join, normalize } from 'node:path';
-import { z } from 'zod';
 import {
   agentFields,
+  agentName,
   clientSettings,
   coordinatorSettings,
   type ClientConfig,
@@ -16,8 +16,12 @@ import {
   intSetting,
   optionalPathSetting,
   optionalSecretSetting,
+  parsedSetting,
+  stringSetting,
   type Env,
+  type SettingsOf,
 } from '../../config/loader.js';
+import { optional, string } from '../../schema.js';
 import { BraidError } from '../../errors.js';
 
 export const DEFAULT_PREFIX = '/opt/braid';
@@ -38,7 +42,7 @@ function checkPrefix(text: string): string {
 
 /** The user's own data dir (not the coordinator's --data-dir): where farm.json lives. */
 function defaultFarmFile(env: Env): string {
-  const dataDir = coordinatorSettings(env).shape.dataDir.parse(undefined);
+  const dataDir = coordinatorSettings(env).dataDir(undefined);
   return join(dataDir, 'farm.json');
 }
 
@@ -49,63 +53,53 @@ function sshFields(env: Env) {
     sshKeyPassphrase: agent.sshKeyPassphrase,
     sshKnownHosts: agent.sshKnownHosts,
     sshConnectTimeoutMs: agent.sshConnectTimeoutMs,
-    farmFile: z.string().min(1).default(defaultFarmFile(env)),
+    farmFile: stringSetting(defaultFarmFile(env), { min: 1 }),
   };
 }
 
 export function farmAddSettings(env: Env) {
   const agent = agentFields(env);
-  return clientSettings().extend({
+  return {
+    ...clientSettings(),
     ...sshFields(env),
     /** Agent name; default: the host's own name. */
-    name: agent.name.unwrap().optional(),
+    name: optional(agentName),
     labels: agent.labels,
-    prefix: z
-      .string({ error: 'expected a path' })
-      .default(DEFAULT_PREFIX)
-      .transform((text, ctx) => {
-        try {
-          return checkPrefix(text);
-        } catch (err) {
-          ctx.issues.push({ code: 'custom', message: (err as Error).message, input: text });
-          return z.NEVER;
-        }
-      }),
+    prefix: parsedSetting(checkPrefix, DEFAULT_PREFIX),
     /** false: a supervised process even where systemd runs. */
     systemd: boolSetting(true),
     joinToken: optionalSecretSetting(),
     /** The coordinator's data dir, where a join token is created when none is given. */
-    dataDir: coordinatorSettings(env).shape.dataDir,
+    dataDir: coordinatorSettings(env).dataDir,
     /** The agent bundle (dist/bundle); default: the one next to this braid. */
     bundle: optionalPathSetting(),
     /** The agent's client certificate and key, for a coordinator that requires mTLS. */
     agentTlsCert: optionalPathSetting(),
     agentTlsKey: optionalPathSetting(),
     waitMs: intSetting({ min: 1000, max: 3_600_000, default: 60_000 }),
-  });
+  };
 }
 
 export function farmRemoveSettings(env: Env) {
-  return clientSettings().extend({
+  return {
+    ...clientSettings(),
     ...sshFields(env),
-    dataDir: z.string().min(1).optional(),
+    dataDir: optional(string({ min: 1 })),
     /** How long the agent may take to drain before it is killed. */
     drainTimeoutMs: intSetting({ min: 1000, max: 24 * 3_600_000, default: 120_000 }),
     waitMs: intSetting({ min: 1000, max: 3_600_000, default: 30_000 }),
     /** A host that cannot be reached is dropped from the record (its token revoked) anyway. */
     forget: boolSetting(false),
-  });
+  };
 }
 
 export function farmListSettings(env: Env) {
-  return clientSettings().extend({
-    farmFile: sshFields(env).farmFile,
-  });
+  return { ...clientSettings(), farmFile: sshFields(env).farmFile };
 }
 
-export type FarmAddConfig = z.infer<ReturnType<typeof farmAddSettings>>;
-export type FarmRemoveConfig = z.infer<ReturnType<typeof farmRemoveSettings>>;
-export type FarmListConfig = z.infer<ReturnType<typeof farmListSettings>>;
+export type FarmAddConfig = SettingsOf<ReturnType<typeof farmAddSettings>>;
+export type FarmRemoveConfig = SettingsOf<ReturnType<typeof farmRemoveSettings>>;
+export type FarmListConfig = SettingsOf<ReturnType<typeof farmListSettings>>;
 export type FarmSshConfig = Pick<
   FarmAddConfig,
   'sshKey' | 'sshKeyPassphrase' | 'sshKnownHosts' | 'sshConnectTimeoutMs'
