@@ -165,7 +165,12 @@ export async function pushImage(options: PushImageOptions): Promise<PushedImage>
       layers: layers.map(({ mediaType, digest, size }) => ({ mediaType, digest, size })),
     };
     const bytes = Buffer.from(JSON.stringify(manifest));
-    const digest = await client.putManifest(repository, sha256Digest(bytes), bytes, OCI_MANIFEST);
+    const { digest } = await client.putManifest(
+      repository,
+      sha256Digest(bytes),
+      bytes,
+      OCI_MANIFEST,
+    );
     for (const tag of tags) await client.putManifest(repository, tag, bytes, OCI_MANIFEST);
     return {
       digest,

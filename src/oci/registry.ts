@@ -284,13 +284,17 @@ export class RegistryClient {
     return { mediaType, digest, size };
   }
 
-  /** PUT manifest bytes under a tag or their digest; returns the digest. */
+  /**
+   * PUT manifest bytes under a tag or their digest. `confirmed`: the
+   * registry's answer named the digest it stored (Docker-Content-Digest),
+   * and it is ours; a registry that names another one is an error.
+   */
   async putManifest(
     repo: Repository,
     reference: string,
     bytes: Buffer,
     mediaType: string,
-  ): Promise<string> {
+  ): Promise<{ digest: string; confirmed: boolean }> {
     const ref = this.refText(repo, reference);
     const digest = reference.includes(':') ? digestLike(reference, bytes) : sha256Digest(bytes);
     if (reference.includes(':') && digest !== reference) {
@@ -320,7 +324,7 @@ export class RegistryClient {
         message: `registry stored digest ${answered}, braid sent ${digest}`,
       });
     }
-    return digest;
+    return { digest, confirmed: answered === digest };
   }
 
   async deleteManifest(repo: Repository, digest: string): Promise<void> {

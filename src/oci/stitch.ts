@@ -337,8 +337,9 @@ export interface PublishOptions {
 /**
  * Put the index under every target tag. First every image is verified (in
  * its source repository), then every child is made present in every target
- * repository; only then are tags moved, and each tag is read back to
- * confirm it points at the new index.
+ * repository; only then are tags moved. A tag points at the new index
+ * when the registry's answer to its PUT names the index's digest, or else
+ * when reading the tag back gives it.
  */
 export async function publishIndex(
   client: RegistryClient,
@@ -389,13 +390,14 @@ export async function publishIndex(
       detail: `${repo.domain}/${repo.repository}@${entry.descriptor.digest}`,
     });
   });
-  // Each tag's PUT stores the index with it; the read-back proves where the tag points.
+  // Each tag's PUT stores the index with it. The registry's answer says what
+  // it stored; one that does not say is asked where the tag points now.
   await Promise.all(
     targets.map(async (target) => {
       const repo = repoOf(target);
       const tag = target.tag ?? 'latest';
-      await client.putManifest(repo, tag, plan.bytes, plan.mediaType);
-      const now = await client.headManifest(repo, tag);
+      const { confirmed } = await client.putManifest(repo, tag, plan.bytes, plan.mediaType);
+      const now = confirmed ? { digest: plan.digest } : await client.headManifest(repo, tag);
       if (now?.digest !== plan.digest) {
         throw new StitchError(
           `${formatReference(target)} points at ${now?.digest ?? 'nothing'} after the push, not ${plan.digest}`,

@@ -8,7 +8,9 @@ import { DockerConfigCredentials, StaticCredentials } from '../../src/oci/creden
 import { sha256Digest } from '../../src/oci/digest.js';
 import { RegistryError } from '../../src/oci/errors.js';
 import { DOCKER_CONFIG, DOCKER_MANIFEST, OCI_MANIFEST } from '../../src/oci/media-types.js';
+import { parseReference } from '../../src/oci/reference.js';
 import { RegistryClient, type Repository } from '../../src/oci/registry.js';
+import { buildIndex, publishIndex, resolveSources } from '../../src/oci/stitch.js';
 import { requireCommand } from '../support/components.js';
 import { run } from '../support/process.js';
 import { startTokenServer, writeHtpasswd, type TokenServer } from '../support/registry-auth.js';
@@ -133,6 +135,58 @@ describe('the registry client against an anonymous docker-registry', () => {
     const got = await client.getManifest(repo, image.digest);
     expect(got.bytes).toEqual(image.manifest);
     expect(got.mediaType).toBe(OCI_MANIFEST);
+  });
+
+  it('moves a tag on the registry word when it names the digest, and reads the tag back when it does not', async () => {
+    const image = makeImage();
+    await pushImage(client, repo, image);
+    const source = parseReference(`${registry.host}/braid-test/app@${image.digest}`);
+    const plan = buildIndex(await resolveSources(client, [{ ref: source }]), {
+      attestations: true,
+      format: 'oci',
+      annotations: {},
+    });
+    const target = (tag: string) => parseReference(`${registry.host}/braid-test/app:${tag}`);
+    const heads: string[] = [];
+    /** A registry whose manifest PUT answers name no digest, or `answered`. */
+    const quiet = (answered?: (url: string) => string | undefined) =>
+      new RegistryClient({
+        fetch: async (input, init) => {
+          const url = String(input instanceof Request ? input.url : input);
+          if (init?.method === 'HEAD' && url.includes('/manifests/')) heads.push(url);
+          const response = await fetch(input, init);
+          if (init?.method !== 'PUT' || !url.includes('/manifests/')) return response;
+          const headers = new Headers(response.headers);
+          headers.delete('docker-content-digest');
+          const named = answered?.(url);
+          if (named) headers.set('docker-content-digest', named);
+          return new Response(await response.arrayBuffer(), { status: response.status, headers });
+        },
+      });
+
+    expect(await client.putManifest(repo, 'said', plan.bytes, plan.mediaType)).toEqual({
+      digest: plan.digest,
+      confirmed: true,
+    });
+    await publishIndex(
+      quiet(() => plan.digest),
+      plan,
+      [target('confirmed')],
+    );
+    expect(heads.filter((url) => url.endsWith('/manifests/confirmed'))).toEqual([]);
+
+    await publishIndex(quiet(), plan, [target('unconfirmed')]);
+    expect(heads.filter((url) => url.endsWith('/manifests/unconfirmed'))).toHaveLength(1);
+    expect((await client.headManifest(repo, 'unconfirmed'))?.digest).toBe(plan.digest);
+
+    const other = sha256Digest(Buffer.from('another index'));
+    await expect(
+      publishIndex(
+        quiet(() => other),
+        plan,
+        [target('contradicted')],
+      ),
+    ).rejects.toThrow(`registry stored digest ${other}, braid sent ${plan.digest}`);
   });
 
   it('keeps a Docker v2 schema 2 manifest as Docker media type', async () => {
