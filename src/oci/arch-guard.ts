@@ -27,7 +27,6 @@
 import { Readable, Transform, type TransformCallback } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { createGunzip } from 'node:zlib';
-import { extract as tarExtract, type ExtractEvents, type Header } from 'tar-stream';
 import { BraidError } from '../errors.js';
 import {
   ELF_HEADER_BYTES,
@@ -38,6 +37,12 @@ import {
   type ElfHeader,
 } from './elf.js';
 import { ArchMismatchError } from './errors.js';
+import {
+  TarHeaderSink,
+  type HeadReceiver,
+  type TarEntry,
+  type TarEntryType,
+} from './tar-headers.js';
 
 export interface ArchCheckInput {
   platform: { os: string; architecture: string; variant?: string };
@@ -99,6 +104,8 @@ const OPAQUE_WHITEOUT = '.wh..wh..opq';
 const WHITEOUT_PREFIX = '.wh.';
 const WHITEOUT_META_PREFIX = '.wh..wh.';
 const SCAN_DIR_NAMES = new Set(['bin', 'sbin']);
+/** zlib's default 16 KiB output chunks cost a thread-pool round trip each; gains flatten out here. */
+const GUNZIP_CHUNK_BYTES = 256 * 1024;
 
 /**
  * Check the image of one platform; resolves with what was checked, or
@@ -124,7 +131,7 @@ export async function checkImageArchitecture(input: ArchCheckInput): Promise<Arc
 // ---------------------------------------------------------------------------
 // The union of the layers, as far as it has been read.
 
-type NodeType = 'file' | 'dir' | 'symlink' | 'link' | 'other';
+type NodeType = TarEntryType;
 
 interface FsNode {
   type: NodeType;
@@ -529,10 +536,9 @@ class ArchGuard {
         markUncheckable(layer);
         return 0;
       }
-      const extract = tarExtract();
-      extract.on('entry', (header, entry, next) => readEntry(layer, header, entry, next));
-      const gunzip = isGzip(magic) ? [createGunzip()] : [];
-      await pipeline([source, ...gunzip, counter, extract]);
+      const entries = new TarHeaderSink(ELF_HEADER_BYTES, (entry) => readEntry(layer, entry));
+      const gunzip = isGzip(magic) ? [createGunzip({ chunkSize: GUNZIP_CHUNK_BYTES })] : [];
+      await pipeline([source, ...gunzip, counter, entries]);
       layer.state = 'complete';
     } catch (err) {
       source.destroy();
@@ -543,34 +549,17 @@ class ArchGuard {
   }
 }
 
-function readEntry(
-  layer: Layer,
-  header: Header,
-  entry: ExtractEvents['entry'][1],
-  next: () => void,
-): void {
-  // A failing entry fails the whole extract, whose error the pipeline reports.
-  entry.on('error', () => {});
-  const node = recordEntry(layer, header);
-  if (node && isExecutableFile(node) && node.type === 'file' && node.size > 0) {
-    const parts: Buffer[] = [];
-    let kept = 0;
-    entry.on('data', (data: unknown) => {
-      if (kept >= ELF_HEADER_BYTES) return;
-      const chunk = data as Buffer;
-      // Copy: a slice would pin the whole chunk in memory.
-      const piece = Buffer.from(chunk.subarray(0, ELF_HEADER_BYTES - kept));
-      parts.push(piece);
-      kept += piece.length;
-      node.head = Buffer.concat(parts);
-    });
-  }
-  entry.on('end', () => next());
-  entry.resume();
+/** Records an entry; asks for the head of executable regular files, for the ELF check. */
+function readEntry(layer: Layer, entry: TarEntry): HeadReceiver | undefined {
+  const node = recordEntry(layer, entry);
+  if (!node || node.type !== 'file' || node.size === 0 || !isExecutableFile(node)) return undefined;
+  return (head) => {
+    node.head = head;
+  };
 }
 
-function recordEntry(layer: Layer, header: Header): FsNode | undefined {
-  const path = archivePath(header.name);
+function recordEntry(layer: Layer, entry: TarEntry): FsNode | undefined {
+  const path = archivePath(entry.name);
   if (path === undefined) return undefined;
   const dir = parentOf(path);
   const name = path.slice(path.lastIndexOf('/') + 1);
@@ -587,27 +576,11 @@ function recordEntry(layer: Layer, header: Header): FsNode | undefined {
     layer.whiteouts.add(dir === '' ? deleted : `${dir}/${deleted}`);
     return undefined;
   }
-  const type = nodeType(header.type);
-  const node: FsNode = { type, mode: header.mode ?? 0, size: header.size ?? 0 };
-  if ((type === 'symlink' || type === 'link') && header.linkname) node.linkname = header.linkname;
+  const { type, mode, size, linkname } = entry;
+  const node: FsNode = { type, mode, size };
+  if ((type === 'symlink' || type === 'link') && linkname) node.linkname = linkname;
   layer.entries.set(path, node);
   return node;
-}
-
-function nodeType(type: Header['type']): NodeType {
-  switch (type) {
-    case 'file':
-    case 'contiguous-file':
-      return 'file';
-    case 'directory':
-      return 'dir';
-    case 'symlink':
-      return 'symlink';
-    case 'link':
-      return 'link';
-    default:
-      return 'other';
-  }
 }
 
 /** Whether a layer hides lower entries at `path`: an ancestor deleted, opaque or not a directory. */
