@@ -4,7 +4,7 @@
  * platform the index will claim for it.
  */
 import type { Logger } from '../log.js';
-import { checkImageArchitecture, type ArchCheckInput } from './arch-guard.js';
+import type { ArchCheckInput } from './arch-guard.js';
 import type { ImageManifest } from './media-types.js';
 import { formatPlatform } from './platform.js';
 import type { RegistryClient, Repository } from './registry.js';
@@ -30,6 +30,8 @@ export function archGuardVerifier(client: RegistryClient, options: VerifierOptio
       options.log?.info({ platform: platformText, digest }, 'arch check passed earlier');
       return;
     }
+    // Loaded on first use: a run whose images all passed before never needs it (or zlib).
+    const { checkImageArchitecture } = await import('./arch-guard.js');
     const fetched = await client.getManifest(repo, entry.descriptor.digest);
     const manifest = JSON.parse(fetched.bytes.toString('utf8')) as ImageManifest;
     const config = JSON.parse(
