@@ -20,6 +20,11 @@ export interface VerifierOptions {
 }
 
 export function archGuardVerifier(client: RegistryClient, options: VerifierOptions) {
+  // The guard (and zlib) load while the caller fetches its sources, and are
+  // waited for only when an image has to be read: a run whose images all
+  // passed before never waits for them.
+  const guard = import('./arch-guard.js');
+  guard.catch(() => undefined);
   return async (
     entry: IndexEntry & { platform: NonNullable<IndexEntry['platform']> },
     repo: Repository,
@@ -30,8 +35,7 @@ export function archGuardVerifier(client: RegistryClient, options: VerifierOptio
       options.log?.info({ platform: platformText, digest }, 'arch check passed earlier');
       return;
     }
-    // Loaded on first use: a run whose images all passed before never needs it (or zlib).
-    const { checkImageArchitecture } = await import('./arch-guard.js');
+    const { checkImageArchitecture } = await guard;
     const fetched = await client.getManifest(repo, entry.descriptor.digest);
     const manifest = JSON.parse(fetched.bytes.toString('utf8')) as ImageManifest;
     const config = JSON.parse(

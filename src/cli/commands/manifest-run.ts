@@ -93,6 +93,17 @@ export async function runManifestCreate(
     flag: '--annotation',
   });
   const client = registryClient(config, env);
+  // Made before the sources are fetched, so that the guard loads meanwhile.
+  const verifyImage =
+    archCheck === false || dryRun
+      ? undefined
+      : archGuardVerifier(client, {
+          budgetBytes: config.archCheckBudgetBytes,
+          log,
+          verified: config.archCheckCacheDir
+            ? verifiedImagesIn(config.archCheckCacheDir)
+            : undefined,
+        });
   const entries = await resolveSources(client, sources);
   const plan = buildIndex(entries, {
     attestations: attestations !== false,
@@ -104,16 +115,7 @@ export async function runManifestCreate(
     return;
   }
   await publishIndex(client, plan, targets, {
-    verifyImage:
-      archCheck === false
-        ? undefined
-        : archGuardVerifier(client, {
-            budgetBytes: config.archCheckBudgetBytes,
-            log,
-            verified: config.archCheckCacheDir
-              ? verifiedImagesIn(config.archCheckCacheDir)
-              : undefined,
-          }),
+    verifyImage,
     onEvent: (event) => log.info({ detail: event.detail }, event.kind),
   });
   const rows = plan.entries.map((e) => [
