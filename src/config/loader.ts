@@ -1,8 +1,9 @@
 /**
  * Config is compiled once: flags, then `BRAID_*` environment, then an
- * optional YAML file, then defaults — validated per key by a schema (src/schema.ts) into
- * one frozen object. An invalid value is a ConfigError naming the key as the
- * user wrote it (`--listen`, `BRAID_LISTEN`, or `FILE: listen`).
+ * optional YAML file, then defaults — validated per key by a schema
+ * (src/schema.ts) into one frozen object. An invalid value is a ConfigError
+ * naming the key as the user wrote it (`--listen`, `BRAID_LISTEN`, or
+ * `FILE: listen`).
  */
 import { readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
