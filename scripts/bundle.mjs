@@ -54,6 +54,30 @@ function lazyFileName(name) {
   return `${name.replace(/[^A-Za-z0-9._-]/g, '_')}.cjs`;
 }
 
+/**
+ * grpc-js requires @grpc/proto-loader (and with it protobufjs, long and
+ * lodash.camelcase, ~300 KiB) only to serve its channelz and ORCA services,
+ * which braid never adds to a server; bundled, every gRPC command would
+ * still parse them at start. In the bundle that require fails, saying so.
+ */
+function withoutProtoLoaderPlugin() {
+  return {
+    name: 'braid-without-proto-loader',
+    setup(builder) {
+      builder.onResolve({ filter: /^@grpc\/proto-loader$/ }, (args) =>
+        args.importer.includes('/node_modules/@grpc/grpc-js/')
+          ? { path: 'no-proto-loader', namespace: 'braid' }
+          : undefined,
+      );
+      builder.onLoad({ filter: /^no-proto-loader$/, namespace: 'braid' }, () => ({
+        loader: 'js',
+        contents:
+          "throw new Error('@grpc/proto-loader is not in the braid bundle: gRPC channelz and ORCA services are not served');",
+      }));
+    },
+  };
+}
+
 function lazyRequirePlugin(names) {
   const srcDir = join(root, 'src') + '/';
   return {
@@ -116,7 +140,7 @@ const result = await build({
   banner: { js: banner },
   // src/version.ts reads package.json next to src/ or dist/; the bundle carries it.
   define: { BRAID_BUNDLED_VERSION: JSON.stringify(pkg.version) },
-  plugins: [lazyRequirePlugin(names)],
+  plugins: [lazyRequirePlugin(names), withoutProtoLoaderPlugin()],
   sourcemap: 'linked',
   legalComments: 'linked',
   metafile: true,

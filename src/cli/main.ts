@@ -53,14 +53,15 @@ export async function main(argv: string[], env: NodeJS.ProcessEnv): Promise<void
   const program = new Command('braid')
     .description('build native multi-architecture container images on a farm of real hosts')
     .version(BRAID_VERSION, '-V, --version', 'print the client version')
-    .showSuggestionAfterError()
-    .exitOverride()
-    .configureOutput({
-      outputError: (text, write) => write(`braid: ${text.replace(/^error: /, '')}`),
-    });
+    .showSuggestionAfterError();
   for (const name of commandsFor(argv)) program.addCommand(COMMANDS[name]!(env));
   const all = (c: Command): Command[] => [c, ...c.commands.flatMap(all)];
-  for (const command of all(program)) command.exitOverride();
+  // Every command's usage errors read as braid's own: one line, `braid: ...`.
+  for (const command of all(program)) {
+    command.exitOverride().configureOutput({
+      outputError: (text, write) => write(`braid: ${text.replace(/^error: /, '')}`),
+    });
+  }
   try {
     await program.parseAsync(argv);
   } catch (err) {

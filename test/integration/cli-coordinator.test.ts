@@ -137,6 +137,8 @@ describe('braid with bad input', () => {
       'braid: unknown event kind "agent-exploded" (known: coordinator-started, coordinator-stopping, agent-connected, agent-disconnected, build-state)',
     ],
     [['frobnicate'], {}, "braid: unknown command 'frobnicate'"],
+    [['status'], {}, "braid: missing required argument 'id'"],
+    [['manifest', 'create', '--frobnicate'], {}, "braid: unknown option '--frobnicate'"],
   ])('braid %j exits 2 with one line naming the offending value', async (args, env, line) => {
     const result = await braid(args, { env });
     expect(result.code).toBe(2);
