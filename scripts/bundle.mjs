@@ -54,6 +54,8 @@ function lazyFileName(name) {
   return `${name.replace(/[^A-Za-z0-9._-]/g, '_')}.cjs`;
 }
 
+const lazyPath = (name) => join(outdir, 'lazy', lazyFileName(name));
+
 /**
  * grpc-js requires @grpc/proto-loader (and with it protobufjs, long and
  * lodash.camelcase, ~300 KiB) only to serve its channelz and ORCA services,
@@ -166,7 +168,7 @@ for (const name of names) {
   const lazy = await build({
     absWorkingDir: root,
     stdin: { contents: `module.exports = require(${JSON.stringify(name)});`, resolveDir: root },
-    outfile: join(outdir, 'lazy', lazyFileName(name)),
+    outfile: lazyPath(name),
     bundle: true,
     format: 'cjs',
     platform: 'node',
@@ -200,7 +202,7 @@ await removeStale(outdir);
 
 // Every output must at least parse (a banner name clashing with a bundled one would not).
 const outputs = Object.keys(result.metafile.outputs).filter((file) => file.endsWith('.mjs'));
-const lazyOutputs = names.map((name) => relative(root, join(outdir, 'lazy', lazyFileName(name))));
+const lazyOutputs = names.map((name) => relative(root, lazyPath(name)));
 const exec = promisify(execFile);
 await Promise.all(
   [...outputs, ...lazyOutputs].map((file) =>

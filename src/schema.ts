@@ -123,6 +123,18 @@ export function optional<T>(schema: Schema<T>): Schema<T | undefined> {
   return (value) => (value === undefined ? undefined : schema(value));
 }
 
+/** `schema`, then `check` on what it read: what `check` throws becomes the one-line complaint. */
+export function checked<T, U>(schema: Schema<T>, check: (value: T) => U): Schema<U> {
+  return (value) => {
+    const read = schema(value);
+    try {
+      return check(read);
+    } catch (err) {
+      throw new Invalid(err instanceof Error ? err.message : String(err));
+    }
+  };
+}
+
 /** undefined reads as `fallback` (taken as it is: a default is the code's, not the user's). */
 export function withDefault<T>(schema: Schema<T>, fallback: T): Schema<T> {
   return (value) => (value === undefined ? fallback : schema(value));

@@ -11,6 +11,7 @@ import { ConfigError } from '../errors.js';
 import {
   array,
   boolean,
+  checked,
   integer,
   Invalid,
   oneOf,
@@ -18,7 +19,6 @@ import {
   string,
   withDefault,
   type Infer,
-  type Schema,
   type Shape,
 } from '../schema.js';
 
@@ -135,18 +135,6 @@ export function loadConfig<S extends Shape>(
 }
 
 // --- field helpers: accept the string forms that flags and env deliver -------
-
-/** `check` as a schema: what it throws becomes the setting's one-line complaint. */
-export function checked<T, U>(schema: Schema<T>, check: (value: T) => U): Schema<U> {
-  return (value) => {
-    const read = schema(value);
-    try {
-      return check(read);
-    } catch (err) {
-      throw new Invalid(err instanceof Error ? err.message : String(err));
-    }
-  };
-}
 
 export function intSetting(options: { min: number; max: number; default: number }) {
   const read = integer(options);

@@ -9,7 +9,6 @@ import { LOG_LEVELS } from '../log.js';
 import { parseGrpcAddress } from '../rpc/address.js';
 import {
   boolSetting,
-  checked,
   enumSetting,
   intSetting,
   listSetting,
@@ -21,7 +20,7 @@ import {
   type Env,
   type SettingsOf,
 } from './loader.js';
-import { optional, string, withDefault } from '../schema.js';
+import { checked, optional, string, withDefault } from '../schema.js';
 import { BraidError } from '../errors.js';
 import { parseSshUrl } from '../ssh/ssh-url.js';
 
