@@ -7,6 +7,7 @@ import type { AgentConfig } from '../config/settings.js';
 import { clientTlsFiles } from '../config/tls-files.js';
 import { BraidError, errorLine } from '../errors.js';
 import type { Logger } from '../log.js';
+import { DockerConfigCredentials } from '../oci/credentials.js';
 import { registryClientFor } from '../oci/registry-factory.js';
 import { formatGrpcAddress } from '../rpc/address.js';
 import { createClient } from '../rpc/client.js';
@@ -105,6 +106,7 @@ export async function startAgent(
   });
   const contexts = new ContextCache(config.cacheDir, config.maxCacheBytes);
   const registry = registryClientFor(config, env);
+  const credentials = new DockerConfigCredentials({ env });
   const agentLog = log.child({ agent: config.name });
   agentLog.info(
     {
@@ -140,6 +142,7 @@ export async function startAgent(
             for await (const response of client.fetchContext({ digest })) yield response.chunk;
           },
           registry,
+          credentials,
           buildNetwork,
           log: agentLog,
         },

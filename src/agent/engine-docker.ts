@@ -4,12 +4,14 @@
  * up platforms on one engine; no session or buildx is needed for a tar
  * context. Every line of the build stream is read for in-band errors.
  */
-import type { Agent, IncomingMessage } from 'node:http';
+import { request as httpRequest, type Agent, type IncomingMessage } from 'node:http';
+import type { Duplex } from 'node:stream';
 import Docker from 'dockerode';
 import type DockerModem from 'docker-modem';
 import type { ErrorCode } from '../errors.js';
 import { formatPlatform, parsePlatform } from '../oci/platform.js';
 import { BUILDKIT_TRACE_ID, BuildkitTrace, decodeTrace } from './buildkit-trace.js';
+import { BuildkitSession, type SessionHeaders } from './buildkit-session.js';
 import type { BuildOptions, Engine, EngineInfo, ProgressListener } from './engine.js';
 import { EngineError } from './engine-error.js';
 import { readJsonStream, type AuxMessage } from './json-stream.js';
@@ -40,6 +42,8 @@ interface ModemError extends Error {
 export class DockerEngine implements Engine {
   readonly url: string;
   private readonly modem: DockerModem;
+  /** Where raw requests go (the session's upgrade, which dockerode cannot make). */
+  private readonly endpoint: Pick<DockerEngineOptions, 'socketPath' | 'host' | 'port' | 'agent'>;
   private readonly requestTimeoutMs: number;
   private readonly errorLogLines: number;
 
@@ -53,6 +57,12 @@ export class DockerEngine implements Engine {
       ...(options.agent !== undefined && ({ agent: options.agent } as Docker.DockerOptions)),
     });
     this.modem = docker.modem;
+    this.endpoint = {
+      socketPath: options.socketPath,
+      host: options.host,
+      port: options.port,
+      agent: options.agent,
+    };
     this.requestTimeoutMs = options.requestTimeoutMs ?? 30_000;
     this.errorLogLines = options.errorLogLines ?? 20;
   }
@@ -86,7 +96,7 @@ export class DockerEngine implements Engine {
   ): Promise<{ imageId: string }> {
     const platform = formatPlatform(parsePlatform(options.platform));
     const operation = `build ${platform}`;
-    const query: Record<string, string> = {
+    const query: Record<string, string | string[]> = {
       version: '2',
       dockerfile: options.dockerfile,
       platform,
@@ -99,11 +109,19 @@ export class DockerEngine implements Engine {
     if (options.networkMode !== undefined && options.networkMode !== '') {
       query.networkmode = options.networkMode;
     }
+    // Repeated `extrahosts=` parameters and a JSON `cachefrom`, as the docker CLI sends them.
+    // (shmsize and ulimits are not sent: dockerd 20.10's BuildKit ignores both.)
+    if (options.addHosts?.length) query.extrahosts = [...options.addHosts];
+    if (options.cacheFrom?.length) query.cachefrom = JSON.stringify(options.cacheFrom);
+    // Every build has a session: without one, any `RUN --mount=type=secret`
+    // (even optional) fails with BuildKit's "no active sessions".
+    const session = new BuildkitSession(options.session);
 
     const cancelled = (): EngineError =>
       new EngineError('cancelled', { operation, detail: 'cancelled', engine: this.url });
     if (signal.aborted) {
       destroyContext(options.context);
+      session.close();
       throw cancelled();
     }
 
@@ -123,6 +141,8 @@ export class DockerEngine implements Engine {
     };
     signal.addEventListener('abort', closeOnAbort, { once: true });
     try {
+      session.serve(await this.dialSession(operation, session.headers(), signal));
+      query.session = session.id;
       response = await this.open(operation, {
         path: '/build?',
         method: 'POST',
@@ -191,7 +211,67 @@ export class DockerEngine implements Engine {
       // A stream left open would keep the build running on the engine.
       if (response !== undefined && !response.readableEnded) response.destroy();
       destroyContext(options.context);
+      session.close();
     }
+  }
+
+  /**
+   * `POST /session`, upgraded to h2c: the connection on which the engine
+   * calls the session's services. Bounded by the request timeout.
+   */
+  private dialSession(
+    operation: string,
+    headers: SessionHeaders,
+    signal: AbortSignal,
+  ): Promise<Duplex> {
+    const deadline = AbortSignal.any([signal, AbortSignal.timeout(this.requestTimeoutMs)]);
+    return new Promise<Duplex>((resolve, reject) => {
+      const fail = (detail: string, code: ErrorCode = 'unavailable', cause?: unknown): void =>
+        reject(
+          new EngineError(
+            deadline.aborted && !signal.aborted ? 'deadline_exceeded' : code,
+            { operation, detail: `BuildKit session: ${detail}`, engine: this.url },
+            { cause },
+          ),
+        );
+      const request = httpRequest({
+        ...(this.endpoint.socketPath !== undefined
+          ? { socketPath: this.endpoint.socketPath }
+          : { host: this.endpoint.host, port: this.endpoint.port }),
+        ...(this.endpoint.agent !== undefined && { agent: this.endpoint.agent }),
+        method: 'POST',
+        path: '/session',
+        headers: { ...headers, Connection: 'Upgrade', Upgrade: 'h2c' },
+        signal: deadline,
+      });
+      request.on('upgrade', (_response, socket, head) => {
+        if (head.length > 0) socket.unshift(head);
+        resolve(socket);
+      });
+      request.on('response', (response) => {
+        let body = '';
+        response.setEncoding('utf8');
+        response.on('data', (chunk: string) => {
+          if (body.length < 4096) body += chunk;
+        });
+        response.on('end', () => {
+          let message = body.trim();
+          try {
+            message = (JSON.parse(body) as { message?: string }).message ?? message;
+          } catch {
+            // Not JSON: the text as it came.
+          }
+          fail(
+            `the engine answered ${response.statusCode ?? '?'}: ${message || 'no upgrade'}`,
+            statusCode(response.statusCode ?? 500),
+          );
+        });
+      });
+      request.on('error', (err: NodeJS.ErrnoException) =>
+        fail(err.code ?? err.message, 'unavailable', err),
+      );
+      request.end();
+    });
   }
 
   async exportImage(imageId: string, signal?: AbortSignal): Promise<NodeJS.ReadableStream> {

@@ -5,6 +5,7 @@
 import { EngineError } from './engine-error.js';
 import type { ProgressEvent } from './buildkit-trace.js';
 import type { BinfmtReader } from './capabilities.js';
+import type { SessionProviders } from './buildkit-session.js';
 import { DockerEngine, type DockerEngineOptions } from './engine-docker.js';
 import { SshEngine, type SshEngineOptions } from './engine-ssh.js';
 import { parseSshUrl } from '../ssh/ssh-url.js';
@@ -43,6 +44,12 @@ export interface BuildOptions {
   pull: boolean;
   /** Network of RUN steps: `none`, `host`, …; the engine's default when absent. */
   networkMode?: string;
+  /** Extra /etc/hosts entries of RUN steps, `host:ip`. */
+  addHosts?: readonly string[];
+  /** Images whose inline cache BuildKit may reuse (`registry/repo:tag`). */
+  cacheFrom?: readonly string[];
+  /** What the build's BuildKit session serves: secrets, SSH agents, registry credentials (default: none, anonymous). */
+  session?: SessionProviders | undefined;
 }
 
 export type ProgressListener = (event: ProgressEvent) => void;

@@ -9,6 +9,7 @@ import type { AssignJob } from '../gen/braid/v1/agent_pb.js';
 import { BraidError, errorLine } from '../errors.js';
 import type { Logger } from '../log.js';
 import { formatPlatform } from '../oci/platform.js';
+import type { CredentialSource } from '../oci/credentials.js';
 import type { RegistryClient } from '../oci/registry.js';
 import { fromProtoPlatform } from '../rpc/platform.js';
 import type { ContextCache, ContextFetcher } from './context-cache.js';
@@ -39,6 +40,8 @@ export interface JobRunnerDeps {
   contexts: ContextCache;
   fetchContext: ContextFetcher;
   registry: RegistryClient;
+  /** Registry logins BuildKit may use for `FROM` (the agent's docker config). */
+  credentials: CredentialSource;
   /** Engine network for RUN steps ('' = the engine's default). */
   buildNetwork: string;
   log: Logger;
@@ -90,12 +93,20 @@ export async function runJob(
         context: createReadStream(fetched.path),
         dockerfile: job.dockerfile || 'Dockerfile',
         platform: platformText,
-        buildArgs: { ...job.buildArgs },
+        // BuildKit writes its cache into the image config (--cache-to): dockerd exports no other kind.
+        buildArgs: { ...job.buildArgs, ...(job.inlineCache && { BUILDKIT_INLINE_CACHE: '1' }) },
         target: job.target || undefined,
         labels: { ...job.labels, 'io.braid.build-id': job.buildId, 'io.braid.job-id': job.jobId },
         noCache: job.noCache,
         pull: job.pull,
-        networkMode: deps.buildNetwork || undefined,
+        // The build's own --network, else the agent's setting.
+        networkMode: job.network || deps.buildNetwork || undefined,
+        addHosts: job.addHosts,
+        cacheFrom: job.cacheFrom,
+        session: {
+          secrets: new Map(job.secrets.map((secret) => [secret.id, secret.value])),
+          credentials: (host) => deps.credentials.credentialsFor(host),
+        },
       },
       (event) => {
         if (event.kind === 'step') {

@@ -52,7 +52,11 @@ export function buildService(deps: {
       if (deps.stopping.aborted)
         throw new BraidError('unavailable', 'the coordinator is shutting down');
       return {
-        build: await deps.orchestrator.submit(request.spec ?? ({} as never), request.requestId),
+        build: await deps.orchestrator.submit(
+          request.spec ?? ({} as never),
+          request.requestId,
+          request.secrets,
+        ),
       };
     },
     async *watchBuild(request, ctx) {

@@ -9,6 +9,7 @@ import { create, type MessageInitShape } from '@bufbuild/protobuf';
 import {
   BuildEventSchema,
   BuildState,
+  CacheType,
   LogSource,
   PlacementReason,
   type Build,
@@ -24,7 +25,7 @@ import {
 import { BraidError, errorLine } from '../errors.js';
 import type { Logger } from '../log.js';
 import { formatPlatform, platformsEqual } from '../oci/platform.js';
-import { formatReference, withTag, type ImageReference } from '../oci/reference.js';
+import { formatReference, parseReference, withTag, type ImageReference } from '../oci/reference.js';
 import type { RegistryClient } from '../oci/registry.js';
 import { buildIndex, publishIndex, resolveSources, type PublishOptions } from '../oci/stitch.js';
 import { fromProtoPlatform, toProtoPlatform } from '../rpc/platform.js';
@@ -40,6 +41,7 @@ import {
   type PendingJob,
   type PlacementBasis,
 } from './scheduler.js';
+import { SecretVault, checkSecrets, type BuildSecretValue } from './secret-vault.js';
 import { validateSpec, type ValidSpec } from './spec-validation.js';
 import {
   TERMINAL_BUILD_STATES,
@@ -118,6 +120,8 @@ export class Orchestrator {
   private readonly buildLogs = new Map<string, Logger>();
   /** Jobs of a previous coordinator run waiting for their agent, by deadline (ms). */
   private readonly orphans = new Map<string, number>();
+  /** Secret values of builds in flight: memory only (secret-vault.ts). */
+  private readonly secrets = new SecretVault();
 
   constructor(private readonly deps: OrchestratorDeps) {
     this.limits = { ...DEFAULT_LIMITS, ...deps.limits };
@@ -157,8 +161,13 @@ export class Orchestrator {
 
   // --- builds ------------------------------------------------------------------
 
-  async submit(spec: BuildSpec, sentRequestId = ''): Promise<Build> {
+  async submit(
+    spec: BuildSpec,
+    sentRequestId = '',
+    secrets: readonly BuildSecretValue[] = [],
+  ): Promise<Build> {
     const valid = validateSpec(spec);
+    const secretIds = checkSecrets(secrets);
     const requestId = requestIdFor(sentRequestId);
     if ((await this.deps.contexts.size(spec.contextDigest)) === undefined) {
       throw new BraidError(
@@ -197,13 +206,15 @@ export class Orchestrator {
     }
     const record: BuildRecord = {
       id,
-      spec: { ...spec, dockerfile: valid.dockerfile },
+      // The ids are the coordinator's to set: they say which values it must hold.
+      spec: { ...spec, dockerfile: valid.dockerfile, secretIds },
       state: BuildState.QUEUED,
       createdAt: this.clock(),
       error: '',
       requestId,
     };
     this.deps.store.createBuild(record, jobs);
+    this.secrets.keep(id, secrets);
     this.deps.observer?.jobsQueued(jobs, record.createdAt);
     this.specs.set(id, valid);
     this.event(id, {
@@ -472,6 +483,7 @@ export class Orchestrator {
           currentStep: '',
         });
         this.recordCache(job, session);
+        this.settleFailedBuild(job.buildId);
         this.maybeStitch(job.buildId);
       }
     }
@@ -624,6 +636,15 @@ export class Orchestrator {
   ): void {
     const build = this.deps.store.getBuildRecord(job.buildId);
     if (!build) return;
+    const secrets = build.spec.secretIds.length > 0 ? this.secrets.get(build.id) : [];
+    if (secrets === undefined) {
+      // Never a silent build without its secrets.
+      this.failJob(
+        job,
+        `the build's secrets (${build.spec.secretIds.join(', ')}) are gone: the coordinator restarted, and it keeps secret values in memory only; resubmit the build`,
+      );
+      return;
+    }
     const valid = this.specOf(job.buildId);
     const first = valid.tags[0] as ImageReference;
     const pushRepository = `${first.domain}/${first.repository}`;
@@ -681,6 +702,14 @@ export class Orchestrator {
         pushTags,
         attempt: job.attempt,
         requestId: build.requestId,
+        secrets: secrets.map((secret) => ({ id: secret.id, value: secret.value })),
+        network: build.spec.network === 'default' ? '' : build.spec.network,
+        addHosts: build.spec.addHosts,
+        cacheFrom: build.spec.cacheFrom
+          .filter((c) => c.type === CacheType.REGISTRY)
+          .map((c) => c.ref),
+        // A registry cache-to is kept as inline cache in the images braid pushes.
+        inlineCache: build.spec.cacheTo.length > 0,
       },
     });
   }
@@ -689,6 +718,15 @@ export class Orchestrator {
     this.moveJob(job, JobState.FAILED, { error, finishedAt: this.clock() });
     const build = this.deps.store.getBuildRecord(job.buildId);
     if (!build || TERMINAL_BUILD_STATES.has(build.state)) return;
+    if (build.spec.keepGoing) {
+      // --keep-going: the others run to the end; the build fails once all have.
+      this.coordinatorLog(
+        job.buildId,
+        `${formatPlatform(job.platform)} failed; the other platforms go on (--keep-going)`,
+      );
+      this.settleFailedBuild(job.buildId);
+      return;
+    }
     // One platform failed: stop the others, move no tag.
     for (const other of this.deps.store.jobsOf(job.buildId)) {
       if (other.id === job.id || TERMINAL_JOB_STATES.has(other.state)) continue;
@@ -705,6 +743,22 @@ export class Orchestrator {
       });
     }
     this.finishBuild(job.buildId, BuildState.FAILED, `${formatPlatform(job.platform)}: ${error}`);
+  }
+
+  /** A build whose every job has ended, some not succeeded, fails naming them; no tag moves. */
+  private settleFailedBuild(buildId: string): void {
+    const jobs = this.deps.store.jobsOf(buildId);
+    if (!jobs.every((j) => TERMINAL_JOB_STATES.has(j.state))) return;
+    const failed = jobs.filter((j) => j.state !== JobState.SUCCEEDED);
+    if (failed.length === 0) return;
+    const succeeded = jobs.length - failed.length;
+    this.finishBuild(
+      buildId,
+      BuildState.FAILED,
+      `${failed.map((j) => `${formatPlatform(j.platform)}: ${j.error || jobStateName(j.state)}`).join('; ')}` +
+        (succeeded > 0 ? ` (${succeeded} of ${jobs.length} platforms succeeded)` : '') +
+        '; no tag was moved',
+    );
   }
 
   private maybeStitch(buildId: string): void {
@@ -738,7 +792,11 @@ export class Orchestrator {
     }));
     const entries = await resolveSources(this.deps.registry, sources);
     const plan = buildIndex(entries, { attestations: true, format: 'auto', annotations: {} });
-    await publishIndex(this.deps.registry, plan, valid.tags, {
+    // --cache-to type=registry: the same index, whose images carry inline cache, under the cache ref.
+    const cacheRefs = (this.deps.store.getBuildRecord(buildId)?.spec.cacheTo ?? [])
+      .filter((c) => c.type === CacheType.REGISTRY)
+      .map((c) => parseReference(c.ref));
+    await publishIndex(this.deps.registry, plan, [...valid.tags, ...cacheRefs], {
       verifyImage: this.deps.verifyImage,
       onEvent: (e) => this.coordinatorLog(buildId, `${e.kind} ${e.detail}`),
     });
@@ -820,6 +878,7 @@ export class Orchestrator {
     if (terminal) {
       this.specs.delete(build.id);
       this.buildLogs.delete(build.id);
+      this.secrets.forget(build.id);
     }
   }
 

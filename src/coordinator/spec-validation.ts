@@ -2,8 +2,9 @@
  * A submitted BuildSpec checked before anything is stored or scheduled:
  * every bad value is named in one line.
  */
-import type { BuildSpec } from '../gen/braid/v1/build_pb.js';
+import { CacheMode, CacheType, type BuildSpec } from '../gen/braid/v1/build_pb.js';
 import { EmulationPolicy } from '../gen/braid/v1/common_pb.js';
+import { isIP } from 'node:net';
 import { BraidError } from '../errors.js';
 import { formatPlatform, parsePlatform, platformsEqual, type Platform } from '../oci/platform.js';
 import { parseReference, type ImageReference } from '../oci/reference.js';
@@ -70,6 +71,8 @@ export function validateSpec(spec: BuildSpec | undefined): ValidSpec {
   }
   if (spec.target && !TARGET_NAME.test(spec.target))
     invalid(`target "${spec.target}" is not a stage name`);
+  checkRunOptions(spec);
+  checkCache(spec);
   const policy =
     spec.emulation === EmulationPolicy.NATIVE_ONLY
       ? 'native-only'
@@ -77,4 +80,43 @@ export function validateSpec(spec: BuildSpec | undefined): ValidSpec {
         ? 'any'
         : 'prefer-native';
   return { platforms, tags, dockerfile, policy };
+}
+
+const NETWORKS = ['', 'default', 'none', 'host'];
+const HOST_NAME = /^[A-Za-z0-9]([A-Za-z0-9.-]{0,251}[A-Za-z0-9])?$/;
+export const MAX_ADD_HOSTS = 64;
+
+/** --network and --add-host: what the engine's /build takes. */
+function checkRunOptions(spec: BuildSpec): void {
+  if (!NETWORKS.includes(spec.network))
+    invalid(`network "${spec.network}" is not one of default, none, host`);
+  if (spec.addHosts.length > MAX_ADD_HOSTS)
+    invalid(`${spec.addHosts.length} extra hosts given; at most ${MAX_ADD_HOSTS}`);
+  for (const entry of spec.addHosts) {
+    const colon = entry.indexOf(':');
+    const host = entry.slice(0, colon);
+    const ip = entry.slice(colon + 1);
+    if (colon <= 0 || !HOST_NAME.test(host) || (ip !== 'host-gateway' && isIP(ip) === 0))
+      invalid(`extra host "${entry}" is not HOST:IP`);
+  }
+}
+
+/** --cache-from and --cache-to: what braid's agents can honour through the Engine API. */
+function checkCache(spec: BuildSpec): void {
+  for (const source of spec.cacheFrom) {
+    if (source.type === CacheType.INLINE) continue;
+    if (source.type !== CacheType.REGISTRY) invalid('cache-from: type must be registry or inline');
+    const ref = parseReference(source.ref);
+    if (!ref.tag && !ref.digest) invalid(`cache-from ref "${source.ref}" has no tag or digest`);
+  }
+  for (const target of spec.cacheTo) {
+    if (target.mode === CacheMode.MAX)
+      invalid(
+        "cache-to mode=max: the Docker Engine API's /build exports cache only inline (mode=min)",
+      );
+    if (target.type === CacheType.INLINE) continue;
+    if (target.type !== CacheType.REGISTRY) invalid('cache-to: type must be registry or inline');
+    const ref = parseReference(target.ref);
+    if (!ref.tag || ref.digest) invalid(`cache-to ref "${target.ref}" needs a tag (and no digest)`);
+  }
 }

@@ -24,7 +24,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file braid/v1/build.proto.
  */
 export const file_braid_v1_build: GenFile = /*@__PURE__*/
-  fileDesc("ChRicmFpZC92MS9idWlsZC5wcm90bxIIYnJhaWQudjEiIwoRSGFzQ29udGV4dFJlcXVlc3QSDgoGZGlnZXN0GAEgASgJIjkKEkhhc0NvbnRleHRSZXNwb25zZRIPCgdwcmVzZW50GAEgASgIEhIKCnNpemVfYnl0ZXMYAiABKAQiXQoUVXBsb2FkQ29udGV4dFJlcXVlc3QSKQoGaGVhZGVyGAEgASgLMhcuYnJhaWQudjEuQ29udGV4dEhlYWRlckgAEg8KBWNodW5rGAIgASgMSABCCQoHcGF5bG9hZCIzCg1Db250ZXh0SGVhZGVyEg4KBmRpZ2VzdBgBIAEoCRISCgpzaXplX2J5dGVzGAIgASgEIlQKFVVwbG9hZENvbnRleHRSZXNwb25zZRIOCgZkaWdlc3QYASABKAkSEgoKc2l6ZV9ieXRlcxgCIAEoBBIXCg9hbHJlYWR5X3ByZXNlbnQYAyABKAgiqwMKCUJ1aWxkU3BlYxIWCg5jb250ZXh0X2RpZ2VzdBgBIAEoCRISCgpkb2NrZXJmaWxlGAIgASgJEiUKCXBsYXRmb3JtcxgDIAMoCzISLmJyYWlkLnYxLlBsYXRmb3JtEgwKBHRhZ3MYBCADKAkSNgoKYnVpbGRfYXJncxgFIAMoCzIiLmJyYWlkLnYxLkJ1aWxkU3BlYy5CdWlsZEFyZ3NFbnRyeRIOCgZ0YXJnZXQYBiABKAkSLwoGbGFiZWxzGAcgAygLMh8uYnJhaWQudjEuQnVpbGRTcGVjLkxhYmVsc0VudHJ5EhAKCG5vX2NhY2hlGAggASgIEgwKBHB1bGwYCSABKAgSLAoJZW11bGF0aW9uGAogASgOMhkuYnJhaWQudjEuRW11bGF0aW9uUG9saWN5EhUKDXBsYXRmb3JtX3RhZ3MYCyABKAgaMAoOQnVpbGRBcmdzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ARotCgtMYWJlbHNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBIksKElN1Ym1pdEJ1aWxkUmVxdWVzdBIhCgRzcGVjGAEgASgLMhMuYnJhaWQudjEuQnVpbGRTcGVjEhIKCnJlcXVlc3RfaWQYAiABKAkiNQoTU3VibWl0QnVpbGRSZXNwb25zZRIeCgVidWlsZBgBIAEoCzIPLmJyYWlkLnYxLkJ1aWxkIqYCCgVCdWlsZBIKCgJpZBgBIAEoCRIhCgRzcGVjGAIgASgLMhMuYnJhaWQudjEuQnVpbGRTcGVjEiMKBXN0YXRlGAMgASgOMhQuYnJhaWQudjEuQnVpbGRTdGF0ZRIuCgpjcmVhdGVkX2F0GAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIvCgtmaW5pc2hlZF9hdBgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASGwoEam9icxgGIAMoCzINLmJyYWlkLnYxLkpvYhIoCgVpbmRleBgHIAEoCzIZLmJyYWlkLnYxLkltYWdlRGVzY3JpcHRvchINCgVlcnJvchgIIAEoCRISCgpyZXF1ZXN0X2lkGAkgASgJIrIDCgNKb2ISCgoCaWQYASABKAkSJAoIcGxhdGZvcm0YAiABKAsyEi5icmFpZC52MS5QbGF0Zm9ybRIhCgVzdGF0ZRgDIAEoDjISLmJyYWlkLnYxLkpvYlN0YXRlEg0KBWFnZW50GAQgASgJEhAKCGVtdWxhdGVkGAUgASgIEhAKCGVtdWxhdG9yGAYgASgJEhQKDGN1cnJlbnRfc3RlcBgHIAEoCRIoCgVpbWFnZRgIIAEoCzIZLmJyYWlkLnYxLkltYWdlRGVzY3JpcHRvchIuCgpzdGFydGVkX2F0GAkgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIvCgtmaW5pc2hlZF9hdBgKIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASEwoLZHVyYXRpb25fbXMYCyABKAQSDwoHYXR0ZW1wdBgMIAEoDRINCgVlcnJvchgNIAEoCRIzChBwbGFjZW1lbnRfcmVhc29uGA4gASgOMhkuYnJhaWQudjEuUGxhY2VtZW50UmVhc29uEhgKEHBsYWNlbWVudF9kZXRhaWwYDyABKAkiTQoRV2F0Y2hCdWlsZFJlcXVlc3QSEAoIYnVpbGRfaWQYASABKAkSFgoOYWZ0ZXJfc2VxdWVuY2UYAiABKAQSDgoGZm9sbG93GAMgASgIIjkKEldhdGNoQnVpbGRSZXNwb25zZRIjCgVldmVudBgBIAEoCzIULmJyYWlkLnYxLkJ1aWxkRXZlbnQiiAIKCkJ1aWxkRXZlbnQSEAoIc2VxdWVuY2UYASABKAQSKAoEdGltZRgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASMgoLYnVpbGRfc3RhdGUYAyABKAsyGy5icmFpZC52MS5CdWlsZFN0YXRlQ2hhbmdlZEgAEi4KCWpvYl9zdGF0ZRgEIAEoCzIZLmJyYWlkLnYxLkpvYlN0YXRlQ2hhbmdlZEgAEiAKA2xvZxgFIAEoCzIRLmJyYWlkLnYxLkxvZ0xpbmVIABIwCghkZWNpc2lvbhgGIAEoCzIcLmJyYWlkLnYxLlNjaGVkdWxpbmdEZWNpc2lvbkgAQgYKBGJvZHkicwoRQnVpbGRTdGF0ZUNoYW5nZWQSIwoFc3RhdGUYASABKA4yFC5icmFpZC52MS5CdWlsZFN0YXRlEg8KB21lc3NhZ2UYAiABKAkSKAoFaW5kZXgYAyABKAsyGS5icmFpZC52MS5JbWFnZURlc2NyaXB0b3Ii7AEKD0pvYlN0YXRlQ2hhbmdlZBIOCgZqb2JfaWQYASABKAkSJAoIcGxhdGZvcm0YAiABKAsyEi5icmFpZC52MS5QbGF0Zm9ybRIhCgVzdGF0ZRgDIAEoDjISLmJyYWlkLnYxLkpvYlN0YXRlEg0KBWFnZW50GAQgASgJEhAKCGVtdWxhdGVkGAUgASgIEg8KB21lc3NhZ2UYBiABKAkSKAoFaW1hZ2UYByABKAsyGS5icmFpZC52MS5JbWFnZURlc2NyaXB0b3ISEwoLZHVyYXRpb25fbXMYCCABKAQSDwoHYXR0ZW1wdBgJIAEoDSKKAQoHTG9nTGluZRIkCghwbGF0Zm9ybRgBIAEoCzISLmJyYWlkLnYxLlBsYXRmb3JtEg4KBmpvYl9pZBgCIAEoCRIjCgZzb3VyY2UYAyABKA4yEy5icmFpZC52MS5Mb2dTb3VyY2USDAoEdGV4dBgEIAEoCRIWCg5kcm9wcGVkX2JlZm9yZRgFIAEoDSKgAQoSU2NoZWR1bGluZ0RlY2lzaW9uEiQKCHBsYXRmb3JtGAEgASgLMhIuYnJhaWQudjEuUGxhdGZvcm0SDQoFYWdlbnQYAiABKAkSEAoIZW11bGF0ZWQYAyABKAgSDgoGcmVhc29uGAQgASgJEjMKEHBsYWNlbWVudF9yZWFzb24YBSABKA4yGS5icmFpZC52MS5QbGFjZW1lbnRSZWFzb24iIwoPR2V0QnVpbGRSZXF1ZXN0EhAKCGJ1aWxkX2lkGAEgASgJIjIKEEdldEJ1aWxkUmVzcG9uc2USHgoFYnVpbGQYASABKAsyDy5icmFpZC52MS5CdWlsZCJIChFMaXN0QnVpbGRzUmVxdWVzdBINCgVsaW1pdBgBIAEoDRIkCgZzdGF0ZXMYAiADKA4yFC5icmFpZC52MS5CdWlsZFN0YXRlIjUKEkxpc3RCdWlsZHNSZXNwb25zZRIfCgZidWlsZHMYASADKAsyDy5icmFpZC52MS5CdWlsZCI2ChJDYW5jZWxCdWlsZFJlcXVlc3QSEAoIYnVpbGRfaWQYASABKAkSDgoGcmVhc29uGAIgASgJIjUKE0NhbmNlbEJ1aWxkUmVzcG9uc2USHgoFYnVpbGQYASABKAsyDy5icmFpZC52MS5CdWlsZCITChFMaXN0QWdlbnRzUmVxdWVzdCI5ChJMaXN0QWdlbnRzUmVzcG9uc2USIwoGYWdlbnRzGAEgAygLMhMuYnJhaWQudjEuQWdlbnRJbmZvIqMDCglBZ2VudEluZm8SDAoEbmFtZRgBIAEoCRIPCgd2ZXJzaW9uGAIgASgJEisKD25hdGl2ZV9wbGF0Zm9ybRgDIAEoCzISLmJyYWlkLnYxLlBsYXRmb3JtEjYKEmVtdWxhdGVkX3BsYXRmb3JtcxgEIAMoCzIaLmJyYWlkLnYxLkVtdWxhdGVkUGxhdGZvcm0SEAoIY2FwYWNpdHkYBSABKA0SDwoHcnVubmluZxgGIAEoDRIvCgZsYWJlbHMYByADKAsyHy5icmFpZC52MS5BZ2VudEluZm8uTGFiZWxzRW50cnkSMAoMY29ubmVjdGVkX2F0GAggASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIyCg5sYXN0X2hlYXJ0YmVhdBgJIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASFgoOZW5naW5lX3ZlcnNpb24YCiABKAkSEQoJZW5naW5lX2lkGAsgASgJGi0KC0xhYmVsc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEiSQoQRW11bGF0ZWRQbGF0Zm9ybRIkCghwbGF0Zm9ybRgBIAEoCzISLmJyYWlkLnYxLlBsYXRmb3JtEg8KB2hhbmRsZXIYAiABKAkq3gEKCkJ1aWxkU3RhdGUSGwoXQlVJTERfU1RBVEVfVU5TUEVDSUZJRUQQABIWChJCVUlMRF9TVEFURV9RVUVVRUQQARIXChNCVUlMRF9TVEFURV9SVU5OSU5HEAISGQoVQlVJTERfU1RBVEVfU1RJVENISU5HEAMSGQoVQlVJTERfU1RBVEVfU1VDQ0VFREVEEAQSFgoSQlVJTERfU1RBVEVfRkFJTEVEEAUSGQoVQlVJTERfU1RBVEVfQ0FOQ0VMTEVEEAYSGQoVQlVJTERfU1RBVEVfVElNRURfT1VUEAcqngEKD1BsYWNlbWVudFJlYXNvbhIgChxQTEFDRU1FTlRfUkVBU09OX1VOU1BFQ0lGSUVEEAASIQodUExBQ0VNRU5UX1JFQVNPTl9PTkxZX0NBUEFCTEUQARIhCh1QTEFDRU1FTlRfUkVBU09OX0xFQVNUX0xPQURFRBACEiMKH1BMQUNFTUVOVF9SRUFTT05fQ0FDSEVfQUZGSU5JVFkQAypvCglMb2dTb3VyY2USGgoWTE9HX1NPVVJDRV9VTlNQRUNJRklFRBAAEhQKEExPR19TT1VSQ0VfQlVJTEQQARIUChBMT0dfU09VUkNFX0FHRU5UEAISGgoWTE9HX1NPVVJDRV9DT09SRElOQVRPUhADMuMECgxCdWlsZFNlcnZpY2USRwoKSGFzQ29udGV4dBIbLmJyYWlkLnYxLkhhc0NvbnRleHRSZXF1ZXN0GhwuYnJhaWQudjEuSGFzQ29udGV4dFJlc3BvbnNlElIKDVVwbG9hZENvbnRleHQSHi5icmFpZC52MS5VcGxvYWRDb250ZXh0UmVxdWVzdBofLmJyYWlkLnYxLlVwbG9hZENvbnRleHRSZXNwb25zZSgBEkoKC1N1Ym1pdEJ1aWxkEhwuYnJhaWQudjEuU3VibWl0QnVpbGRSZXF1ZXN0Gh0uYnJhaWQudjEuU3VibWl0QnVpbGRSZXNwb25zZRJJCgpXYXRjaEJ1aWxkEhsuYnJhaWQudjEuV2F0Y2hCdWlsZFJlcXVlc3QaHC5icmFpZC52MS5XYXRjaEJ1aWxkUmVzcG9uc2UwARJBCghHZXRCdWlsZBIZLmJyYWlkLnYxLkdldEJ1aWxkUmVxdWVzdBoaLmJyYWlkLnYxLkdldEJ1aWxkUmVzcG9uc2USRwoKTGlzdEJ1aWxkcxIbLmJyYWlkLnYxLkxpc3RCdWlsZHNSZXF1ZXN0GhwuYnJhaWQudjEuTGlzdEJ1aWxkc1Jlc3BvbnNlEkoKC0NhbmNlbEJ1aWxkEhwuYnJhaWQudjEuQ2FuY2VsQnVpbGRSZXF1ZXN0Gh0uYnJhaWQudjEuQ2FuY2VsQnVpbGRSZXNwb25zZRJHCgpMaXN0QWdlbnRzEhsuYnJhaWQudjEuTGlzdEFnZW50c1JlcXVlc3QaHC5icmFpZC52MS5MaXN0QWdlbnRzUmVzcG9uc2ViBnByb3RvMw", [file_braid_v1_common, file_google_protobuf_timestamp]);
+  fileDesc("ChRicmFpZC92MS9idWlsZC5wcm90bxIIYnJhaWQudjEiIwoRSGFzQ29udGV4dFJlcXVlc3QSDgoGZGlnZXN0GAEgASgJIjkKEkhhc0NvbnRleHRSZXNwb25zZRIPCgdwcmVzZW50GAEgASgIEhIKCnNpemVfYnl0ZXMYAiABKAQiXQoUVXBsb2FkQ29udGV4dFJlcXVlc3QSKQoGaGVhZGVyGAEgASgLMhcuYnJhaWQudjEuQ29udGV4dEhlYWRlckgAEg8KBWNodW5rGAIgASgMSABCCQoHcGF5bG9hZCIzCg1Db250ZXh0SGVhZGVyEg4KBmRpZ2VzdBgBIAEoCRISCgpzaXplX2J5dGVzGAIgASgEIlQKFVVwbG9hZENvbnRleHRSZXNwb25zZRIOCgZkaWdlc3QYASABKAkSEgoKc2l6ZV9ieXRlcxgCIAEoBBIXCg9hbHJlYWR5X3ByZXNlbnQYAyABKAgiywQKCUJ1aWxkU3BlYxIWCg5jb250ZXh0X2RpZ2VzdBgBIAEoCRISCgpkb2NrZXJmaWxlGAIgASgJEiUKCXBsYXRmb3JtcxgDIAMoCzISLmJyYWlkLnYxLlBsYXRmb3JtEgwKBHRhZ3MYBCADKAkSNgoKYnVpbGRfYXJncxgFIAMoCzIiLmJyYWlkLnYxLkJ1aWxkU3BlYy5CdWlsZEFyZ3NFbnRyeRIOCgZ0YXJnZXQYBiABKAkSLwoGbGFiZWxzGAcgAygLMh8uYnJhaWQudjEuQnVpbGRTcGVjLkxhYmVsc0VudHJ5EhAKCG5vX2NhY2hlGAggASgIEgwKBHB1bGwYCSABKAgSLAoJZW11bGF0aW9uGAogASgOMhkuYnJhaWQudjEuRW11bGF0aW9uUG9saWN5EhUKDXBsYXRmb3JtX3RhZ3MYCyABKAgSEgoKc2VjcmV0X2lkcxgMIAMoCRISCgprZWVwX2dvaW5nGA0gASgIEg8KB25ldHdvcmsYDiABKAkSEQoJYWRkX2hvc3RzGA8gAygJEikKCmNhY2hlX2Zyb20YECADKAsyFS5icmFpZC52MS5DYWNoZUltcG9ydBInCghjYWNoZV90bxgRIAMoCzIVLmJyYWlkLnYxLkNhY2hlRXhwb3J0GjAKDkJ1aWxkQXJnc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEaLQoLTGFiZWxzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASI9CgtDYWNoZUltcG9ydBIhCgR0eXBlGAEgASgOMhMuYnJhaWQudjEuQ2FjaGVUeXBlEgsKA3JlZhgCIAEoCSJgCgtDYWNoZUV4cG9ydBIhCgR0eXBlGAEgASgOMhMuYnJhaWQudjEuQ2FjaGVUeXBlEgsKA3JlZhgCIAEoCRIhCgRtb2RlGAMgASgOMhMuYnJhaWQudjEuQ2FjaGVNb2RlIigKC0J1aWxkU2VjcmV0EgoKAmlkGAEgASgJEg0KBXZhbHVlGAIgASgMInMKElN1Ym1pdEJ1aWxkUmVxdWVzdBIhCgRzcGVjGAEgASgLMhMuYnJhaWQudjEuQnVpbGRTcGVjEhIKCnJlcXVlc3RfaWQYAiABKAkSJgoHc2VjcmV0cxgDIAMoCzIVLmJyYWlkLnYxLkJ1aWxkU2VjcmV0IjUKE1N1Ym1pdEJ1aWxkUmVzcG9uc2USHgoFYnVpbGQYASABKAsyDy5icmFpZC52MS5CdWlsZCKmAgoFQnVpbGQSCgoCaWQYASABKAkSIQoEc3BlYxgCIAEoCzITLmJyYWlkLnYxLkJ1aWxkU3BlYxIjCgVzdGF0ZRgDIAEoDjIULmJyYWlkLnYxLkJ1aWxkU3RhdGUSLgoKY3JlYXRlZF9hdBgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLwoLZmluaXNoZWRfYXQYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhsKBGpvYnMYBiADKAsyDS5icmFpZC52MS5Kb2ISKAoFaW5kZXgYByABKAsyGS5icmFpZC52MS5JbWFnZURlc2NyaXB0b3ISDQoFZXJyb3IYCCABKAkSEgoKcmVxdWVzdF9pZBgJIAEoCSKyAwoDSm9iEgoKAmlkGAEgASgJEiQKCHBsYXRmb3JtGAIgASgLMhIuYnJhaWQudjEuUGxhdGZvcm0SIQoFc3RhdGUYAyABKA4yEi5icmFpZC52MS5Kb2JTdGF0ZRINCgVhZ2VudBgEIAEoCRIQCghlbXVsYXRlZBgFIAEoCBIQCghlbXVsYXRvchgGIAEoCRIUCgxjdXJyZW50X3N0ZXAYByABKAkSKAoFaW1hZ2UYCCABKAsyGS5icmFpZC52MS5JbWFnZURlc2NyaXB0b3ISLgoKc3RhcnRlZF9hdBgJIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLwoLZmluaXNoZWRfYXQYCiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhMKC2R1cmF0aW9uX21zGAsgASgEEg8KB2F0dGVtcHQYDCABKA0SDQoFZXJyb3IYDSABKAkSMwoQcGxhY2VtZW50X3JlYXNvbhgOIAEoDjIZLmJyYWlkLnYxLlBsYWNlbWVudFJlYXNvbhIYChBwbGFjZW1lbnRfZGV0YWlsGA8gASgJIk0KEVdhdGNoQnVpbGRSZXF1ZXN0EhAKCGJ1aWxkX2lkGAEgASgJEhYKDmFmdGVyX3NlcXVlbmNlGAIgASgEEg4KBmZvbGxvdxgDIAEoCCI5ChJXYXRjaEJ1aWxkUmVzcG9uc2USIwoFZXZlbnQYASABKAsyFC5icmFpZC52MS5CdWlsZEV2ZW50IogCCgpCdWlsZEV2ZW50EhAKCHNlcXVlbmNlGAEgASgEEigKBHRpbWUYAiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjIKC2J1aWxkX3N0YXRlGAMgASgLMhsuYnJhaWQudjEuQnVpbGRTdGF0ZUNoYW5nZWRIABIuCglqb2Jfc3RhdGUYBCABKAsyGS5icmFpZC52MS5Kb2JTdGF0ZUNoYW5nZWRIABIgCgNsb2cYBSABKAsyES5icmFpZC52MS5Mb2dMaW5lSAASMAoIZGVjaXNpb24YBiABKAsyHC5icmFpZC52MS5TY2hlZHVsaW5nRGVjaXNpb25IAEIGCgRib2R5InMKEUJ1aWxkU3RhdGVDaGFuZ2VkEiMKBXN0YXRlGAEgASgOMhQuYnJhaWQudjEuQnVpbGRTdGF0ZRIPCgdtZXNzYWdlGAIgASgJEigKBWluZGV4GAMgASgLMhkuYnJhaWQudjEuSW1hZ2VEZXNjcmlwdG9yIuwBCg9Kb2JTdGF0ZUNoYW5nZWQSDgoGam9iX2lkGAEgASgJEiQKCHBsYXRmb3JtGAIgASgLMhIuYnJhaWQudjEuUGxhdGZvcm0SIQoFc3RhdGUYAyABKA4yEi5icmFpZC52MS5Kb2JTdGF0ZRINCgVhZ2VudBgEIAEoCRIQCghlbXVsYXRlZBgFIAEoCBIPCgdtZXNzYWdlGAYgASgJEigKBWltYWdlGAcgASgLMhkuYnJhaWQudjEuSW1hZ2VEZXNjcmlwdG9yEhMKC2R1cmF0aW9uX21zGAggASgEEg8KB2F0dGVtcHQYCSABKA0iigEKB0xvZ0xpbmUSJAoIcGxhdGZvcm0YASABKAsyEi5icmFpZC52MS5QbGF0Zm9ybRIOCgZqb2JfaWQYAiABKAkSIwoGc291cmNlGAMgASgOMhMuYnJhaWQudjEuTG9nU291cmNlEgwKBHRleHQYBCABKAkSFgoOZHJvcHBlZF9iZWZvcmUYBSABKA0ioAEKElNjaGVkdWxpbmdEZWNpc2lvbhIkCghwbGF0Zm9ybRgBIAEoCzISLmJyYWlkLnYxLlBsYXRmb3JtEg0KBWFnZW50GAIgASgJEhAKCGVtdWxhdGVkGAMgASgIEg4KBnJlYXNvbhgEIAEoCRIzChBwbGFjZW1lbnRfcmVhc29uGAUgASgOMhkuYnJhaWQudjEuUGxhY2VtZW50UmVhc29uIiMKD0dldEJ1aWxkUmVxdWVzdBIQCghidWlsZF9pZBgBIAEoCSIyChBHZXRCdWlsZFJlc3BvbnNlEh4KBWJ1aWxkGAEgASgLMg8uYnJhaWQudjEuQnVpbGQiSAoRTGlzdEJ1aWxkc1JlcXVlc3QSDQoFbGltaXQYASABKA0SJAoGc3RhdGVzGAIgAygOMhQuYnJhaWQudjEuQnVpbGRTdGF0ZSI1ChJMaXN0QnVpbGRzUmVzcG9uc2USHwoGYnVpbGRzGAEgAygLMg8uYnJhaWQudjEuQnVpbGQiNgoSQ2FuY2VsQnVpbGRSZXF1ZXN0EhAKCGJ1aWxkX2lkGAEgASgJEg4KBnJlYXNvbhgCIAEoCSI1ChNDYW5jZWxCdWlsZFJlc3BvbnNlEh4KBWJ1aWxkGAEgASgLMg8uYnJhaWQudjEuQnVpbGQiEwoRTGlzdEFnZW50c1JlcXVlc3QiOQoSTGlzdEFnZW50c1Jlc3BvbnNlEiMKBmFnZW50cxgBIAMoCzITLmJyYWlkLnYxLkFnZW50SW5mbyKjAwoJQWdlbnRJbmZvEgwKBG5hbWUYASABKAkSDwoHdmVyc2lvbhgCIAEoCRIrCg9uYXRpdmVfcGxhdGZvcm0YAyABKAsyEi5icmFpZC52MS5QbGF0Zm9ybRI2ChJlbXVsYXRlZF9wbGF0Zm9ybXMYBCADKAsyGi5icmFpZC52MS5FbXVsYXRlZFBsYXRmb3JtEhAKCGNhcGFjaXR5GAUgASgNEg8KB3J1bm5pbmcYBiABKA0SLwoGbGFiZWxzGAcgAygLMh8uYnJhaWQudjEuQWdlbnRJbmZvLkxhYmVsc0VudHJ5EjAKDGNvbm5lY3RlZF9hdBgIIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASMgoObGFzdF9oZWFydGJlYXQYCSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhYKDmVuZ2luZV92ZXJzaW9uGAogASgJEhEKCWVuZ2luZV9pZBgLIAEoCRotCgtMYWJlbHNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBIkkKEEVtdWxhdGVkUGxhdGZvcm0SJAoIcGxhdGZvcm0YASABKAsyEi5icmFpZC52MS5QbGF0Zm9ybRIPCgdoYW5kbGVyGAIgASgJKlcKCUNhY2hlVHlwZRIaChZDQUNIRV9UWVBFX1VOU1BFQ0lGSUVEEAASFwoTQ0FDSEVfVFlQRV9SRUdJU1RSWRABEhUKEUNBQ0hFX1RZUEVfSU5MSU5FEAIqTwoJQ2FjaGVNb2RlEhoKFkNBQ0hFX01PREVfVU5TUEVDSUZJRUQQABISCg5DQUNIRV9NT0RFX01JThABEhIKDkNBQ0hFX01PREVfTUFYEAIq3gEKCkJ1aWxkU3RhdGUSGwoXQlVJTERfU1RBVEVfVU5TUEVDSUZJRUQQABIWChJCVUlMRF9TVEFURV9RVUVVRUQQARIXChNCVUlMRF9TVEFURV9SVU5OSU5HEAISGQoVQlVJTERfU1RBVEVfU1RJVENISU5HEAMSGQoVQlVJTERfU1RBVEVfU1VDQ0VFREVEEAQSFgoSQlVJTERfU1RBVEVfRkFJTEVEEAUSGQoVQlVJTERfU1RBVEVfQ0FOQ0VMTEVEEAYSGQoVQlVJTERfU1RBVEVfVElNRURfT1VUEAcqngEKD1BsYWNlbWVudFJlYXNvbhIgChxQTEFDRU1FTlRfUkVBU09OX1VOU1BFQ0lGSUVEEAASIQodUExBQ0VNRU5UX1JFQVNPTl9PTkxZX0NBUEFCTEUQARIhCh1QTEFDRU1FTlRfUkVBU09OX0xFQVNUX0xPQURFRBACEiMKH1BMQUNFTUVOVF9SRUFTT05fQ0FDSEVfQUZGSU5JVFkQAypvCglMb2dTb3VyY2USGgoWTE9HX1NPVVJDRV9VTlNQRUNJRklFRBAAEhQKEExPR19TT1VSQ0VfQlVJTEQQARIUChBMT0dfU09VUkNFX0FHRU5UEAISGgoWTE9HX1NPVVJDRV9DT09SRElOQVRPUhADMuMECgxCdWlsZFNlcnZpY2USRwoKSGFzQ29udGV4dBIbLmJyYWlkLnYxLkhhc0NvbnRleHRSZXF1ZXN0GhwuYnJhaWQudjEuSGFzQ29udGV4dFJlc3BvbnNlElIKDVVwbG9hZENvbnRleHQSHi5icmFpZC52MS5VcGxvYWRDb250ZXh0UmVxdWVzdBofLmJyYWlkLnYxLlVwbG9hZENvbnRleHRSZXNwb25zZSgBEkoKC1N1Ym1pdEJ1aWxkEhwuYnJhaWQudjEuU3VibWl0QnVpbGRSZXF1ZXN0Gh0uYnJhaWQudjEuU3VibWl0QnVpbGRSZXNwb25zZRJJCgpXYXRjaEJ1aWxkEhsuYnJhaWQudjEuV2F0Y2hCdWlsZFJlcXVlc3QaHC5icmFpZC52MS5XYXRjaEJ1aWxkUmVzcG9uc2UwARJBCghHZXRCdWlsZBIZLmJyYWlkLnYxLkdldEJ1aWxkUmVxdWVzdBoaLmJyYWlkLnYxLkdldEJ1aWxkUmVzcG9uc2USRwoKTGlzdEJ1aWxkcxIbLmJyYWlkLnYxLkxpc3RCdWlsZHNSZXF1ZXN0GhwuYnJhaWQudjEuTGlzdEJ1aWxkc1Jlc3BvbnNlEkoKC0NhbmNlbEJ1aWxkEhwuYnJhaWQudjEuQ2FuY2VsQnVpbGRSZXF1ZXN0Gh0uYnJhaWQudjEuQ2FuY2VsQnVpbGRSZXNwb25zZRJHCgpMaXN0QWdlbnRzEhsuYnJhaWQudjEuTGlzdEFnZW50c1JlcXVlc3QaHC5icmFpZC52MS5MaXN0QWdlbnRzUmVzcG9uc2ViBnByb3RvMw", [file_braid_v1_common, file_google_protobuf_timestamp]);
 
 /**
  * @generated from message braid.v1.HasContextRequest
@@ -229,6 +229,54 @@ export type BuildSpec = Message<"braid.v1.BuildSpec"> & {
    * @generated from field: bool platform_tags = 11;
    */
   platformTags: boolean;
+
+  /**
+   * Ids of the secrets the build was given (SubmitBuildRequest.secrets); set
+   * by the coordinator from the submit, never a value. A build whose secrets
+   * the coordinator no longer holds (it restarted) fails instead of building
+   * without them.
+   *
+   * @generated from field: repeated string secret_ids = 12;
+   */
+  secretIds: string[];
+
+  /**
+   * When one platform fails, let the others run to the end (their logs and
+   * timings are kept); the build still fails and no tag moves. Default: the
+   * first failure cancels the other platforms, as buildx does.
+   *
+   * @generated from field: bool keep_going = 13;
+   */
+  keepGoing: boolean;
+
+  /**
+   * Network of RUN steps: "" or "default" (the agent's own setting), "none"
+   * or "host".
+   *
+   * @generated from field: string network = 14;
+   */
+  network: string;
+
+  /**
+   * Extra /etc/hosts entries of RUN steps, "HOST:IP" each.
+   *
+   * @generated from field: repeated string add_hosts = 15;
+   */
+  addHosts: string[];
+
+  /**
+   * Where the build may find cache from earlier builds (--cache-from).
+   *
+   * @generated from field: repeated braid.v1.CacheImport cache_from = 16;
+   */
+  cacheFrom: CacheImport[];
+
+  /**
+   * Where the build leaves its cache for later builds (--cache-to).
+   *
+   * @generated from field: repeated braid.v1.CacheExport cache_to = 17;
+   */
+  cacheTo: CacheExport[];
 };
 
 /**
@@ -237,6 +285,89 @@ export type BuildSpec = Message<"braid.v1.BuildSpec"> & {
  */
 export const BuildSpecSchema: GenMessage<BuildSpec> = /*@__PURE__*/
   messageDesc(file_braid_v1_build, 5);
+
+/**
+ * @generated from message braid.v1.CacheImport
+ */
+export type CacheImport = Message<"braid.v1.CacheImport"> & {
+  /**
+   * @generated from field: braid.v1.CacheType type = 1;
+   */
+  type: CacheType;
+
+  /**
+   * For CACHE_TYPE_REGISTRY: "registry/repo:tag" or "registry/repo@sha256:...".
+   *
+   * @generated from field: string ref = 2;
+   */
+  ref: string;
+};
+
+/**
+ * Describes the message braid.v1.CacheImport.
+ * Use `create(CacheImportSchema)` to create a new message.
+ */
+export const CacheImportSchema: GenMessage<CacheImport> = /*@__PURE__*/
+  messageDesc(file_braid_v1_build, 6);
+
+/**
+ * @generated from message braid.v1.CacheExport
+ */
+export type CacheExport = Message<"braid.v1.CacheExport"> & {
+  /**
+   * @generated from field: braid.v1.CacheType type = 1;
+   */
+  type: CacheType;
+
+  /**
+   * For CACHE_TYPE_REGISTRY: "registry/repo:tag".
+   *
+   * @generated from field: string ref = 2;
+   */
+  ref: string;
+
+  /**
+   * @generated from field: braid.v1.CacheMode mode = 3;
+   */
+  mode: CacheMode;
+};
+
+/**
+ * Describes the message braid.v1.CacheExport.
+ * Use `create(CacheExportSchema)` to create a new message.
+ */
+export const CacheExportSchema: GenMessage<CacheExport> = /*@__PURE__*/
+  messageDesc(file_braid_v1_build, 7);
+
+/**
+ * A secret for `RUN --mount=type=secret,id=ID`. The coordinator keeps values
+ * in memory only, for the build's life, and hands them to the agents that
+ * build it; they are never stored, logged or echoed.
+ *
+ * @generated from message braid.v1.BuildSecret
+ */
+export type BuildSecret = Message<"braid.v1.BuildSecret"> & {
+  /**
+   * 1 to 128 of [A-Za-z0-9._-].
+   *
+   * @generated from field: string id = 1;
+   */
+  id: string;
+
+  /**
+   * At most 500 KiB (BuildKit's own cap).
+   *
+   * @generated from field: bytes value = 2;
+   */
+  value: Uint8Array;
+};
+
+/**
+ * Describes the message braid.v1.BuildSecret.
+ * Use `create(BuildSecretSchema)` to create a new message.
+ */
+export const BuildSecretSchema: GenMessage<BuildSecret> = /*@__PURE__*/
+  messageDesc(file_braid_v1_build, 8);
 
 /**
  * @generated from message braid.v1.SubmitBuildRequest
@@ -256,6 +387,14 @@ export type SubmitBuildRequest = Message<"braid.v1.SubmitBuildRequest"> & {
    * @generated from field: string request_id = 2;
    */
   requestId: string;
+
+  /**
+   * Secrets the build's RUN steps may mount (--secret). Kept apart from the
+   * spec so that they never reach the store: see BuildSecret.
+   *
+   * @generated from field: repeated braid.v1.BuildSecret secrets = 3;
+   */
+  secrets: BuildSecret[];
 };
 
 /**
@@ -263,7 +402,7 @@ export type SubmitBuildRequest = Message<"braid.v1.SubmitBuildRequest"> & {
  * Use `create(SubmitBuildRequestSchema)` to create a new message.
  */
 export const SubmitBuildRequestSchema: GenMessage<SubmitBuildRequest> = /*@__PURE__*/
-  messageDesc(file_braid_v1_build, 6);
+  messageDesc(file_braid_v1_build, 9);
 
 /**
  * @generated from message braid.v1.SubmitBuildResponse
@@ -280,7 +419,7 @@ export type SubmitBuildResponse = Message<"braid.v1.SubmitBuildResponse"> & {
  * Use `create(SubmitBuildResponseSchema)` to create a new message.
  */
 export const SubmitBuildResponseSchema: GenMessage<SubmitBuildResponse> = /*@__PURE__*/
-  messageDesc(file_braid_v1_build, 7);
+  messageDesc(file_braid_v1_build, 10);
 
 /**
  * @generated from message braid.v1.Build
@@ -344,7 +483,7 @@ export type Build = Message<"braid.v1.Build"> & {
  * Use `create(BuildSchema)` to create a new message.
  */
 export const BuildSchema: GenMessage<Build> = /*@__PURE__*/
-  messageDesc(file_braid_v1_build, 8);
+  messageDesc(file_braid_v1_build, 11);
 
 /**
  * @generated from message braid.v1.Job
@@ -449,7 +588,7 @@ export type Job = Message<"braid.v1.Job"> & {
  * Use `create(JobSchema)` to create a new message.
  */
 export const JobSchema: GenMessage<Job> = /*@__PURE__*/
-  messageDesc(file_braid_v1_build, 9);
+  messageDesc(file_braid_v1_build, 12);
 
 /**
  * @generated from message braid.v1.WatchBuildRequest
@@ -478,7 +617,7 @@ export type WatchBuildRequest = Message<"braid.v1.WatchBuildRequest"> & {
  * Use `create(WatchBuildRequestSchema)` to create a new message.
  */
 export const WatchBuildRequestSchema: GenMessage<WatchBuildRequest> = /*@__PURE__*/
-  messageDesc(file_braid_v1_build, 10);
+  messageDesc(file_braid_v1_build, 13);
 
 /**
  * @generated from message braid.v1.WatchBuildResponse
@@ -495,7 +634,7 @@ export type WatchBuildResponse = Message<"braid.v1.WatchBuildResponse"> & {
  * Use `create(WatchBuildResponseSchema)` to create a new message.
  */
 export const WatchBuildResponseSchema: GenMessage<WatchBuildResponse> = /*@__PURE__*/
-  messageDesc(file_braid_v1_build, 11);
+  messageDesc(file_braid_v1_build, 14);
 
 /**
  * Something that happened to a build. Sequences are per build, from 1.
@@ -548,7 +687,7 @@ export type BuildEvent = Message<"braid.v1.BuildEvent"> & {
  * Use `create(BuildEventSchema)` to create a new message.
  */
 export const BuildEventSchema: GenMessage<BuildEvent> = /*@__PURE__*/
-  messageDesc(file_braid_v1_build, 12);
+  messageDesc(file_braid_v1_build, 15);
 
 /**
  * @generated from message braid.v1.BuildStateChanged
@@ -577,7 +716,7 @@ export type BuildStateChanged = Message<"braid.v1.BuildStateChanged"> & {
  * Use `create(BuildStateChangedSchema)` to create a new message.
  */
 export const BuildStateChangedSchema: GenMessage<BuildStateChanged> = /*@__PURE__*/
-  messageDesc(file_braid_v1_build, 13);
+  messageDesc(file_braid_v1_build, 16);
 
 /**
  * @generated from message braid.v1.JobStateChanged
@@ -636,7 +775,7 @@ export type JobStateChanged = Message<"braid.v1.JobStateChanged"> & {
  * Use `create(JobStateChangedSchema)` to create a new message.
  */
 export const JobStateChangedSchema: GenMessage<JobStateChanged> = /*@__PURE__*/
-  messageDesc(file_braid_v1_build, 14);
+  messageDesc(file_braid_v1_build, 17);
 
 /**
  * @generated from message braid.v1.LogLine
@@ -677,7 +816,7 @@ export type LogLine = Message<"braid.v1.LogLine"> & {
  * Use `create(LogLineSchema)` to create a new message.
  */
 export const LogLineSchema: GenMessage<LogLine> = /*@__PURE__*/
-  messageDesc(file_braid_v1_build, 15);
+  messageDesc(file_braid_v1_build, 18);
 
 /**
  * @generated from message braid.v1.SchedulingDecision
@@ -716,7 +855,7 @@ export type SchedulingDecision = Message<"braid.v1.SchedulingDecision"> & {
  * Use `create(SchedulingDecisionSchema)` to create a new message.
  */
 export const SchedulingDecisionSchema: GenMessage<SchedulingDecision> = /*@__PURE__*/
-  messageDesc(file_braid_v1_build, 16);
+  messageDesc(file_braid_v1_build, 19);
 
 /**
  * @generated from message braid.v1.GetBuildRequest
@@ -733,7 +872,7 @@ export type GetBuildRequest = Message<"braid.v1.GetBuildRequest"> & {
  * Use `create(GetBuildRequestSchema)` to create a new message.
  */
 export const GetBuildRequestSchema: GenMessage<GetBuildRequest> = /*@__PURE__*/
-  messageDesc(file_braid_v1_build, 17);
+  messageDesc(file_braid_v1_build, 20);
 
 /**
  * @generated from message braid.v1.GetBuildResponse
@@ -750,7 +889,7 @@ export type GetBuildResponse = Message<"braid.v1.GetBuildResponse"> & {
  * Use `create(GetBuildResponseSchema)` to create a new message.
  */
 export const GetBuildResponseSchema: GenMessage<GetBuildResponse> = /*@__PURE__*/
-  messageDesc(file_braid_v1_build, 18);
+  messageDesc(file_braid_v1_build, 21);
 
 /**
  * @generated from message braid.v1.ListBuildsRequest
@@ -776,7 +915,7 @@ export type ListBuildsRequest = Message<"braid.v1.ListBuildsRequest"> & {
  * Use `create(ListBuildsRequestSchema)` to create a new message.
  */
 export const ListBuildsRequestSchema: GenMessage<ListBuildsRequest> = /*@__PURE__*/
-  messageDesc(file_braid_v1_build, 19);
+  messageDesc(file_braid_v1_build, 22);
 
 /**
  * @generated from message braid.v1.ListBuildsResponse
@@ -793,7 +932,7 @@ export type ListBuildsResponse = Message<"braid.v1.ListBuildsResponse"> & {
  * Use `create(ListBuildsResponseSchema)` to create a new message.
  */
 export const ListBuildsResponseSchema: GenMessage<ListBuildsResponse> = /*@__PURE__*/
-  messageDesc(file_braid_v1_build, 20);
+  messageDesc(file_braid_v1_build, 23);
 
 /**
  * @generated from message braid.v1.CancelBuildRequest
@@ -815,7 +954,7 @@ export type CancelBuildRequest = Message<"braid.v1.CancelBuildRequest"> & {
  * Use `create(CancelBuildRequestSchema)` to create a new message.
  */
 export const CancelBuildRequestSchema: GenMessage<CancelBuildRequest> = /*@__PURE__*/
-  messageDesc(file_braid_v1_build, 21);
+  messageDesc(file_braid_v1_build, 24);
 
 /**
  * @generated from message braid.v1.CancelBuildResponse
@@ -832,7 +971,7 @@ export type CancelBuildResponse = Message<"braid.v1.CancelBuildResponse"> & {
  * Use `create(CancelBuildResponseSchema)` to create a new message.
  */
 export const CancelBuildResponseSchema: GenMessage<CancelBuildResponse> = /*@__PURE__*/
-  messageDesc(file_braid_v1_build, 22);
+  messageDesc(file_braid_v1_build, 25);
 
 /**
  * @generated from message braid.v1.ListAgentsRequest
@@ -845,7 +984,7 @@ export type ListAgentsRequest = Message<"braid.v1.ListAgentsRequest"> & {
  * Use `create(ListAgentsRequestSchema)` to create a new message.
  */
 export const ListAgentsRequestSchema: GenMessage<ListAgentsRequest> = /*@__PURE__*/
-  messageDesc(file_braid_v1_build, 23);
+  messageDesc(file_braid_v1_build, 26);
 
 /**
  * @generated from message braid.v1.ListAgentsResponse
@@ -862,7 +1001,7 @@ export type ListAgentsResponse = Message<"braid.v1.ListAgentsResponse"> & {
  * Use `create(ListAgentsResponseSchema)` to create a new message.
  */
 export const ListAgentsResponseSchema: GenMessage<ListAgentsResponse> = /*@__PURE__*/
-  messageDesc(file_braid_v1_build, 24);
+  messageDesc(file_braid_v1_build, 27);
 
 /**
  * @generated from message braid.v1.AgentInfo
@@ -931,7 +1070,7 @@ export type AgentInfo = Message<"braid.v1.AgentInfo"> & {
  * Use `create(AgentInfoSchema)` to create a new message.
  */
 export const AgentInfoSchema: GenMessage<AgentInfo> = /*@__PURE__*/
-  messageDesc(file_braid_v1_build, 25);
+  messageDesc(file_braid_v1_build, 28);
 
 /**
  * @generated from message braid.v1.EmulatedPlatform
@@ -955,7 +1094,67 @@ export type EmulatedPlatform = Message<"braid.v1.EmulatedPlatform"> & {
  * Use `create(EmulatedPlatformSchema)` to create a new message.
  */
 export const EmulatedPlatformSchema: GenMessage<EmulatedPlatform> = /*@__PURE__*/
-  messageDesc(file_braid_v1_build, 26);
+  messageDesc(file_braid_v1_build, 29);
+
+/**
+ * @generated from enum braid.v1.CacheType
+ */
+export enum CacheType {
+  /**
+   * @generated from enum value: CACHE_TYPE_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * An image reference in a registry.
+   *
+   * @generated from enum value: CACHE_TYPE_REGISTRY = 1;
+   */
+  REGISTRY = 1,
+
+  /**
+   * The cache travels inside the pushed images' configs.
+   *
+   * @generated from enum value: CACHE_TYPE_INLINE = 2;
+   */
+  INLINE = 2,
+}
+
+/**
+ * Describes the enum braid.v1.CacheType.
+ */
+export const CacheTypeSchema: GenEnum<CacheType> = /*@__PURE__*/
+  enumDesc(file_braid_v1_build, 0);
+
+/**
+ * @generated from enum braid.v1.CacheMode
+ */
+export enum CacheMode {
+  /**
+   * @generated from enum value: CACHE_MODE_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * Only the layers of the final stage (buildx's default).
+   *
+   * @generated from enum value: CACHE_MODE_MIN = 1;
+   */
+  MIN = 1,
+
+  /**
+   * Every stage's layers (refused: the Docker Engine API cannot export it).
+   *
+   * @generated from enum value: CACHE_MODE_MAX = 2;
+   */
+  MAX = 2,
+}
+
+/**
+ * Describes the enum braid.v1.CacheMode.
+ */
+export const CacheModeSchema: GenEnum<CacheMode> = /*@__PURE__*/
+  enumDesc(file_braid_v1_build, 1);
 
 /**
  * @generated from enum braid.v1.BuildState
@@ -1014,7 +1213,7 @@ export enum BuildState {
  * Describes the enum braid.v1.BuildState.
  */
 export const BuildStateSchema: GenEnum<BuildState> = /*@__PURE__*/
-  enumDesc(file_braid_v1_build, 0);
+  enumDesc(file_braid_v1_build, 2);
 
 /**
  * Why a job went to its agent, among the capable agents of the best mode
@@ -1056,7 +1255,7 @@ export enum PlacementReason {
  * Describes the enum braid.v1.PlacementReason.
  */
 export const PlacementReasonSchema: GenEnum<PlacementReason> = /*@__PURE__*/
-  enumDesc(file_braid_v1_build, 1);
+  enumDesc(file_braid_v1_build, 3);
 
 /**
  * @generated from enum braid.v1.LogSource
@@ -1093,7 +1292,7 @@ export enum LogSource {
  * Describes the enum braid.v1.LogSource.
  */
 export const LogSourceSchema: GenEnum<LogSource> = /*@__PURE__*/
-  enumDesc(file_braid_v1_build, 2);
+  enumDesc(file_braid_v1_build, 4);
 
 /**
  * @generated from service braid.v1.BuildService
