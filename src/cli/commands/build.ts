@@ -1,8 +1,17 @@
 import { Command, Option } from 'commander';
+import {
+  IGNORED_FLAGS,
+  REFUSED_FLAGS,
+  REFUSED_VALUES,
+  refuseUnsupported,
+} from '../buildx/unsupported.js';
 import { addClientOptions, collect } from '../options.js';
 
+/** Repeatable in buildx, so repeatable here: every value reaches the parser that refuses it. */
+const REPEATABLE = new Set(['--call', '--provenance', '--sbom', '--attest', '--allow']);
+
 export function buildCommand(env: NodeJS.ProcessEnv): Command {
-  return addClientOptions(new Command('build'))
+  const command = addClientOptions(new Command('build'))
     .description('build a multi-platform image on the farm and push one index under every tag')
     .argument('[context]', 'build context directory', '.')
     .option(
@@ -50,8 +59,70 @@ export function buildCommand(env: NodeJS.ProcessEnv): Command {
       '--max-context-bytes <n>',
       'refuse larger contexts (env BRAID_MAX_CONTEXT_BYTES; default 2 GiB)',
     )
+    // docker buildx build's flags (docs/coming-from-buildx.md).
+    .option('--push', 'push the index under every tag (always: the default and only output)')
+    .option(
+      '--keep-going',
+      'when a platform fails, let the others run to the end (no tag moves; exit 1)',
+    )
+    .option(
+      '--secret <spec>',
+      'secret to expose to the build: id=ID[,src=FILE|env=VAR] (repeatable; held in memory only)',
+      collect,
+    )
+    .option(
+      '--ssh <spec>',
+      'SSH agent socket or keys to expose to the build: default|ID[=SOCKET|KEY[,KEY]] (repeatable; not with --detach)',
+      collect,
+    )
+    .option(
+      '--cache-from <spec>',
+      'external cache source: REF:TAG or type=registry,ref=REF:TAG (repeatable)',
+      collect,
+    )
+    .option(
+      '--cache-to <spec>',
+      'cache export: type=inline or type=registry,ref=REF:TAG[,mode=min] (repeatable)',
+      collect,
+    )
+    .option(
+      '--annotation <spec>',
+      'annotation: [TYPE[,TYPE...]:]KEY=VALUE, TYPE manifest (default), index or manifest-descriptor, optionally TYPE[OS/ARCH] (repeatable)',
+      collect,
+    )
+    .option(
+      '--build-context <name=value>',
+      'additional build context: NAME=DIR or NAME=docker-image://REF (repeatable)',
+      collect,
+    )
+    .option('--network <mode>', 'networking mode for RUN steps: default, none or host')
+    .option(
+      '--add-host <host:ip>',
+      'add a custom host-to-IP mapping, HOST:IP or HOST=IP (repeatable; host-gateway is the agent host)',
+      collect,
+    )
+    .option('--shm-size <bytes>', 'shared memory size for RUN steps, e.g. 64m, 1g')
+    .option(
+      '--ulimit <name=soft[:hard]>',
+      'ulimit for RUN steps, e.g. nofile=1024:2048 (repeatable)',
+      collect,
+    )
+    .option(
+      '--allow <entitlement>',
+      'extra entitlement: only network.host (for --network host)',
+      collect,
+    )
     .action(async (context: string, flags: Record<string, unknown>) => {
+      // Before build-run loads: a flag braid does not support is one line and exit 2.
+      refuseUnsupported(flags);
       const { runBuild } = await import('./build-run.js');
       await runBuild(context, flags, env);
     });
+  // Accepted so that giving one is refused with the reason, not "unknown option"; not in --help.
+  for (const flag of [...REFUSED_FLAGS, ...REFUSED_VALUES.filter((f) => f.long !== '--allow')]) {
+    const option = new Option(flag.spec).hideHelp();
+    command.addOption(REPEATABLE.has(flag.long) ? option.argParser(collect) : option);
+  }
+  for (const flag of IGNORED_FLAGS) command.addOption(new Option(flag.spec).hideHelp());
+  return command;
 }
