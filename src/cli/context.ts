@@ -1,18 +1,31 @@
 /**
- * Packs a build context directory into a tar file the way `docker build`
- * does, honouring `.dockerignore`, with bytes that depend only on the tree:
- * the same tree always gives the same digest, so a resubmit uploads nothing.
+ * Packs a build context into a tar file the way `docker build` does,
+ * honouring `.dockerignore`, with bytes that depend only on the inputs: the
+ * same tree and Dockerfile always give the same digest, so a resubmit
+ * uploads nothing.
  *
  * Decisions, and where they follow Docker:
  * - `.dockerignore` uses Docker's matching (`@balena/dockerignore`, case
  *   sensitive as on Linux). An excluded directory is not walked unless an
  *   exception pattern (`!dir/file`) starts inside it, as the Docker CLI does.
- * - The Dockerfile and `.dockerignore` are sent even when `.dockerignore`
- *   excludes them: the Docker CLI re-includes both (its
- *   TrimBuildFilesFromExcludes), because the builder must read them.
- * - A Dockerfile outside the context is refused. (The Docker CLI would
- *   splice it into the tar under a random name; braid keeps the context
- *   the single content-addressed input.)
+ *   A `<Dockerfile>.dockerignore` next to the Dockerfile wins over the
+ *   context's `.dockerignore`, as in BuildKit and buildx.
+ * - The Dockerfile and the ignore file in use are sent even when it excludes
+ *   them: the Docker CLI re-includes both (its TrimBuildFilesFromExcludes),
+ *   because the builder must read them.
+ * - A Dockerfile outside the context (`-f ../Dockerfile`, or `-f -` from
+ *   stdin) is sent inside the tar under `.braid-dockerfile/<its name>` (with
+ *   its own `.dockerignore` beside it), and the spec names that path, so the
+ *   farm sees one content-addressed input as always. The Docker CLI splices
+ *   it in under a random name; this name is fixed so the digest stays
+ *   stable, and becomes `.braid-dockerfile-1`, `-2`... when the context
+ *   already holds one. The engine's BuildKit does not apply `.dockerignore`
+ *   to a tar, so `COPY . /` copies that directory too.
+ * - `-` reads the context from stdin as `docker build -` does: a tar (plain
+ *   or gzip) is unpacked into a temp directory and packed by these same
+ *   rules; anything else is a Dockerfile with an empty context.
+ * - A git or http(s) URL that is not a local path is refused: braid fetches
+ *   nothing (src/cli/context-url.ts).
  * - Timestamps are 1980-01-01T00:00:00Z, not 0: tools run in a build (zip,
  *   Python's zipfile) refuse files dated before 1980. uid/gid are 0 and
  *   user/group names empty; permission bits (incl. exec, setuid) are kept.
@@ -31,11 +44,13 @@ import type { Dirent, Stats } from 'node:fs';
 import {
   type FileHandle,
   lstat,
+  mkdtemp,
   open,
   readFile,
   readdir,
   readlink,
   realpath,
+  rm,
   stat,
   unlink,
 } from 'node:fs/promises';
@@ -45,6 +60,13 @@ import { finished } from 'node:stream/promises';
 import dockerignore from '@balena/dockerignore';
 import tar from 'tar-stream';
 import { BraidError } from '../errors.js';
+import {
+  contextFromStdin,
+  dockerfileFromStdin,
+  type StdinOptions,
+  type StdinSource,
+} from './context-stdin.js';
+import { remoteContextKind, remoteContextRefusal } from './context-url.js';
 
 export interface PackedContext {
   /** The tar file; remove it with cleanup(). */
@@ -61,14 +83,17 @@ export interface PackedContext {
 export interface PackOptions {
   /**
    * The Dockerfile as given by `-f`: relative to the working directory, or
-   * absolute. Default: `Dockerfile` in the context (or `dockerfile`, as Docker
-   * falls back to when only that exists).
+   * absolute; `-` reads it from stdin. With the context on stdin, a path
+   * inside that tar. Default: `Dockerfile` in the context (or `dockerfile`,
+   * as Docker falls back to when only that exists).
    */
   dockerfile?: string;
   /** The tar may not grow beyond this; packing stops as soon as it would. */
   maxBytes: number;
   /** Where the tar file goes; default the OS temp directory. */
   tmpDir?: string;
+  /** What `-` reads, as the context or the Dockerfile; default process.stdin. */
+  stdin?: StdinSource;
 }
 
 export interface PackResult extends PackedContext {
@@ -81,6 +106,16 @@ export interface PackResult extends PackedContext {
 /** 1980-01-01T00:00:00Z: the earliest time every archive format (zip, DOS) can hold. */
 export const CONTEXT_MTIME = new Date(Date.UTC(1980, 0, 1));
 
+/** The context or Dockerfile given as `-`: read from stdin. */
+export const STDIN = '-';
+/** How messages name what came from stdin. */
+const STDIN_SHOWN = '- (stdin)';
+/** The directory that holds a Dockerfile from outside the context, in the tar. */
+export const OUTSIDE_DOCKERFILE_DIR = '.braid-dockerfile';
+/** Mode of what is spliced in: the same whether the Dockerfile came from a file or stdin. */
+const SPLICED_FILE_MODE = 0o644;
+const SPLICED_DIR_MODE = 0o755;
+
 const BLOCK = 512;
 /** Two zero blocks end a tar. */
 const TAR_TRAILER = 2 * BLOCK;
@@ -89,21 +124,247 @@ const STAT_CONCURRENCY = 32;
 
 type ContextEntry =
   | { kind: 'directory'; rel: string; mode: number }
-  | { kind: 'file'; rel: string; mode: number; size: number }
+  /** `source`: where the bytes are when not at `rel` under the context (spliced files). */
+  | { kind: 'file'; rel: string; mode: number; size: number; source?: string }
   | { kind: 'symlink'; rel: string; mode: number; target: string };
 
+/** A file from outside the context, sent under the reserved directory. */
+interface OutsideFile {
+  /** Real path of the bytes. */
+  source: string;
+  /** Its name inside the reserved directory. */
+  name: string;
+  size: number;
+}
+
+/** What to pack: a directory, its Dockerfile, and the ignore file in use. */
+interface ContextInput {
+  /** How messages name the context: the path given, or `- (stdin)`. */
+  shown: string;
+  /** Real path of the directory packed. */
+  root: string;
+  dockerfile: { inside: string } | { outside: OutsideFile };
+  /** The ignore file in use, when there is one. */
+  ignore?: { file: string; inside?: string; outside?: OutsideFile };
+  /** Left out before packing (special files of a tar on stdin). */
+  skipped: string[];
+}
+
 /**
- * Packs `dir` into a temp tar file, hashing while writing; refuses with a
- * one-line BraidError naming the path when the context cannot be sent.
+ * Packs `context` (a directory, or `-` for stdin) into a temp tar file,
+ * hashing while writing; refuses with a one-line BraidError naming the path
+ * when the context cannot be sent.
  */
-export async function packContext(dir: string, options: PackOptions): Promise<PackResult> {
+export async function packContext(context: string, options: PackOptions): Promise<PackResult> {
   if (!(options.maxBytes > 0)) {
     throw invalid(`context size limit must be a positive number of bytes, got ${options.maxBytes}`);
   }
-  const root = await contextRoot(dir);
-  const dockerfileInContext = await locateDockerfile(dir, root, options.dockerfile);
-  const matcher = await readIgnoreRules(root, dockerfileInContext);
-  const { entries, skipped } = await walkContext(dir, root, matcher, options.maxBytes);
+  if (context === STDIN && options.dockerfile === STDIN) {
+    throw invalid('cannot read both the build context and the Dockerfile from stdin (- and -f -)');
+  }
+  if (context !== STDIN && options.dockerfile !== STDIN) {
+    const root = await contextRoot(context);
+    return packInput(await localInput(context, root, options.dockerfile), options);
+  }
+  // The context directory is checked before stdin is read.
+  const root = context === STDIN ? undefined : await contextRoot(context);
+  const workDir = await mkdtemp(path.join(options.tmpDir ?? tmpdir(), 'braid-stdin-'));
+  try {
+    const stdinOptions: StdinOptions = {
+      workDir,
+      maxBytes: options.maxBytes,
+      tooLarge: (bytes) => tooLarge(STDIN_SHOWN, options.maxBytes, bytes, []),
+    };
+    const stdin = options.stdin ?? process.stdin;
+    // Awaited here: the work directory must outlive the packing.
+    if (root === undefined) {
+      return await packInput(await stdinInput(stdin, stdinOptions, options.dockerfile), options);
+    }
+    const file = await dockerfileFromStdin(stdin, stdinOptions);
+    const size = await dockerfileSize(file, STDIN_SHOWN);
+    return await packInput(
+      {
+        shown: context,
+        root,
+        dockerfile: { outside: { source: file, name: 'Dockerfile', size } },
+        ...(await ignoreInUse(root, undefined)),
+        skipped: [],
+      },
+      options,
+    );
+  } finally {
+    await rm(workDir, { recursive: true, force: true });
+  }
+}
+
+/** A context directory and a Dockerfile given as a path (or the default). */
+async function localInput(
+  context: string,
+  root: string,
+  given: string | undefined,
+): Promise<ContextInput> {
+  let dockerfile = given ?? path.join(context, 'Dockerfile');
+  if (given === undefined && !(await exists(dockerfile))) {
+    const lowercase = path.join(context, 'dockerfile');
+    if (await exists(lowercase)) dockerfile = lowercase;
+  }
+  return {
+    shown: context,
+    root,
+    dockerfile: await locateDockerfile(root, dockerfile, dockerfile),
+    ...(await ignoreInUse(root, dockerfile)),
+    skipped: [],
+  };
+}
+
+/** `braid build -`: a tar from stdin, unpacked; or a Dockerfile with an empty context. */
+async function stdinInput(
+  stdin: StdinSource,
+  options: StdinOptions,
+  given: string | undefined,
+): Promise<ContextInput> {
+  const context = await contextFromStdin(stdin, options);
+  const root = await realpath(context.dir);
+  if (context.kind === 'dockerfile') {
+    if (given !== undefined) {
+      throw invalid(
+        `stdin holds a Dockerfile, not a context tar, and -f names another (${given}): give one of them`,
+      );
+    }
+    await dockerfileSize(path.join(root, 'Dockerfile'), STDIN_SHOWN);
+    return { shown: STDIN_SHOWN, root, dockerfile: { inside: 'Dockerfile' }, skipped: [] };
+  }
+  // As docker: -f names a file inside the tar.
+  let rel = given ?? 'Dockerfile';
+  const normal = path.posix.normalize(rel);
+  if (path.isAbsolute(rel) || normal === '..' || normal.startsWith('../')) {
+    throw invalid(`-f ${rel}: with the context on stdin, -f names a file inside the tar`);
+  }
+  if (given === undefined && !(await exists(path.join(root, rel)))) {
+    if (await exists(path.join(root, 'dockerfile'))) rel = 'dockerfile';
+  }
+  const dockerfile = path.join(root, rel);
+  return {
+    shown: STDIN_SHOWN,
+    root,
+    dockerfile: await locateDockerfile(root, dockerfile, `${rel} (in the tar on stdin)`),
+    ...(await ignoreInUse(root, dockerfile)),
+    skipped: context.skipped,
+  };
+}
+
+/** The real path of the context directory, which must exist and be a directory. */
+async function contextRoot(dir: string): Promise<string> {
+  const info = await stat(dir).catch((err: NodeJS.ErrnoException) => {
+    if (err.code === 'ENOENT' || err.code === 'ENOTDIR') {
+      // As docker: a URL is one only when no such path exists.
+      const remote = remoteContextKind(dir);
+      if (remote !== undefined) throw remoteContextRefusal(dir, remote);
+      throw invalid(`build context ${dir} does not exist`, err);
+    }
+    throw fsError(`cannot open build context ${dir}`, err);
+  });
+  if (!info.isDirectory()) throw invalid(`build context ${dir} is not a directory`);
+  return realpath(dir);
+}
+
+/**
+ * Where the Dockerfile at `file` (named `shown` in messages) goes: its path
+ * inside the context, or its bytes from outside it.
+ */
+async function locateDockerfile(
+  root: string,
+  file: string,
+  shown: string,
+): Promise<ContextInput['dockerfile']> {
+  const size = await dockerfileSize(file, shown);
+  const real = await realpath(file);
+  const rel = insidePath(root, real);
+  if (rel !== undefined && rel !== '') return { inside: rel };
+  return { outside: { source: real, name: path.basename(file), size } };
+}
+
+/** The size of a Dockerfile, refusing one that is missing, empty or not a file. */
+async function dockerfileSize(file: string, shown: string): Promise<number> {
+  const info = await stat(file).catch((err: NodeJS.ErrnoException) => {
+    if (err.code === 'ENOENT' || err.code === 'ENOTDIR') {
+      throw invalid(`Dockerfile ${shown} not found`, err);
+    }
+    throw fsError(`cannot open Dockerfile ${shown}`, err);
+  });
+  if (!info.isFile()) throw invalid(`Dockerfile ${shown} is not a regular file`);
+  if (info.size === 0) throw invalid(`Dockerfile ${shown} is empty`);
+  return info.size;
+}
+
+/**
+ * The ignore file in use, as BuildKit picks it: `<Dockerfile>.dockerignore`
+ * beside the Dockerfile when there is one, else the context's `.dockerignore`.
+ */
+async function ignoreInUse(
+  root: string,
+  dockerfile: string | undefined,
+): Promise<Pick<ContextInput, 'ignore'>> {
+  const own = dockerfile === undefined ? undefined : `${dockerfile}.dockerignore`;
+  const ownInfo = own === undefined ? undefined : await stat(own).catch(() => undefined);
+  if (own !== undefined && ownInfo?.isFile() === true) {
+    const real = await realpath(own);
+    const rel = insidePath(root, real);
+    return {
+      ignore:
+        rel === undefined
+          ? {
+              file: real,
+              outside: { source: real, name: path.basename(own), size: ownInfo.size },
+            }
+          : { file: real, inside: rel },
+    };
+  }
+  return { ignore: { file: path.join(root, '.dockerignore'), inside: '.dockerignore' } };
+}
+
+/** `real`'s path inside `root`, forward slashes ('' for root itself); undefined outside it. */
+function insidePath(root: string, real: string): string | undefined {
+  const rel = path.relative(root, real);
+  if (rel === '..' || rel.startsWith(`..${path.sep}`) || path.isAbsolute(rel)) return undefined;
+  return rel.split(path.sep).join('/');
+}
+
+/** Walks, splices and writes one context. */
+async function packInput(input: ContextInput, options: PackOptions): Promise<PackResult> {
+  const { shown, root, dockerfile, ignore } = input;
+  const keep = [
+    ...('inside' in dockerfile ? [dockerfile.inside] : []),
+    ...(ignore?.inside !== undefined ? [ignore.inside] : []),
+  ];
+  const matcher = await readIgnoreRules(ignore?.file, keep);
+  const walked = await walkContext(shown, root, matcher, options.maxBytes);
+  const entries = walked.entries;
+  let dockerfileInContext: string;
+  if ('inside' in dockerfile) {
+    dockerfileInContext = dockerfile.inside;
+  } else {
+    const dir = reservedDir(entries);
+    const spliced = [dockerfile.outside, ...(ignore?.outside ? [ignore.outside] : [])];
+    entries.push({ kind: 'directory', rel: dir, mode: SPLICED_DIR_MODE });
+    for (const file of spliced) {
+      entries.push({
+        kind: 'file',
+        rel: `${dir}/${file.name}`,
+        mode: SPLICED_FILE_MODE,
+        size: file.size,
+        source: file.source,
+      });
+    }
+    entries.sort((a, b) => compareText(a.rel, b.rel));
+    const bytes = entries.reduce(
+      (sum, entry) => sum + BLOCK + (entry.kind === 'file' ? padded(entry.size) : 0),
+      TAR_TRAILER,
+    );
+    if (bytes > options.maxBytes) throw tooLarge(shown, options.maxBytes, bytes, entries);
+    dockerfileInContext = `${dir}/${dockerfile.outside.name}`;
+  }
+  const skipped = [...input.skipped, ...walked.skipped].sort(compareText);
   const tarPath = path.join(options.tmpDir ?? tmpdir(), `braid-context-${randomUUID()}.tar`);
   const cleanup = async (): Promise<void> => {
     await unlink(tarPath).catch((err: NodeJS.ErrnoException) => {
@@ -111,7 +372,7 @@ export async function packContext(dir: string, options: PackOptions): Promise<Pa
     });
   };
   try {
-    const written = await writeTar(dir, root, entries, tarPath, options.maxBytes);
+    const written = await writeTar(shown, root, entries, tarPath, options.maxBytes);
     return {
       path: tarPath,
       digest: `sha256:${written.sha256}`,
@@ -127,42 +388,12 @@ export async function packContext(dir: string, options: PackOptions): Promise<Pa
   }
 }
 
-/** The real path of the context directory, which must exist and be a directory. */
-async function contextRoot(dir: string): Promise<string> {
-  const info = await stat(dir).catch((err: NodeJS.ErrnoException) => {
-    if (err.code === 'ENOENT' || err.code === 'ENOTDIR') {
-      throw invalid(`build context ${dir} does not exist`, err);
-    }
-    throw fsError(`cannot open build context ${dir}`, err);
-  });
-  if (!info.isDirectory()) throw invalid(`build context ${dir} is not a directory`);
-  return realpath(dir);
-}
-
-/** The Dockerfile's path inside the context, refusing one that is missing or outside. */
-async function locateDockerfile(
-  dir: string,
-  root: string,
-  given: string | undefined,
-): Promise<string> {
-  let dockerfile = given ?? path.join(dir, 'Dockerfile');
-  if (given === undefined && !(await exists(dockerfile))) {
-    const lowercase = path.join(dir, 'dockerfile');
-    if (await exists(lowercase)) dockerfile = lowercase;
-  }
-  const info = await stat(dockerfile).catch((err: NodeJS.ErrnoException) => {
-    if (err.code === 'ENOENT' || err.code === 'ENOTDIR') {
-      throw invalid(`Dockerfile ${dockerfile} not found`, err);
-    }
-    throw fsError(`cannot open Dockerfile ${dockerfile}`, err);
-  });
-  if (!info.isFile()) throw invalid(`Dockerfile ${dockerfile} is not a regular file`);
-  if (info.size === 0) throw invalid(`Dockerfile ${dockerfile} is empty`);
-  const rel = path.relative(root, await realpath(dockerfile));
-  if (rel === '' || rel === '..' || rel.startsWith(`..${path.sep}`) || path.isAbsolute(rel)) {
-    throw invalid(`Dockerfile ${dockerfile} is outside the build context ${dir}`);
-  }
-  return rel.split(path.sep).join('/');
+/** The first of `.braid-dockerfile`, `.braid-dockerfile-1`, ... that no packed path starts with. */
+function reservedDir(entries: readonly ContextEntry[]): string {
+  const taken = new Set(entries.map((entry) => entry.rel.split('/')[0]));
+  let dir = OUTSIDE_DOCKERFILE_DIR;
+  for (let n = 1; taken.has(dir); n++) dir = `${OUTSIDE_DOCKERFILE_DIR}-${n}`;
+  return dir;
 }
 
 /** What `.dockerignore` excludes, and which exception patterns can re-include. */
@@ -172,21 +403,26 @@ interface IgnoreRules {
   hasExceptionUnder(dirRel: string): boolean;
 }
 
-async function readIgnoreRules(root: string, dockerfileInContext: string): Promise<IgnoreRules> {
-  const text = await readFile(path.join(root, '.dockerignore'), 'utf8').catch(
-    (err: NodeJS.ErrnoException) => {
-      if (err.code === 'ENOENT') return '';
-      throw fsError('cannot read .dockerignore', err);
-    },
-  );
+/** The rules of `file` (none when absent), never excluding the paths in `keep`. */
+async function readIgnoreRules(
+  file: string | undefined,
+  keep: readonly string[],
+): Promise<IgnoreRules> {
+  const text =
+    file === undefined
+      ? ''
+      : await readFile(file, 'utf8').catch((err: NodeJS.ErrnoException) => {
+          if (err.code === 'ENOENT') return '';
+          throw fsError(`cannot read ${path.basename(file)}`, err);
+        });
   // Docker drops a UTF-8 byte order mark at the start of the file.
   const patterns = text.replace(/^\uFEFF/, '').split(/\r?\n/);
   // The package's CommonJS export carries the factory as `default` too.
   const matcher = dockerignore.default({ ignorecase: false }).add(patterns);
   // As the Docker CLI does: the builder needs both files even if excluded.
-  for (const keep of ['.dockerignore', dockerfileInContext]) {
-    if (matcher.ignores(keep)) {
-      const exception = `!${escapeGlob(keep)}`;
+  for (const rel of keep) {
+    if (matcher.ignores(rel)) {
+      const exception = `!${escapeGlob(rel)}`;
       patterns.push(exception);
       matcher.add(exception);
     }
@@ -383,7 +619,7 @@ async function addEntry(pack: tar.Pack, root: string, entry: ContextEntry): Prom
       const fileHeader = { ...header, type: 'file' as const, size: entry.size };
       if (entry.size === 0) return emptyEntry(pack, fileHeader);
       // Opened before its header is written, so an unreadable file leaves no half entry.
-      const source = await open(path.join(root, entry.rel), 'r');
+      const source = await open(entry.source ?? path.join(root, entry.rel), 'r');
       try {
         await new Promise<void>((resolve, reject) => {
           const sink = pack.entry(fileHeader, (err) => (err ? reject(err) : resolve()));

@@ -14,7 +14,9 @@ import {
 import { createServer, type Server } from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
+import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
+import { gzipSync } from 'node:zlib';
 import tar from 'tar-stream';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { CONTEXT_MTIME, packContext, type PackResult } from '../../src/cli/context.js';
@@ -305,14 +307,6 @@ describe('packContext refuses what it cannot send', () => {
     expect(await names(await pack())).toEqual(['.dockerignore', 'Dockerfile']);
   });
 
-  it('refuses a Dockerfile outside the context', async () => {
-    await tree({ 'Dockerfile.outside': 'FROM scratch\n' }, work);
-    const outside = path.join(work, 'Dockerfile.outside');
-    const err = await refusal(pack({ dockerfile: outside }));
-    expect(err.code).toBe('invalid_argument');
-    expect(err.message).toBe(`Dockerfile ${outside} is outside the build context ${ctx}`);
-  });
-
   it('refuses a missing Dockerfile, naming it', async () => {
     await rm(path.join(ctx, 'Dockerfile'));
     const err = await refusal(pack());
@@ -397,5 +391,343 @@ describe('the packed context file', () => {
     await result.cleanup();
     await result.cleanup();
     expect(await readdir(spool)).toEqual([]);
+  });
+});
+
+/** Packs `context` as build-run does, with stdin from `input` when given. */
+async function packFrom(
+  context: string,
+  options: { dockerfile?: string; maxBytes?: number; input?: Buffer | string } = {},
+): Promise<PackResult> {
+  const result = await packContext(context, {
+    maxBytes: options.maxBytes ?? 10 * 1024 * 1024,
+    tmpDir: spool,
+    ...(options.dockerfile !== undefined && { dockerfile: options.dockerfile }),
+    ...(options.input !== undefined && { stdin: Readable.from([Buffer.from(options.input)]) }),
+  });
+  packed.push(result);
+  return result;
+}
+
+/** `tar -C dir -cf - .`, as a user makes a context tar. */
+function tarOf(dir: string, ...flags: string[]): Buffer {
+  return execFileSync('tar', ['-C', dir, ...flags, '-cf', '-', '.'], {
+    maxBuffer: 64 * 1024 * 1024,
+  });
+}
+
+/** A tar with exactly these entries, for archives `tar` would not make. */
+async function craftedTar(entries: EntryHeader[]): Promise<Buffer> {
+  const pack = tar.pack();
+  for (const { content, ...header } of entries) pack.entry(header, content ?? '');
+  pack.finalize();
+  const chunks: Buffer[] = [];
+  for await (const chunk of pack as AsyncIterable<Buffer>) chunks.push(chunk);
+  return Buffer.concat(chunks);
+}
+type EntryHeader = Partial<tar.Header> & { name: string; content?: string };
+
+describe('packContext sends a Dockerfile from outside the context', () => {
+  beforeEach(async () => {
+    await rm(path.join(ctx, 'Dockerfile'));
+    await tree({ 'app.js': 'run()', 'Dockerfile.outside': 'FROM scratch\nCOPY app.js /\n' }, ctx);
+    await tree({ Dockerfile: 'FROM scratch\nCOPY app.js /\n' }, work);
+  });
+
+  it('puts it under .braid-dockerfile/ in the tar and names that path for the spec', async () => {
+    const result = await pack({ dockerfile: path.join(work, 'Dockerfile') });
+    expect(result.dockerfileInContext).toBe('.braid-dockerfile/Dockerfile');
+    const entries = await readTar(result.path);
+    expect(entries.map((e) => e.name)).toEqual([
+      '.braid-dockerfile/',
+      '.braid-dockerfile/Dockerfile',
+      'Dockerfile.outside',
+      'app.js',
+    ]);
+    expect(entries[1]).toMatchObject({
+      content: 'FROM scratch\nCOPY app.js /\n',
+      mode: 0o644,
+      uid: 0,
+      mtime: CONTEXT_MTIME,
+    });
+    expect(result.files).toBe(3);
+  });
+
+  it('gives the same digest for the same Dockerfile, whether -f names it or stdin (-f -) holds it', async () => {
+    const outside = path.join(work, 'Dockerfile');
+    const first = await pack({ dockerfile: outside });
+    await chmod(outside, 0o600);
+    const again = await pack({ dockerfile: outside });
+    const fromStdin = await packFrom(ctx, {
+      dockerfile: '-',
+      input: 'FROM scratch\nCOPY app.js /\n',
+    });
+    expect(again.digest).toBe(first.digest);
+    expect(fromStdin.digest).toBe(first.digest);
+    expect(fromStdin.dockerfileInContext).toBe('.braid-dockerfile/Dockerfile');
+    await writeFile(outside, 'FROM scratch\nCOPY . /\n');
+    expect((await pack({ dockerfile: outside })).digest).not.toBe(first.digest);
+  });
+
+  it('keeps its own name: -f ../docker/Dockerfile.prod is .braid-dockerfile/Dockerfile.prod', async () => {
+    await tree({ 'docker/Dockerfile.prod': 'FROM scratch\n' }, work);
+    const result = await pack({ dockerfile: path.join(work, 'docker', 'Dockerfile.prod') });
+    expect(result.dockerfileInContext).toBe('.braid-dockerfile/Dockerfile.prod');
+  });
+
+  it("moves to .braid-dockerfile-1 when the context has a .braid-dockerfile, leaving the user's file alone", async () => {
+    await tree({ '.braid-dockerfile/Dockerfile': 'the user own file', '.braid-dockerfile-2': 'x' });
+    const result = await pack({ dockerfile: path.join(work, 'Dockerfile') });
+    expect(result.dockerfileInContext).toBe('.braid-dockerfile-1/Dockerfile');
+    const entries = await readTar(result.path);
+    expect(entries.find((e) => e.name === '.braid-dockerfile/Dockerfile')?.content).toBe(
+      'the user own file',
+    );
+    expect(entries.find((e) => e.name === '.braid-dockerfile-1/Dockerfile')?.content).toBe(
+      'FROM scratch\nCOPY app.js /\n',
+    );
+    // Determined by the tree alone: packing again gives the same bytes.
+    expect((await pack({ dockerfile: path.join(work, 'Dockerfile') })).digest).toBe(result.digest);
+  });
+
+  it('applies and sends the Dockerfile.dockerignore beside it instead of the context .dockerignore', async () => {
+    await tree({ '.dockerignore': 'app.js\n', 'notes.md': 'x' });
+    await tree({ 'Dockerfile.dockerignore': '*.md\n.dockerignore\n' }, work);
+    const result = await pack({ dockerfile: path.join(work, 'Dockerfile') });
+    const entries = await readTar(result.path);
+    expect(entries.map((e) => e.name)).toEqual([
+      '.braid-dockerfile/',
+      '.braid-dockerfile/Dockerfile',
+      '.braid-dockerfile/Dockerfile.dockerignore',
+      'Dockerfile.outside',
+      'app.js',
+    ]);
+    expect(entries[2]?.content).toBe('*.md\n.dockerignore\n');
+  });
+
+  it('counts it toward the size limit', async () => {
+    await writeFile(path.join(work, 'Dockerfile'), `FROM scratch\n#${'x'.repeat(64 * 1024)}\n`);
+    const err = await refusal(
+      pack({ dockerfile: path.join(work, 'Dockerfile'), maxBytes: 32 * 1024 }),
+    );
+    expect(err.message).toMatch(/^build context .* is over the limit of 32\.0 KiB/);
+    expect(await readdir(spool)).toEqual([]);
+  });
+});
+
+describe('packContext uses <Dockerfile>.dockerignore as BuildKit does', () => {
+  it('applies docker/Dockerfile.prod.dockerignore instead of .dockerignore, and sends it', async () => {
+    await tree({
+      '.dockerignore': 'src\n',
+      'docker/Dockerfile.prod': 'FROM scratch\n',
+      'docker/Dockerfile.prod.dockerignore': 'docker\n*.log\n',
+      'src/main.js': 'main()',
+      'debug.log': 'noise',
+    });
+    const result = await pack({ dockerfile: path.join(ctx, 'docker', 'Dockerfile.prod') });
+    expect(await names(result)).toEqual([
+      '.dockerignore',
+      'Dockerfile',
+      'docker/Dockerfile.prod',
+      'docker/Dockerfile.prod.dockerignore',
+      'src/',
+      'src/main.js',
+    ]);
+  });
+});
+
+describe('packContext reads the context from stdin (-)', () => {
+  beforeEach(async () => {
+    await tree({
+      '.dockerignore': '*.log\n',
+      'app.js': 'run()',
+      'bin/tool': '#!/bin/sh\n',
+      'debug.log': 'noise',
+      'empty/': '',
+    });
+    await chmod(path.join(ctx, 'bin', 'tool'), 0o755);
+    await symlink('bin/tool', path.join(ctx, 'tool'));
+  });
+
+  it('packs a tar on stdin to the same bytes as the directory it was made from', async () => {
+    const direct = await pack();
+    const result = await packFrom('-', { input: tarOf(ctx) });
+    expect(result.digest).toBe(direct.digest);
+    expect(result.dockerfileInContext).toBe('Dockerfile');
+    expect(await names(result)).not.toContain('debug.log');
+    const tool = (await readTar(result.path)).find((e) => e.name === 'bin/tool');
+    expect(tool?.mode).toBe(0o755);
+  });
+
+  it('reads a tar that arrives in small pieces, as a pipe delivers it', async () => {
+    const whole = tarOf(ctx);
+    const pieces: Buffer[] = [];
+    for (let i = 0; i < whole.length; i += 100) pieces.push(whole.subarray(i, i + 100));
+    const result = await packContext('-', {
+      maxBytes: 10 * 1024 * 1024,
+      tmpDir: spool,
+      stdin: Readable.from(pieces),
+    });
+    packed.push(result);
+    expect(result.digest).toBe((await pack()).digest);
+  });
+
+  it('packs a gzip tar on stdin to the same bytes as the plain tar', async () => {
+    const plain = await packFrom('-', { input: tarOf(ctx) });
+    const gzipped = await packFrom('-', { input: gzipSync(tarOf(ctx)) });
+    expect(gzipped.digest).toBe(plain.digest);
+  });
+
+  it('gives the same digest for tars of the same tree made with other owners and times', async () => {
+    const plain = await packFrom('-', { input: tarOf(ctx) });
+    const other = await packFrom('-', {
+      input: tarOf(ctx, '--owner=1234', '--group=99', '--mtime=2001-02-03', '--format=v7'),
+    });
+    expect(other.digest).toBe(plain.digest);
+  });
+
+  it('reads -f as a path inside the tar', async () => {
+    await tree({ 'docker/Dockerfile.dev': 'FROM scratch\n' });
+    const result = await packFrom('-', { input: tarOf(ctx), dockerfile: 'docker/Dockerfile.dev' });
+    expect(result.dockerfileInContext).toBe('docker/Dockerfile.dev');
+    const err = await refusal(packFrom('-', { input: tarOf(ctx), dockerfile: '../Dockerfile' }));
+    expect(err.message).toBe(
+      '-f ../Dockerfile: with the context on stdin, -f names a file inside the tar',
+    );
+    const missing = await refusal(packFrom('-', { input: tarOf(ctx), dockerfile: 'Nope' }));
+    expect(missing.message).toBe('Dockerfile Nope (in the tar on stdin) not found');
+  });
+
+  it('takes stdin that is not a tar as a Dockerfile with an empty context, as docker does', async () => {
+    const result = await packFrom('-', { input: 'FROM scratch\nCMD ["true"]\n' });
+    expect(result.dockerfileInContext).toBe('Dockerfile');
+    const entries = await readTar(result.path);
+    expect(entries.map((e) => [e.name, e.content])).toEqual([
+      ['Dockerfile', 'FROM scratch\nCMD ["true"]\n'],
+    ]);
+    const err = await refusal(packFrom('-', { input: 'FROM scratch\n', dockerfile: 'Other' }));
+    expect(err.message).toBe(
+      'stdin holds a Dockerfile, not a context tar, and -f names another (Other): give one of them',
+    );
+  });
+
+  it('refuses an empty stdin as an empty Dockerfile', async () => {
+    const err = await refusal(packFrom('-', { input: '' }));
+    expect(err.message).toBe('Dockerfile - (stdin) is empty');
+  });
+
+  it('refuses stdin for both the context and the Dockerfile', async () => {
+    const err = await refusal(packFrom('-', { input: tarOf(ctx), dockerfile: '-' }));
+    expect(err.code).toBe('invalid_argument');
+    expect(err.message).toBe(
+      'cannot read both the build context and the Dockerfile from stdin (- and -f -)',
+    );
+  });
+
+  it('refuses a bzip2 or xz tar in words, naming what is supported', async () => {
+    for (const [tool, name] of [
+      ['bzip2', 'bzip2'],
+      ['xz', 'xz'],
+    ] as const) {
+      const compressed = execFileSync(tool, ['-c'], { input: tarOf(ctx) });
+      const err = await refusal(packFrom('-', { input: compressed }));
+      expect(err.message).toBe(
+        `a ${name}-compressed build context on stdin is not supported: send a plain or gzip-compressed tar`,
+      );
+    }
+  });
+
+  it('refuses a terminal on stdin instead of waiting for typing', async () => {
+    const terminal = Object.assign(Readable.from([]), { isTTY: true });
+    const err = await refusal(
+      packContext('-', { maxBytes: 1024 * 1024, tmpDir: spool, stdin: terminal }),
+    );
+    expect(err.message).toMatch(
+      /^braid build - reads a context tar or a Dockerfile from stdin, which is a terminal/,
+    );
+  });
+
+  it('stops reading a tar on stdin over the size limit, and leaves no temp file', async () => {
+    await tree({ 'data/big.bin': 'x'.repeat(256 * 1024) });
+    const err = await refusal(packFrom('-', { input: tarOf(ctx), maxBytes: 64 * 1024 }));
+    expect(err.message).toMatch(/^build context - \(stdin\) is over the limit of 64\.0 KiB/);
+    const gzipped = await refusal(
+      packFrom('-', { input: gzipSync(tarOf(ctx)), maxBytes: 64 * 1024 }),
+    );
+    expect(gzipped.message).toMatch(/^build context - \(stdin\) is over the limit of 64\.0 KiB/);
+    expect(await readdir(spool)).toEqual([]);
+  });
+
+  it('refuses a tar entry that climbs out with ..', async () => {
+    const input = await craftedTar([
+      { name: 'Dockerfile', content: 'FROM scratch\n' },
+      { name: 'a/../../escape', content: 'x' },
+    ]);
+    const err = await refusal(packFrom('-', { input }));
+    expect(err.message).toBe(
+      'the build context on stdin: entry a/../../escape climbs out of the archive with ".."',
+    );
+    expect(await readdir(spool)).toEqual([]);
+    expect(await readdir(work)).not.toContain('escape');
+  });
+
+  it('refuses an entry written through a symlink the tar planted', async () => {
+    const input = await craftedTar([
+      { name: 'Dockerfile', content: 'FROM scratch\n' },
+      { name: 'out', type: 'symlink', linkname: work },
+      { name: 'out/planted', content: 'x' },
+    ]);
+    const err = await refusal(packFrom('-', { input }));
+    expect(err.message).toBe(
+      'the build context on stdin: entry out/planted lies under the symlink out',
+    );
+    expect(await readdir(work)).not.toContain('planted');
+  });
+
+  it('refuses a symlink in the tar that points outside, as for a directory', async () => {
+    const input = await craftedTar([
+      { name: 'Dockerfile', content: 'FROM scratch\n' },
+      { name: 'passwd', type: 'symlink', linkname: '/etc/passwd' },
+    ]);
+    const err = await refusal(packFrom('-', { input }));
+    expect(err.message).toBe(
+      'symlink passwd in build context - (stdin) points outside the context (to /etc/passwd)',
+    );
+  });
+
+  it('stores a hard link in the tar as a file with the same bytes', async () => {
+    const input = await craftedTar([
+      { name: './', type: 'directory', mode: 0o755 },
+      { name: './Dockerfile', content: 'FROM scratch\n', mode: 0o644 },
+      { name: './copy', type: 'link', linkname: './Dockerfile' },
+    ]);
+    const entries = await readTar((await packFrom('-', { input })).path);
+    expect(entries.map((e) => [e.name, e.type, e.content])).toEqual([
+      ['Dockerfile', 'file', 'FROM scratch\n'],
+      ['copy', 'file', 'FROM scratch\n'],
+    ]);
+  });
+});
+
+describe('packContext refuses remote contexts in words', () => {
+  it.each([
+    ['https://github.com/docker/buildx.git#v0.12:examples', 'git'],
+    ['git@github.com:docker/buildx.git', 'git'],
+    ['git://example.com/repo', 'git'],
+    ['github.com/docker/buildx', 'git'],
+  ])('refuses %s as a git context', async (url) => {
+    const err = await refusal(packContext(url, { maxBytes: 1024 }));
+    expect(err.code).toBe('invalid_argument');
+    expect(err.message).toBe(
+      `braid build does not support git contexts (${url}): clone it and pass the directory`,
+    );
+  });
+
+  it('refuses a tarball URL, pointing at stdin', async () => {
+    const url = 'https://example.com/context.tar.gz';
+    const err = await refusal(packContext(url, { maxBytes: 1024 }));
+    expect(err.message).toBe(
+      `braid build does not support URL contexts (${url}): download it and pass it on stdin (braid build - < FILE)`,
+    );
   });
 });
