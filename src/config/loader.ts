@@ -70,17 +70,32 @@ function readYaml(file: string): Record<string, unknown> {
   return doc as Record<string, unknown>;
 }
 
+/** Where a key's value came from: a flag, a `BRAID_*` variable, the YAML file, or the default. */
+export type SettingOrigin =
+  | { kind: 'flag'; name: string }
+  | { kind: 'env'; name: string }
+  | { kind: 'file'; name: string; file: string; key: string }
+  | { kind: 'default'; name: string };
+
 /** Where each key of a compiled config came from, as the user spelled it. */
-const SOURCES = new WeakMap<object, Readonly<Record<string, string>>>();
+const ORIGINS = new WeakMap<object, Readonly<Record<string, SettingOrigin>>>();
+
+/**
+ * Where `key` of `config` came from; undefined when the config was not
+ * compiled by loadConfig (or was copied).
+ */
+export function settingOrigin(config: object, key: string): SettingOrigin | undefined {
+  return ORIGINS.get(config)?.[key];
+}
 
 /**
  * The name of `key` as the user gave it (`--tls-cert`, `BRAID_TLS_CERT`,
  * `FILE: tlsCert`), for checks that span several keys; the flag name when
- * the config was not compiled by loadConfig (or was copied).
+ * the key was not given or the config was not compiled by loadConfig.
  */
 export function settingSource(config: object, key: string): string {
-  const source = SOURCES.get(config)?.[key];
-  return source && !source.endsWith('(default)') ? source : flagName(key);
+  const origin = settingOrigin(config, key);
+  return origin && origin.kind !== 'default' ? origin.name : flagName(key);
 }
 
 /** The settings of one command, key by key. */
@@ -102,21 +117,21 @@ export function loadConfig<S extends Shape>(
     }
   }
   const result: Record<string, unknown> = {};
-  const sourceOf: Record<string, string> = {};
+  const originOf: Record<string, SettingOrigin> = {};
   for (const key of keys) {
-    let source: string;
+    let origin: SettingOrigin;
     let value: unknown;
     if (sources.flags[key] !== undefined) {
-      source = flagName(key);
+      origin = { kind: 'flag', name: flagName(key) };
       value = sources.flags[key];
     } else if (sources.env[envName(key)] !== undefined) {
-      source = envName(key);
+      origin = { kind: 'env', name: envName(key) };
       value = sources.env[envName(key)];
-    } else if (fileValues[key] !== undefined) {
-      source = `${sources.file}: ${key}`;
+    } else if (sources.file && fileValues[key] !== undefined) {
+      origin = { kind: 'file', name: `${sources.file}: ${key}`, file: sources.file, key };
       value = fileValues[key];
     } else {
-      source = `${key} (default)`;
+      origin = { kind: 'default', name: `${key} (default)` };
       value = undefined;
     }
     try {
@@ -125,12 +140,12 @@ export function loadConfig<S extends Shape>(
       if (!(err instanceof Invalid)) throw err;
       const shown = value === undefined ? '' : `"${String(value)}"`;
       const got = shown && !err.message.includes(shown) ? `, got ${shown}` : '';
-      throw new ConfigError(source, `${err.message}${got}`);
+      throw new ConfigError(origin.name, `${err.message}${got}`);
     }
-    sourceOf[key] = source;
+    originOf[key] = origin;
   }
   const frozen = Object.freeze(result);
-  SOURCES.set(frozen, Object.freeze(sourceOf));
+  ORIGINS.set(frozen, Object.freeze(originOf));
   return frozen as Readonly<SettingsOf<S>>;
 }
 
