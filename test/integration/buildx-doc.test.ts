@@ -211,9 +211,8 @@ describe('docs/coming-from-buildx.md', () => {
     const results = await Promise.all(accepted.map((args) => buildWith(args)));
     results.forEach((result, i) => {
       // Past every flag check: the next problem is the missing tag.
-      expect(result.lines, accepted[i]?.join(' ')).toEqual([
-        'braid: no tag given: use -t REGISTRY/REPO:TAG',
-      ]);
+      expect(result.lines, accepted[i]?.join(' ')).toHaveLength(1);
+      expect(result.lines[0], accepted[i]?.join(' ')).toMatch(/^braid: no tag given/);
     });
   });
 
