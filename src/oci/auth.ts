@@ -3,7 +3,7 @@
  * `WWW-Authenticate` challenges (realm, service, scope), with tokens cached
  * per host and scope set until they expire.
  */
-import { BraidError } from '../errors.js';
+import type { ErrorCode } from '../errors.js';
 import type { CredentialSource, Credentials } from './credentials.js';
 import { RegistryError } from './errors.js';
 import type { HttpResponse, HttpTransport } from './http-transport.js';
@@ -61,6 +61,68 @@ function basicHeader(credentials: Credentials & { kind: 'basic' }): string {
 interface CachedToken {
   header: string;
   expiresAt: number;
+}
+
+/**
+ * The registry's token service failed or refused: `realm` is the endpoint,
+ * `words` what it said (or why it could not be asked).
+ */
+export class TokenServiceError extends RegistryError {
+  readonly realm: string;
+  readonly words: string;
+  constructor(
+    code: ErrorCode,
+    details: {
+      operation: string;
+      reference: string;
+      status?: number;
+      realm: string;
+      words: string;
+    },
+    options?: { cause?: unknown },
+  ) {
+    super(
+      code,
+      {
+        operation: details.operation,
+        reference: details.reference,
+        status: details.status,
+        message: `token endpoint ${details.realm} ${details.words}`,
+      },
+      options,
+    );
+    this.realm = details.realm;
+    this.words = details.words;
+  }
+}
+
+/** How a host lets braid in for a set of scopes, as far as braid knows now. */
+export type AuthScheme =
+  | { kind: 'anonymous' }
+  | { kind: 'basic'; username: string }
+  /** `account`: the user name the token was asked for with; undefined when anonymous. */
+  | { kind: 'bearer'; token: string; account: string | undefined };
+
+/** What a token service said when it refused: its JSON's words when it has some, else its text. */
+export function tokenServiceWords(text: string): string {
+  try {
+    const parsed = JSON.parse(text) as {
+      details?: unknown;
+      error_description?: unknown;
+      error?: unknown;
+      errors?: { message?: unknown }[];
+    };
+    const words = [
+      parsed.details,
+      parsed.errors?.[0]?.message,
+      parsed.error_description,
+      parsed.error,
+    ].find((w): w is string => typeof w === 'string' && w.trim() !== '');
+    if (words) return words.trim().slice(0, 200);
+  } catch {
+    // Not JSON: the text itself.
+  }
+  return text.trim().slice(0, 200) || 'no message';
 }
 
 export interface AuthOptions {
@@ -146,6 +208,30 @@ export class RegistryAuth {
     for (const key of this.tokens.keys()) if (key.startsWith(`${host} `)) this.tokens.delete(key);
   }
 
+  /**
+   * How requests to `host` for `scopes` are authorised after a handshake:
+   * Basic, a Bearer token (fetched now if the host challenged before and
+   * none is cached), or nothing.
+   */
+  async schemeFor(host: string, scopes: readonly string[]): Promise<AuthScheme> {
+    const credentials = await this.options.credentials.credentialsFor(host);
+    if (this.basicHosts.has(host) && credentials?.kind === 'basic') {
+      return { kind: 'basic', username: credentials.username };
+    }
+    const header = await this.headerFor(host, scopes);
+    if (!header?.startsWith('Bearer ')) return { kind: 'anonymous' };
+    return {
+      kind: 'bearer',
+      token: header.slice('Bearer '.length),
+      account:
+        credentials?.kind === 'basic'
+          ? credentials.username
+          : credentials
+            ? 'an identity-token login'
+            : undefined,
+    };
+  }
+
   private async fetchToken(
     host: string,
     challenge: Record<string, string>,
@@ -160,12 +246,13 @@ export class RegistryAuth {
     try {
       url = new URL(realm);
     } catch (err) {
-      throw new RegistryError(
+      throw new TokenServiceError(
         'unauthenticated',
-        { ...what, message: `token realm "${realm}" from ${host} is not a URL` },
+        { ...what, realm: `"${realm}"`, words: `from ${host} is not a URL` },
         { cause: err },
       );
     }
+    const endpoint = `${url.origin}${url.pathname}`;
     const credentials = await this.options.credentials.credentialsFor(host);
     const headers: Record<string, string> = { 'user-agent': this.options.userAgent };
     let init: { method: string; body?: Buffer };
@@ -198,23 +285,21 @@ export class RegistryAuth {
         timeoutMs: this.options.timeoutMs,
       });
     } catch (err) {
-      throw new RegistryError(
+      throw new TokenServiceError(
         'unavailable',
-        {
-          ...what,
-          message: `token endpoint ${url.origin}${url.pathname} unreachable: ${(err as Error).message}`,
-        },
+        { ...what, realm: endpoint, words: `unreachable: ${(err as Error).message}` },
         { cause: err },
       );
     }
     const text = response.bytes.toString('utf8');
     if (response.status < 200 || response.status > 299) {
-      throw new RegistryError(
+      throw new TokenServiceError(
         response.status === 401 || response.status === 403 ? 'unauthenticated' : 'unavailable',
         {
           ...what,
           status: response.status,
-          message: `token endpoint ${url.origin}${url.pathname} refused ${credentials ? `the credentials for ${host}` : 'anonymous access'}: ${text.trim().slice(0, 200)}`,
+          realm: endpoint,
+          words: `refused ${credentials ? `the credentials for ${host}` : 'anonymous access'}: ${tokenServiceWords(text)}`,
         },
       );
     }
@@ -222,17 +307,18 @@ export class RegistryAuth {
     try {
       body = JSON.parse(text) as typeof body;
     } catch (err) {
-      throw new BraidError(
+      throw new TokenServiceError(
         'unauthenticated',
-        `${what.operation} ${what.reference}: token endpoint answered no JSON`,
+        { ...what, realm: endpoint, words: 'answered no JSON' },
         { cause: err },
       );
     }
     const token = body.token ?? body.access_token;
     if (!token) {
-      throw new RegistryError('unauthenticated', {
+      throw new TokenServiceError('unauthenticated', {
         ...what,
-        message: 'token endpoint answered without a token',
+        realm: endpoint,
+        words: 'answered without a token',
       });
     }
     // Renew 10% or at least 5 s before expiry; 60 s when the server says nothing.

@@ -2,12 +2,13 @@
  * A client of the OCI distribution API: manifests (GET/HEAD/PUT with Accept
  * negotiation), blobs (HEAD, GET verified while streaming, monolithic and
  * chunked upload, cross-repository mount), with auth, per-request timeouts
- * and retries with capped, jittered backoff.
+ * and retries with capped, jittered backoff; and the auth handshake and
+ * upload probe that push-access.ts asks whether braid may push with.
  */
 import { PassThrough, Readable } from 'node:stream';
 import { isIP } from 'node:net';
 import type { ErrorCode } from '../errors.js';
-import { RegistryAuth, repositoryScope } from './auth.js';
+import { RegistryAuth, repositoryScope, type AuthScheme } from './auth.js';
 import { NO_CREDENTIALS, type CredentialSource } from './credentials.js';
 import {
   DigestMismatchError,
@@ -465,7 +466,7 @@ export class RegistryClient {
     if (Buffer.isBuffer(content) && digestLike(digest, content) !== digest) {
       throw new DigestMismatchError(`upload ${ref}`, digest, digestLike(digest, content));
     }
-    const location = await this.startUpload(repo, digest);
+    const location = await this.startUpload(repo, ref);
     if (!options.chunkBytes) {
       await this.request({
         method: 'PUT',
@@ -555,6 +556,46 @@ export class RegistryClient {
     return 'copied';
   }
 
+  // --- push access ---------------------------------------------------------------
+
+  /**
+   * GET /v2/ with the registry's auth handshake for `scopes` (the distribution
+   * spec's token flow, or Basic): how the registry let braid in. Throws a
+   * RegistryError when it does not (no answer, refused credentials).
+   */
+  async handshake(repo: Repository, scopes: readonly string[]): Promise<AuthScheme> {
+    await this.request({
+      method: 'GET',
+      repo,
+      path: '/v2/',
+      operation: 'GET /v2/',
+      reference: `${repo.domain}/${repo.repository}`,
+      scopes,
+      expect: [200],
+      retry: true,
+    });
+    return this.auth.schemeFor(this.apiHost(repo.domain), scopes);
+  }
+
+  /**
+   * Open a blob upload in `repo` and cancel it at once: the registry's own
+   * answer to "may braid push here?", leaving nothing behind.
+   */
+  async probeUpload(repo: Repository): Promise<void> {
+    const reference = `${repo.domain}/${repo.repository}`;
+    const location = await this.startUpload(repo, reference);
+    await this.request({
+      method: 'DELETE',
+      repo,
+      path: location,
+      operation: 'DELETE blob upload',
+      reference,
+      scopes: [repositoryScope(repo.repository, ['pull', 'push'])],
+      expect: [204, 200, 202, 404],
+      retry: false,
+    });
+  }
+
   // --- plumbing ----------------------------------------------------------------
 
   private refText(repo: Repository, reference: string): string {
@@ -625,13 +666,14 @@ export class RegistryClient {
     return bytes;
   }
 
-  private async startUpload(repo: Repository, digest: string): Promise<string> {
+  /** `reference`: what errors name (the blob, or the repository when no blob is meant yet). */
+  private async startUpload(repo: Repository, reference: string): Promise<string> {
     const response = await this.request({
       method: 'POST',
       repo,
       path: 'blobs/uploads/',
       operation: 'POST blob upload',
-      reference: this.refText(repo, digest),
+      reference,
       scopes: [repositoryScope(repo.repository, ['pull', 'push'])],
       headers: { 'content-length': '0' },
       expect: [202],
@@ -641,7 +683,7 @@ export class RegistryClient {
     if (!location) {
       throw new RegistryError('internal', {
         operation: 'POST blob upload',
-        reference: this.refText(repo, digest),
+        reference,
         message: 'no Location for the upload',
       });
     }
@@ -797,9 +839,21 @@ export class RegistryClient {
       ...spec.headers,
     };
     if (authorization) headers.authorization = authorization;
+    const url = this.urlFor(spec);
+    const hostname = new URL(url).hostname.toLowerCase();
+    // RFC 6761 §6.4: names under .invalid never resolve, so none is looked up.
+    if (hostname === 'invalid' || hostname.endsWith('.invalid')) {
+      return Promise.reject(
+        Object.assign(new Error(`getaddrinfo ENOTFOUND ${hostname}`), {
+          code: 'ENOTFOUND',
+          syscall: 'getaddrinfo',
+          hostname,
+        }),
+      );
+    }
     return this.options.transport({
       method: spec.method,
-      url: this.urlFor(spec),
+      url,
       headers,
       body: typeof spec.body === 'function' ? spec.body() : spec.body,
       stream: spec.stream === true,
