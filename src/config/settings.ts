@@ -124,6 +124,10 @@ export function coordinatorSettings(env: Env) {
     cacheAffinityMaxLoadGapPercent: intSetting({ min: 0, max: 100, default: 50 }),
     /** HTTP address of /metrics, /healthz and /readyz; unset: not served. */
     metricsListen: optionalAddressSetting('metrics listen address'),
+    /** Check push access to every tag's repository before a build is accepted. */
+    pushCheck: boolSetting(true),
+    /** Deadline of one repository's push check (handshake, token, upload probe). */
+    pushCheckTimeoutMs: intSetting({ min: 100, max: 600_000, default: 5_000 }),
     ...registryFields,
     ...logSettings,
   };

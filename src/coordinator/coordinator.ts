@@ -30,6 +30,7 @@ import { EventLog } from './event-log.js';
 import { startProbeServer, type ProbeServer, type Readiness } from './http-probe-server.js';
 import { CoordinatorMetrics, meteredRegistry } from './metrics.js';
 import { Orchestrator } from './orchestrator.js';
+import { pushPreflightFor } from './push-preflight.js';
 import { BuildStore } from './store.js';
 import { systemService } from './system-service.js';
 import { newToken } from './token-format.js';
@@ -130,6 +131,7 @@ export async function startCoordinator(
   const registry = metrics
     ? meteredRegistry(plainRegistry, (err) => metrics.registryFailed(err))
     : plainRegistry;
+  const pushPreflight = pushPreflightFor(config, env, log);
   const orchestrator = new Orchestrator({
     store,
     contexts,
@@ -161,6 +163,7 @@ export async function startCoordinator(
     onBuildState: (buildId, state, message) =>
       events.append({ kind: EventKind.BUILD_STATE, message: `${state}: ${message}`, buildId }),
     observer: metrics,
+    checkPush: pushPreflight && ((tags) => pushPreflight.checkTags(tags)),
   });
   orchestrator.recover();
   const deadlines = setInterval(() => orchestrator.checkDeadlines(), 1000);

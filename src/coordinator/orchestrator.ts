@@ -70,6 +70,8 @@ export interface OrchestratorDeps {
   onBuildState?: (buildId: string, state: string, message: string) => void;
   /** Told of every build and job move (metrics.ts). */
   observer?: BuildObserver;
+  /** Refuses tags the coordinator may not push to, before anything is stored (push-preflight.ts). */
+  checkPush?: (tags: readonly ImageReference[]) => Promise<void>;
 }
 
 const MAX_LOG_LINE_CHARS = 4096;
@@ -204,6 +206,7 @@ export class Orchestrator {
     if (impossible.length > 0) {
       throw new BraidError('failed_precondition', impossible.map((p) => p.reason).join('; '));
     }
+    await this.deps.checkPush?.(valid.tags);
     const record: BuildRecord = {
       id,
       // The ids are the coordinator's to set: they say which values it must hold.
