@@ -8,6 +8,7 @@ import { clientTlsFiles } from '../config/tls-files.js';
 import { BraidError, errorLine } from '../errors.js';
 import type { Logger } from '../log.js';
 import { DockerConfigCredentials } from '../oci/credentials.js';
+import { sshForwarderFor } from './ssh-forwarder.js';
 import { registryClientFor } from '../oci/registry-factory.js';
 import { formatGrpcAddress } from '../rpc/address.js';
 import { createClient } from '../rpc/client.js';
@@ -143,6 +144,7 @@ export async function startAgent(
           },
           registry,
           credentials,
+          sshForwarder: (job) => sshForwarderFor((options) => client.forwardSsh(options), job),
           buildNetwork,
           log: agentLog,
         },

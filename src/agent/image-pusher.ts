@@ -53,6 +53,8 @@ export interface PushImageOptions {
   repository: Repository;
   /** Tags to point at the pushed manifest, in the same repository; none by default. */
   tags?: readonly string[];
+  /** The manifest's annotations (--annotation manifest=...); none by default. */
+  annotations?: Readonly<Record<string, string>>;
   /** The platform the job asked for; the image's config must say the same. */
   expectedPlatform: Platform;
   /** Images whose layers are mounted or copied instead of uploaded when shared. */
@@ -163,6 +165,10 @@ export async function pushImage(options: PushImageOptions): Promise<PushedImage>
       mediaType: OCI_MANIFEST,
       config: { mediaType: OCI_CONFIG, digest: archive.configDigest, size: archive.config.length },
       layers: layers.map(({ mediaType, digest, size }) => ({ mediaType, digest, size })),
+      ...(options.annotations &&
+        Object.keys(options.annotations).length > 0 && {
+          annotations: Object.fromEntries(Object.entries(options.annotations).sort()),
+        }),
     };
     const bytes = Buffer.from(JSON.stringify(manifest));
     const { digest } = await client.putManifest(

@@ -13,6 +13,7 @@ import type { CredentialSource } from '../oci/credentials.js';
 import type { RegistryClient } from '../oci/registry.js';
 import { fromProtoPlatform } from '../rpc/platform.js';
 import type { ContextCache, ContextFetcher } from './context-cache.js';
+import type { SshForwarder } from './buildkit-session.js';
 import type { Engine } from './engine.js';
 import { pushImage } from './image-pusher.js';
 
@@ -42,6 +43,8 @@ export interface JobRunnerDeps {
   registry: RegistryClient;
   /** Registry logins BuildKit may use for `FROM` (the agent's docker config). */
   credentials: CredentialSource;
+  /** Where a job's `RUN --mount=type=ssh` connections go (through the coordinator). */
+  sshForwarder?: (job: AssignJob) => SshForwarder | undefined;
   /** Engine network for RUN steps ('' = the engine's default). */
   buildNetwork: string;
   log: Logger;
@@ -106,6 +109,7 @@ export async function runJob(
         session: {
           secrets: new Map(job.secrets.map((secret) => [secret.id, secret.value])),
           credentials: (host) => deps.credentials.credentialsFor(host),
+          ssh: deps.sshForwarder?.(job),
         },
       },
       (event) => {
@@ -133,6 +137,7 @@ export async function runJob(
       client: deps.registry,
       repository,
       tags: [...job.pushTags],
+      annotations: job.manifestAnnotations,
       expectedPlatform: platform,
     });
     pushMs = clock() - pushStart;

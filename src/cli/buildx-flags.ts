@@ -7,7 +7,6 @@
  */
 import type { Env } from '../config/loader.js';
 import { parseAnnotations, type Annotation } from './buildx/annotations.js';
-import { parseBuildContexts, type NamedContext } from './buildx/build-contexts.js';
 import {
   parseCacheFrom,
   parseCacheTo,
@@ -18,21 +17,17 @@ import { probePath, type PathProbe } from './buildx/path-probe.js';
 import {
   parseAddHosts,
   parseNetwork,
-  parseShmSize,
-  parseUlimits,
   type ExtraHost,
   type NetworkMode,
-  type Ulimit,
 } from './buildx/run-settings.js';
 import { parseSecrets, type SecretSpec } from './buildx/secrets.js';
 import { parseSshSpecs, type SshSpec } from './buildx/ssh.js';
 import { refuseUnsupported } from './buildx/unsupported.js';
 
 export type { Annotation, AnnotationLevel } from './buildx/annotations.js';
-export type { ContextSource, NamedContext } from './buildx/build-contexts.js';
 export type { CacheExport, CacheImport } from './buildx/cache.js';
 export type { PathKind, PathProbe } from './buildx/path-probe.js';
-export type { ExtraHost, NetworkMode, Ulimit } from './buildx/run-settings.js';
+export type { ExtraHost, NetworkMode } from './buildx/run-settings.js';
 export type { SecretSource, SecretSources, SecretSpec, SecretValue } from './buildx/secrets.js';
 export type { SshSource, SshSpec } from './buildx/ssh.js';
 export { extraHostForEngine } from './buildx/run-settings.js';
@@ -46,13 +41,9 @@ export interface BuildxFlags {
   readonly cacheFrom: readonly CacheImport[];
   readonly cacheTo: readonly CacheExport[];
   readonly annotations: readonly Annotation[];
-  readonly buildContexts: readonly NamedContext[];
   /** Absent: the agent's own build network (`--build-network`). */
   readonly network?: NetworkMode;
   readonly extraHosts: readonly ExtraHost[];
-  /** Absent: the engine's default. */
-  readonly shmSizeBytes?: number;
-  readonly ulimits: readonly Ulimit[];
   /** When a platform fails, the others run to the end; no tag moves either way. */
   readonly keepGoing: boolean;
 }
@@ -76,19 +67,14 @@ export function parseBuildxFlags(
 ): BuildxFlags {
   refuseUnsupported(flags);
   const network = text(flags.network);
-  const shmSize = text(flags.shmSize);
-  const shmSizeBytes = shmSize === undefined ? undefined : parseShmSize(shmSize);
   return {
     secrets: parseSecrets(list(flags.secret), env),
     ssh: parseSshSpecs(list(flags.ssh), env, probe),
     cacheFrom: parseCacheFrom(list(flags.cacheFrom)),
     cacheTo: parseCacheTo(list(flags.cacheTo)),
     annotations: parseAnnotations(list(flags.annotation)),
-    buildContexts: parseBuildContexts(list(flags.buildContext), probe),
     ...(network !== undefined && { network: parseNetwork(network) }),
     extraHosts: parseAddHosts(list(flags.addHost)),
-    ...(shmSizeBytes !== undefined && { shmSizeBytes }),
-    ulimits: parseUlimits(list(flags.ulimit)),
     keepGoing: flags.keepGoing === true,
   };
 }

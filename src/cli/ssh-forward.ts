@@ -14,12 +14,9 @@ import { openAgentSocket } from './ssh-forward/agent-socket.js';
 import { openKeyFile } from './ssh-forward/key-file.js';
 import { SourceProblem, type KeySource, type SourceTimeouts } from './ssh-forward/key-source.js';
 
-export type SshSource = { kind: 'socket'; path: string } | { kind: 'key'; path: string };
+import type { SshSpec } from './buildx/ssh.js';
 
-export interface SshSpec {
-  readonly id: string;
-  readonly sources: readonly SshSource[];
-}
+export type { SshSource, SshSpec } from './buildx/ssh.js';
 
 export interface ForwardedAgentsOptions {
   /** Connecting to an agent socket (default 2 s, as BuildKit dials). */

@@ -11,6 +11,7 @@ import { BRAID_VERSION } from '../version.js';
 import type { AgentRegistry, AgentSession } from './agent-registry.js';
 import type { ContextStore } from './context-store.js';
 import type { Orchestrator } from './orchestrator.js';
+import type { SshRelay } from './ssh-relay.js';
 
 export interface AgentServiceSettings {
   heartbeatIntervalMs: number;
@@ -36,6 +37,7 @@ export function agentService(deps: {
   settings: AgentServiceSettings;
   stopping: AbortSignal;
   log: Logger;
+  sshRelay: SshRelay;
 }): ImplOf<typeof AgentService> {
   return {
     connect(requests, ctx) {
@@ -143,6 +145,23 @@ export function agentService(deps: {
           yield message;
         }
       })();
+    },
+    forwardSsh(requests, ctx) {
+      // As with contexts: only an agent that joined with the job's agent's token.
+      const resolve = (jobId: string) => {
+        const job = deps.orchestrator.sshJob(jobId);
+        const held = deps.agents
+          .all()
+          .some((session) => sameCaller(session.identity, ctx.identity) && session.jobs.has(jobId));
+        if (!job || !held)
+          throw new BraidError('permission_denied', `job ${jobId} is not assigned to this agent`);
+        return job;
+      };
+      return deps.sshRelay.relayAgent(
+        requests,
+        resolve,
+        AbortSignal.any([ctx.signal, deps.stopping]),
+      );
     },
     async *fetchContext(request, ctx) {
       // An agent fetches only the context of a job assigned to an agent that

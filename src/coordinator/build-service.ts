@@ -9,6 +9,7 @@ import type { AgentRegistry } from './agent-registry.js';
 import type { ContextStore } from './context-store.js';
 import type { CoordinatorMetrics } from './metrics.js';
 import type { Orchestrator } from './orchestrator.js';
+import type { SshRelay } from './ssh-relay.js';
 
 export function buildService(deps: {
   orchestrator: Orchestrator;
@@ -17,6 +18,7 @@ export function buildService(deps: {
   stopping: AbortSignal;
   log: Logger;
   metrics?: Pick<CoordinatorMetrics, 'contextBytes'> | undefined;
+  sshRelay: SshRelay;
 }): ImplOf<typeof BuildService> {
   return {
     async hasContext(request) {
@@ -48,16 +50,23 @@ export function buildService(deps: {
       deps.log.info({ digest, sizeBytes: Number(sizeBytes), alreadyPresent }, 'context uploaded');
       return { digest, sizeBytes, alreadyPresent };
     },
-    async submitBuild(request) {
+    async submitBuild(request, ctx) {
       if (deps.stopping.aborted)
         throw new BraidError('unavailable', 'the coordinator is shutting down');
-      return {
-        build: await deps.orchestrator.submit(
-          request.spec ?? ({} as never),
-          request.requestId,
-          request.secrets,
-        ),
-      };
+      const build = await deps.orchestrator.submit(
+        request.spec ?? ({} as never),
+        request.requestId,
+        request.secrets,
+      );
+      if (build.spec?.sshIds.length) deps.sshRelay.expect(build.id, ctx.identity);
+      return { build };
+    },
+    forwardSsh(requests, ctx) {
+      return deps.sshRelay.serveClient(
+        requests,
+        ctx.identity,
+        AbortSignal.any([ctx.signal, deps.stopping]),
+      );
     },
     async *watchBuild(request, ctx) {
       const signal = AbortSignal.any([ctx.signal, deps.stopping]);

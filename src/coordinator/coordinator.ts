@@ -30,6 +30,7 @@ import { EventLog } from './event-log.js';
 import { startProbeServer, type ProbeServer, type Readiness } from './http-probe-server.js';
 import { CoordinatorMetrics, meteredRegistry } from './metrics.js';
 import { Orchestrator } from './orchestrator.js';
+import { SshRelay } from './ssh-relay.js';
 import { pushPreflightFor } from './push-preflight.js';
 import { BuildStore } from './store.js';
 import { systemService } from './system-service.js';
@@ -132,6 +133,7 @@ export async function startCoordinator(
     ? meteredRegistry(plainRegistry, (err) => metrics.registryFailed(err))
     : plainRegistry;
   const pushPreflight = pushPreflightFor(config, env, log);
+  const sshRelay = new SshRelay(log);
   const orchestrator = new Orchestrator({
     store,
     contexts,
@@ -163,6 +165,7 @@ export async function startCoordinator(
     onBuildState: (buildId, state, message) =>
       events.append({ kind: EventKind.BUILD_STATE, message: `${state}: ${message}`, buildId }),
     observer: metrics,
+    sshRelay,
     checkPush: pushPreflight && ((tags) => pushPreflight.checkTags(tags)),
   });
   orchestrator.recover();
@@ -188,7 +191,15 @@ export async function startCoordinator(
       addService(
         server,
         BuildService,
-        buildService({ orchestrator, contexts, agents, stopping: stopping.signal, log, metrics }),
+        buildService({
+          orchestrator,
+          contexts,
+          agents,
+          stopping: stopping.signal,
+          log,
+          metrics,
+          sshRelay,
+        }),
         guard,
       );
       addService(
@@ -204,6 +215,7 @@ export async function startCoordinator(
             heartbeatTimeoutMs: config.heartbeatTimeoutMs,
           },
           stopping: stopping.signal,
+          sshRelay,
           log,
         }),
         guard,

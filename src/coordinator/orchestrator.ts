@@ -7,11 +7,13 @@
 import { randomBytes } from 'node:crypto';
 import { create, type MessageInitShape } from '@bufbuild/protobuf';
 import {
+  AnnotationLevel,
   BuildEventSchema,
   BuildState,
   CacheType,
   LogSource,
   PlacementReason,
+  type Annotation,
   type Build,
   type BuildEvent,
   type BuildSpec,
@@ -24,7 +26,7 @@ import {
 } from '../gen/braid/v1/common_pb.js';
 import { BraidError, errorLine } from '../errors.js';
 import type { Logger } from '../log.js';
-import { formatPlatform, platformsEqual } from '../oci/platform.js';
+import { formatPlatform, platformsEqual, type Platform } from '../oci/platform.js';
 import { formatReference, parseReference, withTag, type ImageReference } from '../oci/reference.js';
 import type { RegistryClient } from '../oci/registry.js';
 import { buildIndex, publishIndex, resolveSources, type PublishOptions } from '../oci/stitch.js';
@@ -42,6 +44,7 @@ import {
   type PlacementBasis,
 } from './scheduler.js';
 import { SecretVault, checkSecrets, type BuildSecretValue } from './secret-vault.js';
+import type { SshJob, SshRelay } from './ssh-relay.js';
 import { validateSpec, type ValidSpec } from './spec-validation.js';
 import {
   TERMINAL_BUILD_STATES,
@@ -70,6 +73,8 @@ export interface OrchestratorDeps {
   onBuildState?: (buildId: string, state: string, message: string) => void;
   /** Told of every build and job move (metrics.ts). */
   observer?: BuildObserver;
+  /** Relays builds' SSH agent connections; told when a build ends. */
+  sshRelay?: SshRelay;
   /** Refuses tags the coordinator may not push to, before anything is stored (push-preflight.ts). */
   checkPush?: (tags: readonly ImageReference[]) => Promise<void>;
 }
@@ -102,6 +107,24 @@ const PLACEMENT_REASONS: Record<PlacementBasis, PlacementReason> = {
   'least-loaded': PlacementReason.LEAST_LOADED,
   'cache-affinity': PlacementReason.CACHE_AFFINITY,
 };
+
+/** The annotations of one level (and, for manifests and descriptors, one platform). */
+function annotationsAt(
+  annotations: readonly Annotation[],
+  level: AnnotationLevel,
+  platform?: Platform,
+): Record<string, string> {
+  const found: Record<string, string> = {};
+  for (const annotation of annotations) {
+    if (!annotation.levels.includes(level)) continue;
+    if (annotation.platform && platform) {
+      const wanted = fromProtoPlatform(annotation.platform);
+      if (!platformsEqual(wanted, platform)) continue;
+    }
+    found[annotation.key] = annotation.value;
+  }
+  return found;
+}
 
 function newBuildId(): string {
   return `b${Date.now().toString(36)}${randomBytes(4).toString('hex')}`;
@@ -206,7 +229,13 @@ export class Orchestrator {
     if (impossible.length > 0) {
       throw new BraidError('failed_precondition', impossible.map((p) => p.reason).join('; '));
     }
-    await this.deps.checkPush?.(valid.tags);
+    // The cache refs too: a refused cache push would fail the stitch after every platform built.
+    await this.deps.checkPush?.([
+      ...valid.tags,
+      ...spec.cacheTo
+        .filter((c) => c.type === CacheType.REGISTRY)
+        .map((c) => parseReference(c.ref)),
+    ]);
     const record: BuildRecord = {
       id,
       // The ids are the coordinator's to set: they say which values it must hold.
@@ -521,6 +550,18 @@ export class Orchestrator {
     }
   }
 
+  /** What the SSH relay needs of a job: its build, the build's SSH ids and the platform. */
+  sshJob(jobId: string): SshJob | undefined {
+    const job = this.deps.store.getJob(jobId);
+    const build = job && this.deps.store.getBuildRecord(job.buildId);
+    if (!job || !build || TERMINAL_BUILD_STATES.has(build.state)) return undefined;
+    return {
+      buildId: build.id,
+      sshIds: build.spec.sshIds,
+      platform: toProtoPlatform(job.platform),
+    };
+  }
+
   /** The context digest of a job's build (what its agent may fetch). */
   contextOfJob(jobId: string): string | undefined {
     const job = this.deps.store.getJob(jobId);
@@ -713,6 +754,12 @@ export class Orchestrator {
           .map((c) => c.ref),
         // A registry cache-to is kept as inline cache in the images braid pushes.
         inlineCache: build.spec.cacheTo.length > 0,
+        sshIds: build.spec.sshIds,
+        manifestAnnotations: annotationsAt(
+          build.spec.annotations,
+          AnnotationLevel.MANIFEST,
+          job.platform,
+        ),
       },
     });
   }
@@ -793,16 +840,49 @@ export class Orchestrator {
       ref: { domain: first.domain, repository: first.repository, digest: j.image?.digest ?? '' },
       platform: j.platform,
     }));
-    const entries = await resolveSources(this.deps.registry, sources);
-    const plan = buildIndex(entries, { attestations: true, format: 'auto', annotations: {} });
-    // --cache-to type=registry: the same index, whose images carry inline cache, under the cache ref.
-    const cacheRefs = (this.deps.store.getBuildRecord(buildId)?.spec.cacheTo ?? [])
-      .filter((c) => c.type === CacheType.REGISTRY)
-      .map((c) => parseReference(c.ref));
-    await publishIndex(this.deps.registry, plan, [...valid.tags, ...cacheRefs], {
+    const annotations = this.deps.store.getBuildRecord(buildId)?.spec.annotations ?? [];
+    const entries = (await resolveSources(this.deps.registry, sources)).map((entry) => {
+      if (!entry.platform) return entry;
+      const added = annotationsAt(annotations, AnnotationLevel.MANIFEST_DESCRIPTOR, entry.platform);
+      return Object.keys(added).length === 0
+        ? entry
+        : {
+            ...entry,
+            descriptor: {
+              ...entry.descriptor,
+              annotations: { ...entry.descriptor.annotations, ...added },
+            },
+          };
+    });
+    const plan = buildIndex(entries, {
+      attestations: true,
+      format: 'auto',
+      annotations: annotationsAt(annotations, AnnotationLevel.INDEX),
+    });
+    // The arch guard runs before the first push (it remembers its passes).
+    const publish: PublishOptions = {
       verifyImage: this.deps.verifyImage,
       onEvent: (e) => this.coordinatorLog(buildId, `${e.kind} ${e.detail}`),
-    });
+    };
+    // --cache-to type=registry: the same index, whose images carry inline
+    // cache, under the cache ref — before the tags, so a refused cache push
+    // moves no tag (unless ignore-error).
+    for (const cache of this.deps.store.getBuildRecord(buildId)?.spec.cacheTo ?? []) {
+      if (cache.type !== CacheType.REGISTRY) continue;
+      try {
+        await publishIndex(this.deps.registry, plan, [parseReference(cache.ref)], publish);
+      } catch (err) {
+        if (!cache.ignoreError)
+          throw new BraidError('failed_precondition', `cache-to ${cache.ref}: ${errorLine(err)}`, {
+            cause: err,
+          });
+        this.coordinatorLog(
+          buildId,
+          `cache-to ${cache.ref} failed (ignore-error): ${errorLine(err)}`,
+        );
+      }
+    }
+    await publishIndex(this.deps.registry, plan, valid.tags, publish);
     const index: ImageDescriptor = create(ImageDescriptorSchema, {
       digest: plan.digest,
       sizeBytes: BigInt(plan.bytes.length),
@@ -882,6 +962,7 @@ export class Orchestrator {
       this.specs.delete(build.id);
       this.buildLogs.delete(build.id);
       this.secrets.forget(build.id);
+      this.deps.sshRelay?.forget(build.id);
     }
   }
 

@@ -2,7 +2,7 @@
  * A submitted BuildSpec checked before anything is stored or scheduled:
  * every bad value is named in one line.
  */
-import { CacheMode, CacheType, type BuildSpec } from '../gen/braid/v1/build_pb.js';
+import { AnnotationLevel, CacheMode, CacheType, type BuildSpec } from '../gen/braid/v1/build_pb.js';
 import { EmulationPolicy } from '../gen/braid/v1/common_pb.js';
 import { isIP } from 'node:net';
 import { BraidError } from '../errors.js';
@@ -72,6 +72,8 @@ export function validateSpec(spec: BuildSpec | undefined): ValidSpec {
   if (spec.target && !TARGET_NAME.test(spec.target))
     invalid(`target "${spec.target}" is not a stage name`);
   checkRunOptions(spec);
+  checkSshIds(spec.sshIds);
+  checkAnnotations(spec);
   checkCache(spec);
   const policy =
     spec.emulation === EmulationPolicy.NATIVE_ONLY
@@ -118,5 +120,44 @@ function checkCache(spec: BuildSpec): void {
     if (target.type !== CacheType.REGISTRY) invalid('cache-to: type must be registry or inline');
     const ref = parseReference(target.ref);
     if (!ref.tag || ref.digest) invalid(`cache-to ref "${target.ref}" needs a tag (and no digest)`);
+  }
+}
+
+const SSH_ID = /^[A-Za-z0-9._-]{1,128}$/;
+export const MAX_SSH_IDS = 16;
+
+/** --ssh ids: names a `RUN --mount=type=ssh,id=ID` can use. */
+function checkSshIds(ids: readonly string[]): void {
+  if (ids.length > MAX_SSH_IDS) invalid(`${ids.length} SSH ids given; at most ${MAX_SSH_IDS}`);
+  for (const [i, id] of ids.entries()) {
+    if (!SSH_ID.test(id))
+      invalid(`SSH id "${id.slice(0, 140)}" must be 1 to 128 of A-Z a-z 0-9 . _ -`);
+    if (ids.indexOf(id) !== i) invalid(`SSH id "${id}" is given twice`);
+  }
+}
+
+export const MAX_ANNOTATIONS = 256;
+const MAX_ANNOTATION_BYTES = 16 * 1024;
+
+/** --annotation: where each goes, and nothing a registry would refuse. */
+function checkAnnotations(spec: BuildSpec): void {
+  if (spec.annotations.length > MAX_ANNOTATIONS)
+    invalid(`${spec.annotations.length} annotations given; at most ${MAX_ANNOTATIONS}`);
+  for (const annotation of spec.annotations) {
+    const { key, value } = annotation;
+    if (!key || /\s/.test(key)) invalid(`annotation key "${key}" is empty or has spaces`);
+    if (key.length + value.length > MAX_ANNOTATION_BYTES)
+      invalid(`annotation ${key} is longer than ${MAX_ANNOTATION_BYTES} bytes`);
+    if (annotation.levels.length === 0) invalid(`annotation ${key} names no level`);
+    for (const level of annotation.levels) {
+      if (!(level in AnnotationLevel) || level === AnnotationLevel.UNSPECIFIED)
+        invalid(`annotation ${key}: unknown level ${level}`);
+    }
+    if (annotation.platform) {
+      if (annotation.levels.includes(AnnotationLevel.INDEX))
+        invalid(`annotation ${key}: an index annotation applies to every platform`);
+      const p = annotation.platform;
+      parsePlatform([p.os, p.architecture, p.variant].filter(Boolean).join('/'));
+    }
   }
 }

@@ -15,15 +15,9 @@ import {
   type SecretSpec,
 } from '../../src/cli/buildx-flags.js';
 import { parseAnnotations } from '../../src/cli/buildx/annotations.js';
-import { parseBuildContexts } from '../../src/cli/buildx/build-contexts.js';
 import { parseCacheFrom, parseCacheTo } from '../../src/cli/buildx/cache.js';
 import { csvFields } from '../../src/cli/buildx/csv.js';
-import {
-  parseAddHosts,
-  parseNetwork,
-  parseShmSize,
-  parseUlimits,
-} from '../../src/cli/buildx/run-settings.js';
+import { parseAddHosts, parseNetwork } from '../../src/cli/buildx/run-settings.js';
 import { parseSecrets } from '../../src/cli/buildx/secrets.js';
 import { parseSshSpecs } from '../../src/cli/buildx/ssh.js';
 import { IGNORED_FLAGS, REFUSED_FLAGS, REFUSED_VALUES } from '../../src/cli/buildx/unsupported.js';
@@ -533,82 +527,7 @@ describe('--annotation', () => {
   });
 });
 
-describe('--build-context', () => {
-  const probe = probeOf({ '../shared': 'directory', 'vendor.tar': 'file', '/srv/x': 'directory' });
-
-  it.each([
-    [
-      'alpine=docker-image://alpine:3.20',
-      {
-        name: 'alpine',
-        source: {
-          kind: 'image',
-          ref: { domain: 'docker.io', repository: 'library/alpine', tag: '3.20' },
-        },
-      },
-    ],
-    [
-      `docker.io/library/alpine:latest=docker-image://alpine@${SHA256}`,
-      {
-        name: 'alpine',
-        source: {
-          kind: 'image',
-          ref: { domain: 'docker.io', repository: 'library/alpine', digest: SHA256 },
-        },
-      },
-    ],
-    ['project=../shared', { name: 'project', source: { kind: 'local', path: '../shared' } }],
-    ['base:1=/srv/x', { name: 'base:1', source: { kind: 'local', path: '/srv/x' } }],
-  ])('reads %j', (value, context) => {
-    expect(parseBuildContexts([value], probe)).toEqual([context]);
-  });
-
-  it.each([
-    ['project', '--build-context "project": expected NAME=VALUE'],
-    [
-      'Project=../shared',
-      '--build-context "Project=../shared": invalid context name "Project": repository name must be lowercase',
-    ],
-    [
-      'p=docker-image://Alpine',
-      '--build-context "p=docker-image://Alpine": invalid image reference "Alpine": repository name must be lowercase',
-    ],
-    [
-      'p=oci-layout:///srv/layout:1',
-      '--build-context "p=oci-layout:///srv/layout:1": oci-layout:// is not supported: BuildKit reads the layout from your machine through a session that braid does not forward to agents (push it to a registry and use docker-image://)',
-    ],
-    [
-      'p=target:base',
-      '--build-context "p=target:base": target: names a bake target; braid build runs no bake file',
-    ],
-    ...[
-      'https://github.com/o/r.git',
-      'https://example.com/ctx.tar.gz',
-      'git@github.com:o/r.git',
-      'ssh://git@example.com/o/r.git',
-      'git://example.com/o/r.git',
-      'github.com/o/r',
-    ].map((url) => [
-      `p=${url}`,
-      `--build-context "p=${url}": a Git or HTTP(S) context is not supported: braid sends contexts from your machine, and its agents do not fetch URLs`,
-    ]),
-    ['p=./missing', '--build-context "p=./missing": ./missing does not exist, not a directory'],
-    ['p=vendor.tar', '--build-context "p=vendor.tar": vendor.tar is a file, not a directory'],
-    ['p=', '--build-context "p=": the value is empty (expected a directory or docker-image://REF)'],
-  ])('refuses %j in one line', (value, line) => {
-    expect(errorOf(() => parseBuildContexts([value], probe))).toBe(line);
-  });
-
-  it('refuses a name given twice, in any spelling of it', () => {
-    expect(
-      errorOf(() =>
-        parseBuildContexts(['alpine=../shared', 'docker.io/library/alpine=/srv/x'], probe),
-      ),
-    ).toBe('--build-context "docker.io/library/alpine=/srv/x": the name "alpine" is given twice');
-  });
-});
-
-describe('--network, --add-host, --shm-size, --ulimit', () => {
+describe('--network, --add-host', () => {
   it.each(['default', 'none', 'host'])('--network %s', (mode) => {
     expect(parseNetwork(mode)).toBe(mode);
   });
@@ -676,85 +595,6 @@ describe('--network, --add-host, --shm-size, --ulimit', () => {
     ],
   ])('refuses --add-host %j in one line', (value, line) => {
     expect(errorOf(() => parseAddHosts([value]))).toBe(line);
-  });
-
-  it.each([
-    ['67108864', 67108864],
-    ['64m', 64 * 1024 ** 2],
-    ['64M', 64 * 1024 ** 2],
-    ['64mb', 64 * 1024 ** 2],
-    ['64MiB', 64 * 1024 ** 2],
-    ['64 m', 64 * 1024 ** 2],
-    ['1g', 1024 ** 3],
-    ['1.5g', 1.5 * 1024 ** 3],
-    ['512k', 512 * 1024],
-    ['100b', 100],
-    ['2t', 2 * 1024 ** 4],
-    ['0', undefined],
-  ])('--shm-size %j is %s bytes (powers of 1024, as docker)', (value, bytes) => {
-    expect(parseShmSize(value)).toBe(bytes);
-  });
-
-  it.each(['', 'm', '-1', '64x', '64mm', '64kb2', '64 mib ', '1,5g', '64bb', '1e3'])(
-    'refuses --shm-size %j in one line',
-    (value) => {
-      expect(errorOf(() => parseShmSize(value))).toBe(
-        `--shm-size "${value}": expected a size in bytes, optionally with a unit b, k, m, g, t or p (64m, 1g)`,
-      );
-    },
-  );
-
-  it('refuses a --shm-size too large to count', () => {
-    expect(errorOf(() => parseShmSize('9000000p'))).toBe('--shm-size "9000000p": too large');
-  });
-
-  it.each([
-    ['nofile=1024', { name: 'nofile', soft: 1024, hard: 1024 }],
-    ['nofile=1024:2048', { name: 'nofile', soft: 1024, hard: 2048 }],
-    ['nproc=-1', { name: 'nproc', soft: -1, hard: -1 }],
-    ['memlock=-1:-1', { name: 'memlock', soft: -1, hard: -1 }],
-    ['core=100:-1', { name: 'core', soft: 100, hard: -1 }],
-    ['stack=+8192', { name: 'stack', soft: 8192, hard: 8192 }],
-  ])('--ulimit %j', (value, limit) => {
-    expect(parseUlimits([value])).toEqual([limit]);
-  });
-
-  it('keeps the last --ulimit given for a name, as docker does', () => {
-    expect(parseUlimits(['nofile=1', 'nproc=5', 'nofile=2:3'])).toEqual([
-      { name: 'nofile', soft: 2, hard: 3 },
-      { name: 'nproc', soft: 5, hard: 5 },
-    ]);
-  });
-
-  it.each([
-    ['nofile', '--ulimit "nofile": expected NAME=SOFT[:HARD]'],
-    [
-      'as=1',
-      '--ulimit "as=1": unknown ulimit "as" (core, cpu, data, fsize, locks, memlock, msgqueue, nice, nofile, nproc, rss, rtprio, rttime, sigpending, stack)',
-    ],
-    [
-      'NOFILE=1',
-      '--ulimit "NOFILE=1": unknown ulimit "NOFILE" (core, cpu, data, fsize, locks, memlock, msgqueue, nice, nofile, nproc, rss, rtprio, rttime, sigpending, stack)',
-    ],
-    ['nofile=1:2:3', '--ulimit "nofile=1:2:3": too many values: expected SOFT[:HARD]'],
-    ['nofile=many', '--ulimit "nofile=many": "many" is not an integer'],
-    ['nofile=', '--ulimit "nofile=": "" is not an integer'],
-    ['nofile=1.5', '--ulimit "nofile=1.5": "1.5" is not an integer'],
-    ['nofile=-2', '--ulimit "nofile=-2": -2: a limit is -1 (unlimited) or a number from 0'],
-    [
-      'nofile=99999999999999999999',
-      '--ulimit "nofile=99999999999999999999": 99999999999999999999 is too large',
-    ],
-    [
-      'nofile=2048:1024',
-      '--ulimit "nofile=2048:1024": the soft limit 2048 is above the hard limit 1024',
-    ],
-    [
-      'nofile=-1:1024',
-      '--ulimit "nofile=-1:1024": the soft limit is unlimited (-1) but the hard limit is 1024',
-    ],
-  ])('refuses --ulimit %j in one line', (value, line) => {
-    expect(errorOf(() => parseUlimits([value]))).toBe(line);
   });
 });
 
@@ -844,11 +684,8 @@ describe('braid build registers every buildx flag', () => {
       '--cache-from',
       '--cache-to',
       '--annotation',
-      '--build-context',
       '--network',
       '--add-host',
-      '--shm-size',
-      '--ulimit',
       '--allow',
     ]) {
       expect(options.get(long)?.hidden, long).toBe(false);
@@ -867,9 +704,7 @@ describe('parseBuildxFlags', () => {
       cacheFrom: [],
       cacheTo: [],
       annotations: [],
-      buildContexts: [],
       extraHosts: [],
-      ulimits: [],
       keepGoing: false,
     });
   });
@@ -882,11 +717,8 @@ describe('parseBuildxFlags', () => {
         cacheFrom: ['user/app:cache'],
         cacheTo: ['type=inline'],
         annotation: ['index:org.opencontainers.image.title=app'],
-        buildContext: ['shared=../shared'],
         network: 'host',
         addHost: ['db:10.0.0.5'],
-        shmSize: '1g',
-        ulimit: ['nofile=1024:2048'],
         push: true,
         keepGoing: true,
         allow: ['network.host'],
@@ -903,11 +735,8 @@ describe('parseBuildxFlags', () => {
       ],
       cacheTo: [{ type: 'inline' }],
       annotations: [{ types: ['index'], key: 'org.opencontainers.image.title', value: 'app' }],
-      buildContexts: [{ name: 'shared', source: { kind: 'local', path: '../shared' } }],
       network: 'host',
       extraHosts: [{ host: 'db', address: { kind: 'ip', ip: '10.0.0.5', family: 4 } }],
-      shmSizeBytes: 1024 ** 3,
-      ulimits: [{ name: 'nofile', soft: 1024, hard: 2048 }],
       keepGoing: true,
     });
   });

@@ -90,6 +90,21 @@ export const REFUSED_FLAGS: readonly RefusedFlag[] = [
     'build policies are evaluated by buildx on your machine, and braid does not evaluate them yet',
   ),
   refused('--resource <limit>', ['--resource', 'memory=2g'], NO_ENGINE_LIMITS),
+  refused(
+    '--shm-size <bytes>',
+    ['--shm-size', '1g'],
+    "the Docker Engine API's /build ignores it for BuildKit builds (checked on dockerd 20.10: /dev/shm stays 64 MiB), so RUN steps would not get it",
+  ),
+  refused(
+    '--ulimit <limit>',
+    ['--ulimit', 'nofile=1024:2048'],
+    "the Docker Engine API's /build ignores it for BuildKit builds (checked on dockerd 20.10: RUN steps keep the engine's limits), so RUN steps would not get it",
+  ),
+  refused(
+    '--build-context <name=value>',
+    ['--build-context', 'base=docker-image://registry.example/base:1'],
+    "the Docker Engine API's /build takes one context and does not pass BuildKit's named contexts to the Dockerfile frontend (dockerd 20.10): use a build arg in FROM (ARG BASE / FROM $BASE) instead",
+  ),
   refused('-m, --memory <bytes>', ['--memory', '2g'], NO_ENGINE_LIMITS),
   refused('--memory-swap <bytes>', ['--memory-swap', '-1'], NO_ENGINE_LIMITS),
   refused('-c, --cpu-shares <shares>', ['--cpu-shares', '512'], NO_ENGINE_LIMITS),

@@ -90,21 +90,10 @@ export function buildCommand(env: NodeJS.ProcessEnv): Command {
       'annotation: [TYPE[,TYPE...]:]KEY=VALUE, TYPE manifest (default), index or manifest-descriptor, optionally TYPE[OS/ARCH] (repeatable)',
       collect,
     )
-    .option(
-      '--build-context <name=value>',
-      'additional build context: NAME=DIR or NAME=docker-image://REF (repeatable)',
-      collect,
-    )
     .option('--network <mode>', 'networking mode for RUN steps: default, none or host')
     .option(
       '--add-host <host:ip>',
       'add a custom host-to-IP mapping, HOST:IP or HOST=IP (repeatable; host-gateway is the agent host)',
-      collect,
-    )
-    .option('--shm-size <bytes>', 'shared memory size for RUN steps, e.g. 64m, 1g')
-    .option(
-      '--ulimit <name=soft[:hard]>',
-      'ulimit for RUN steps, e.g. nofile=1024:2048 (repeatable)',
       collect,
     )
     .option(

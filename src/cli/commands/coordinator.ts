@@ -46,6 +46,14 @@ export function addCoordinatorOptions(command: Command): Command {
     )
     .option('--no-arch-check', 'skip the arch guard before stitching (env BRAID_ARCH_CHECK=false)')
     .option(
+      '--no-push-check',
+      "accept builds without first checking push access to their tags' repositories (env BRAID_PUSH_CHECK=false)",
+    )
+    .option(
+      '--push-check-timeout-ms <ms>',
+      'deadline of the push-access check per registry (env BRAID_PUSH_CHECK_TIMEOUT_MS; default 5000)',
+    )
+    .option(
       '--arch-check-budget-bytes <n>',
       'layer bytes the arch guard reads per image (env BRAID_ARCH_CHECK_BUDGET_BYTES)',
     )

@@ -23,7 +23,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file braid/v1/agent.proto.
  */
 export const file_braid_v1_agent: GenFile = /*@__PURE__*/
-  fileDesc("ChRicmFpZC92MS9hZ2VudC5wcm90bxIIYnJhaWQudjEi4gEKDkNvbm5lY3RSZXF1ZXN0EiUKBWhlbGxvGAEgASgLMhQuYnJhaWQudjEuQWdlbnRIZWxsb0gAEi0KCWhlYXJ0YmVhdBgCIAEoCzIYLmJyYWlkLnYxLkFnZW50SGVhcnRiZWF0SAASJQoGdXBkYXRlGAMgASgLMhMuYnJhaWQudjEuSm9iVXBkYXRlSAASJAoDbG9nGAQgASgLMhUuYnJhaWQudjEuSm9iTG9nQ2h1bmtIABIlCgZyZXN1bHQYBSABKAsyEy5icmFpZC52MS5Kb2JSZXN1bHRIAEIGCgRib2R5Iq4BCg9Db25uZWN0UmVzcG9uc2USJAoHd2VsY29tZRgBIAEoCzIRLmJyYWlkLnYxLldlbGNvbWVIABIlCgZhc3NpZ24YAiABKAsyEy5icmFpZC52MS5Bc3NpZ25Kb2JIABIlCgZjYW5jZWwYAyABKAsyEy5icmFpZC52MS5DYW5jZWxKb2JIABIfCgNhY2sYBCABKAsyEC5icmFpZC52MS5Kb2JBY2tIAEIGCgRib2R5IhgKBkpvYkFjaxIOCgZqb2JfaWQYASABKAkixAIKCkFnZW50SGVsbG8SDAoEbmFtZRgBIAEoCRIPCgd2ZXJzaW9uGAIgASgJEisKD25hdGl2ZV9wbGF0Zm9ybRgDIAEoCzISLmJyYWlkLnYxLlBsYXRmb3JtEjYKEmVtdWxhdGVkX3BsYXRmb3JtcxgEIAMoCzIaLmJyYWlkLnYxLkVtdWxhdGVkUGxhdGZvcm0SEAoIY2FwYWNpdHkYBSABKA0SMAoGbGFiZWxzGAYgAygLMiAuYnJhaWQudjEuQWdlbnRIZWxsby5MYWJlbHNFbnRyeRIWCg5lbmdpbmVfdmVyc2lvbhgHIAEoCRIUCgxoZWxkX2pvYl9pZHMYCCADKAkSEQoJZW5naW5lX2lkGAkgASgJGi0KC0xhYmVsc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEiYwoHV2VsY29tZRIbChNjb29yZGluYXRvcl92ZXJzaW9uGAEgASgJEh0KFWhlYXJ0YmVhdF9pbnRlcnZhbF9tcxgCIAEoDRIcChRoZWFydGJlYXRfdGltZW91dF9tcxgDIAEoDSJWCg5BZ2VudEhlYXJ0YmVhdBIrCgdzZW50X2F0GAEgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIXCg9ydW5uaW5nX2pvYl9pZHMYAiADKAki0gQKCUFzc2lnbkpvYhIOCgZqb2JfaWQYASABKAkSEAoIYnVpbGRfaWQYAiABKAkSJAoIcGxhdGZvcm0YAyABKAsyEi5icmFpZC52MS5QbGF0Zm9ybRIQCghlbXVsYXRlZBgEIAEoCBIWCg5jb250ZXh0X2RpZ2VzdBgFIAEoCRISCgpkb2NrZXJmaWxlGAYgASgJEjYKCmJ1aWxkX2FyZ3MYByADKAsyIi5icmFpZC52MS5Bc3NpZ25Kb2IuQnVpbGRBcmdzRW50cnkSDgoGdGFyZ2V0GAggASgJEi8KBmxhYmVscxgJIAMoCzIfLmJyYWlkLnYxLkFzc2lnbkpvYi5MYWJlbHNFbnRyeRIQCghub19jYWNoZRgKIAEoCBIMCgRwdWxsGAsgASgIEhcKD3B1c2hfcmVwb3NpdG9yeRgMIAEoCRIRCglwdXNoX3RhZ3MYDSADKAkSDwoHYXR0ZW1wdBgOIAEoDRISCgpyZXF1ZXN0X2lkGA8gASgJEiYKB3NlY3JldHMYECADKAsyFS5icmFpZC52MS5CdWlsZFNlY3JldBIPCgduZXR3b3JrGBEgASgJEhEKCWFkZF9ob3N0cxgSIAMoCRISCgpjYWNoZV9mcm9tGBMgAygJEhQKDGlubGluZV9jYWNoZRgUIAEoCBowCg5CdWlsZEFyZ3NFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBGi0KC0xhYmVsc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEiKwoJQ2FuY2VsSm9iEg4KBmpvYl9pZBgBIAEoCRIOCgZyZWFzb24YAiABKAkiTAoJSm9iVXBkYXRlEg4KBmpvYl9pZBgBIAEoCRIhCgVzdGF0ZRgCIAEoDjISLmJyYWlkLnYxLkpvYlN0YXRlEgwKBHN0ZXAYAyABKAkiegoLSm9iTG9nQ2h1bmsSDgoGam9iX2lkGAEgASgJEhYKDmZpcnN0X3NlcXVlbmNlGAIgASgEEg0KBWxpbmVzGAMgAygJEiMKBnNvdXJjZRgEIAEoDjITLmJyYWlkLnYxLkxvZ1NvdXJjZRIPCgdkcm9wcGVkGAUgASgNIrABCglKb2JSZXN1bHQSDgoGam9iX2lkGAEgASgJEigKBWltYWdlGAIgASgLMhkuYnJhaWQudjEuSW1hZ2VEZXNjcmlwdG9yEg0KBWVycm9yGAMgASgJEhMKC2R1cmF0aW9uX21zGAQgASgEEhAKCGVtdWxhdGVkGAUgASgIEhAKCGZldGNoX21zGAYgASgEEhAKCGJ1aWxkX21zGAcgASgEEg8KB3B1c2hfbXMYCCABKAQiNQoTRmV0Y2hDb250ZXh0UmVxdWVzdBIOCgZkaWdlc3QYASABKAkSDgoGb2Zmc2V0GAIgASgEIiUKFEZldGNoQ29udGV4dFJlc3BvbnNlEg0KBWNodW5rGAEgASgMMqMBCgxBZ2VudFNlcnZpY2USQgoHQ29ubmVjdBIYLmJyYWlkLnYxLkNvbm5lY3RSZXF1ZXN0GhkuYnJhaWQudjEuQ29ubmVjdFJlc3BvbnNlKAEwARJPCgxGZXRjaENvbnRleHQSHS5icmFpZC52MS5GZXRjaENvbnRleHRSZXF1ZXN0Gh4uYnJhaWQudjEuRmV0Y2hDb250ZXh0UmVzcG9uc2UwAWIGcHJvdG8z", [file_braid_v1_build, file_braid_v1_common, file_google_protobuf_timestamp]);
+  fileDesc("ChRicmFpZC92MS9hZ2VudC5wcm90bxIIYnJhaWQudjEi4gEKDkNvbm5lY3RSZXF1ZXN0EiUKBWhlbGxvGAEgASgLMhQuYnJhaWQudjEuQWdlbnRIZWxsb0gAEi0KCWhlYXJ0YmVhdBgCIAEoCzIYLmJyYWlkLnYxLkFnZW50SGVhcnRiZWF0SAASJQoGdXBkYXRlGAMgASgLMhMuYnJhaWQudjEuSm9iVXBkYXRlSAASJAoDbG9nGAQgASgLMhUuYnJhaWQudjEuSm9iTG9nQ2h1bmtIABIlCgZyZXN1bHQYBSABKAsyEy5icmFpZC52MS5Kb2JSZXN1bHRIAEIGCgRib2R5Iq4BCg9Db25uZWN0UmVzcG9uc2USJAoHd2VsY29tZRgBIAEoCzIRLmJyYWlkLnYxLldlbGNvbWVIABIlCgZhc3NpZ24YAiABKAsyEy5icmFpZC52MS5Bc3NpZ25Kb2JIABIlCgZjYW5jZWwYAyABKAsyEy5icmFpZC52MS5DYW5jZWxKb2JIABIfCgNhY2sYBCABKAsyEC5icmFpZC52MS5Kb2JBY2tIAEIGCgRib2R5IhgKBkpvYkFjaxIOCgZqb2JfaWQYASABKAkixAIKCkFnZW50SGVsbG8SDAoEbmFtZRgBIAEoCRIPCgd2ZXJzaW9uGAIgASgJEisKD25hdGl2ZV9wbGF0Zm9ybRgDIAEoCzISLmJyYWlkLnYxLlBsYXRmb3JtEjYKEmVtdWxhdGVkX3BsYXRmb3JtcxgEIAMoCzIaLmJyYWlkLnYxLkVtdWxhdGVkUGxhdGZvcm0SEAoIY2FwYWNpdHkYBSABKA0SMAoGbGFiZWxzGAYgAygLMiAuYnJhaWQudjEuQWdlbnRIZWxsby5MYWJlbHNFbnRyeRIWCg5lbmdpbmVfdmVyc2lvbhgHIAEoCRIUCgxoZWxkX2pvYl9pZHMYCCADKAkSEQoJZW5naW5lX2lkGAkgASgJGi0KC0xhYmVsc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEiYwoHV2VsY29tZRIbChNjb29yZGluYXRvcl92ZXJzaW9uGAEgASgJEh0KFWhlYXJ0YmVhdF9pbnRlcnZhbF9tcxgCIAEoDRIcChRoZWFydGJlYXRfdGltZW91dF9tcxgDIAEoDSJWCg5BZ2VudEhlYXJ0YmVhdBIrCgdzZW50X2F0GAEgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIXCg9ydW5uaW5nX2pvYl9pZHMYAiADKAki6wUKCUFzc2lnbkpvYhIOCgZqb2JfaWQYASABKAkSEAoIYnVpbGRfaWQYAiABKAkSJAoIcGxhdGZvcm0YAyABKAsyEi5icmFpZC52MS5QbGF0Zm9ybRIQCghlbXVsYXRlZBgEIAEoCBIWCg5jb250ZXh0X2RpZ2VzdBgFIAEoCRISCgpkb2NrZXJmaWxlGAYgASgJEjYKCmJ1aWxkX2FyZ3MYByADKAsyIi5icmFpZC52MS5Bc3NpZ25Kb2IuQnVpbGRBcmdzRW50cnkSDgoGdGFyZ2V0GAggASgJEi8KBmxhYmVscxgJIAMoCzIfLmJyYWlkLnYxLkFzc2lnbkpvYi5MYWJlbHNFbnRyeRIQCghub19jYWNoZRgKIAEoCBIMCgRwdWxsGAsgASgIEhcKD3B1c2hfcmVwb3NpdG9yeRgMIAEoCRIRCglwdXNoX3RhZ3MYDSADKAkSDwoHYXR0ZW1wdBgOIAEoDRISCgpyZXF1ZXN0X2lkGA8gASgJEiYKB3NlY3JldHMYECADKAsyFS5icmFpZC52MS5CdWlsZFNlY3JldBIPCgduZXR3b3JrGBEgASgJEhEKCWFkZF9ob3N0cxgSIAMoCRISCgpjYWNoZV9mcm9tGBMgAygJEhQKDGlubGluZV9jYWNoZRgUIAEoCBIPCgdzc2hfaWRzGBUgAygJEkoKFG1hbmlmZXN0X2Fubm90YXRpb25zGBYgAygLMiwuYnJhaWQudjEuQXNzaWduSm9iLk1hbmlmZXN0QW5ub3RhdGlvbnNFbnRyeRowCg5CdWlsZEFyZ3NFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBGi0KC0xhYmVsc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEaOgoYTWFuaWZlc3RBbm5vdGF0aW9uc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEiKwoJQ2FuY2VsSm9iEg4KBmpvYl9pZBgBIAEoCRIOCgZyZWFzb24YAiABKAkiTAoJSm9iVXBkYXRlEg4KBmpvYl9pZBgBIAEoCRIhCgVzdGF0ZRgCIAEoDjISLmJyYWlkLnYxLkpvYlN0YXRlEgwKBHN0ZXAYAyABKAkiegoLSm9iTG9nQ2h1bmsSDgoGam9iX2lkGAEgASgJEhYKDmZpcnN0X3NlcXVlbmNlGAIgASgEEg0KBWxpbmVzGAMgAygJEiMKBnNvdXJjZRgEIAEoDjITLmJyYWlkLnYxLkxvZ1NvdXJjZRIPCgdkcm9wcGVkGAUgASgNIrABCglKb2JSZXN1bHQSDgoGam9iX2lkGAEgASgJEigKBWltYWdlGAIgASgLMhkuYnJhaWQudjEuSW1hZ2VEZXNjcmlwdG9yEg0KBWVycm9yGAMgASgJEhMKC2R1cmF0aW9uX21zGAQgASgEEhAKCGVtdWxhdGVkGAUgASgIEhAKCGZldGNoX21zGAYgASgEEhAKCGJ1aWxkX21zGAcgASgEEg8KB3B1c2hfbXMYCCABKAQiXwodQWdlbnRTZXJ2aWNlRm9yd2FyZFNzaFJlcXVlc3QSJgoEb3BlbhgBIAEoCzIWLmJyYWlkLnYxLkFnZW50U3NoT3BlbkgAEg4KBGRhdGEYAiABKAxIAEIGCgRib2R5Ii4KDEFnZW50U3NoT3BlbhIOCgZqb2JfaWQYASABKAkSDgoGc3NoX2lkGAIgASgJIi4KHkFnZW50U2VydmljZUZvcndhcmRTc2hSZXNwb25zZRIMCgRkYXRhGAEgASgMIjUKE0ZldGNoQ29udGV4dFJlcXVlc3QSDgoGZGlnZXN0GAEgASgJEg4KBm9mZnNldBgCIAEoBCIlChRGZXRjaENvbnRleHRSZXNwb25zZRINCgVjaHVuaxgBIAEoDDKIAgoMQWdlbnRTZXJ2aWNlEkIKB0Nvbm5lY3QSGC5icmFpZC52MS5Db25uZWN0UmVxdWVzdBoZLmJyYWlkLnYxLkNvbm5lY3RSZXNwb25zZSgBMAESTwoMRmV0Y2hDb250ZXh0Eh0uYnJhaWQudjEuRmV0Y2hDb250ZXh0UmVxdWVzdBoeLmJyYWlkLnYxLkZldGNoQ29udGV4dFJlc3BvbnNlMAESYwoKRm9yd2FyZFNzaBInLmJyYWlkLnYxLkFnZW50U2VydmljZUZvcndhcmRTc2hSZXF1ZXN0GiguYnJhaWQudjEuQWdlbnRTZXJ2aWNlRm9yd2FyZFNzaFJlc3BvbnNlKAEwAWIGcHJvdG8z", [file_braid_v1_build, file_braid_v1_common, file_google_protobuf_timestamp]);
 
 /**
  * @generated from message braid.v1.ConnectRequest
@@ -379,6 +379,20 @@ export type AssignJob = Message<"braid.v1.AssignJob"> & {
    * @generated from field: bool inline_cache = 20;
    */
   inlineCache: boolean;
+
+  /**
+   * SSH agents the build may use (BuildSpec.ssh_ids), through ForwardSsh.
+   *
+   * @generated from field: repeated string ssh_ids = 21;
+   */
+  sshIds: string[];
+
+  /**
+   * Annotations of the platform's image manifest (--annotation manifest).
+   *
+   * @generated from field: map<string, string> manifest_annotations = 22;
+   */
+  manifestAnnotations: { [key: string]: string };
 };
 
 /**
@@ -541,6 +555,80 @@ export const JobResultSchema: GenMessage<JobResult> = /*@__PURE__*/
   messageDesc(file_braid_v1_agent, 10);
 
 /**
+ * @generated from message braid.v1.AgentServiceForwardSshRequest
+ */
+export type AgentServiceForwardSshRequest = Message<"braid.v1.AgentServiceForwardSshRequest"> & {
+  /**
+   * @generated from oneof braid.v1.AgentServiceForwardSshRequest.body
+   */
+  body: {
+    /**
+     * First message only.
+     *
+     * @generated from field: braid.v1.AgentSshOpen open = 1;
+     */
+    value: AgentSshOpen;
+    case: "open";
+  } | {
+    /**
+     * The ssh-agent protocol's bytes from the build step, at most 256 KiB.
+     *
+     * @generated from field: bytes data = 2;
+     */
+    value: Uint8Array;
+    case: "data";
+  } | { case: undefined; value?: undefined };
+};
+
+/**
+ * Describes the message braid.v1.AgentServiceForwardSshRequest.
+ * Use `create(AgentServiceForwardSshRequestSchema)` to create a new message.
+ */
+export const AgentServiceForwardSshRequestSchema: GenMessage<AgentServiceForwardSshRequest> = /*@__PURE__*/
+  messageDesc(file_braid_v1_agent, 11);
+
+/**
+ * @generated from message braid.v1.AgentSshOpen
+ */
+export type AgentSshOpen = Message<"braid.v1.AgentSshOpen"> & {
+  /**
+   * @generated from field: string job_id = 1;
+   */
+  jobId: string;
+
+  /**
+   * @generated from field: string ssh_id = 2;
+   */
+  sshId: string;
+};
+
+/**
+ * Describes the message braid.v1.AgentSshOpen.
+ * Use `create(AgentSshOpenSchema)` to create a new message.
+ */
+export const AgentSshOpenSchema: GenMessage<AgentSshOpen> = /*@__PURE__*/
+  messageDesc(file_braid_v1_agent, 12);
+
+/**
+ * @generated from message braid.v1.AgentServiceForwardSshResponse
+ */
+export type AgentServiceForwardSshResponse = Message<"braid.v1.AgentServiceForwardSshResponse"> & {
+  /**
+   * The ssh-agent protocol's bytes from the agent, at most 256 KiB.
+   *
+   * @generated from field: bytes data = 1;
+   */
+  data: Uint8Array;
+};
+
+/**
+ * Describes the message braid.v1.AgentServiceForwardSshResponse.
+ * Use `create(AgentServiceForwardSshResponseSchema)` to create a new message.
+ */
+export const AgentServiceForwardSshResponseSchema: GenMessage<AgentServiceForwardSshResponse> = /*@__PURE__*/
+  messageDesc(file_braid_v1_agent, 13);
+
+/**
  * @generated from message braid.v1.FetchContextRequest
  */
 export type FetchContextRequest = Message<"braid.v1.FetchContextRequest"> & {
@@ -560,7 +648,7 @@ export type FetchContextRequest = Message<"braid.v1.FetchContextRequest"> & {
  * Use `create(FetchContextRequestSchema)` to create a new message.
  */
 export const FetchContextRequestSchema: GenMessage<FetchContextRequest> = /*@__PURE__*/
-  messageDesc(file_braid_v1_agent, 11);
+  messageDesc(file_braid_v1_agent, 14);
 
 /**
  * @generated from message braid.v1.FetchContextResponse
@@ -577,7 +665,7 @@ export type FetchContextResponse = Message<"braid.v1.FetchContextResponse"> & {
  * Use `create(FetchContextResponseSchema)` to create a new message.
  */
 export const FetchContextResponseSchema: GenMessage<FetchContextResponse> = /*@__PURE__*/
-  messageDesc(file_braid_v1_agent, 12);
+  messageDesc(file_braid_v1_agent, 15);
 
 /**
  * @generated from service braid.v1.AgentService
@@ -604,6 +692,20 @@ export const AgentService: GenService<{
     methodKind: "server_streaming";
     input: typeof FetchContextRequestSchema;
     output: typeof FetchContextResponseSchema;
+  },
+  /**
+   * One `RUN --mount=type=ssh` connection of a job to an SSH agent its
+   * build forwards (AssignJob.ssh_ids): the first message names the job and
+   * the id, then the ssh-agent protocol's bytes flow both ways until either
+   * side ends the call. The coordinator relays it to the client that
+   * submitted the build (BuildService.ForwardSsh).
+   *
+   * @generated from rpc braid.v1.AgentService.ForwardSsh
+   */
+  forwardSsh: {
+    methodKind: "bidi_streaming";
+    input: typeof AgentServiceForwardSshRequestSchema;
+    output: typeof AgentServiceForwardSshResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_braid_v1_agent, 0);

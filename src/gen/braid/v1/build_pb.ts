@@ -24,7 +24,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file braid/v1/build.proto.
  */
 export const file_braid_v1_build: GenFile = /*@__PURE__*/
-  fileDesc("ChRicmFpZC92MS9idWlsZC5wcm90bxIIYnJhaWQudjEiIwoRSGFzQ29udGV4dFJlcXVlc3QSDgoGZGlnZXN0GAEgASgJIjkKEkhhc0NvbnRleHRSZXNwb25zZRIPCgdwcmVzZW50GAEgASgIEhIKCnNpemVfYnl0ZXMYAiABKAQiXQoUVXBsb2FkQ29udGV4dFJlcXVlc3QSKQoGaGVhZGVyGAEgASgLMhcuYnJhaWQudjEuQ29udGV4dEhlYWRlckgAEg8KBWNodW5rGAIgASgMSABCCQoHcGF5bG9hZCIzCg1Db250ZXh0SGVhZGVyEg4KBmRpZ2VzdBgBIAEoCRISCgpzaXplX2J5dGVzGAIgASgEIlQKFVVwbG9hZENvbnRleHRSZXNwb25zZRIOCgZkaWdlc3QYASABKAkSEgoKc2l6ZV9ieXRlcxgCIAEoBBIXCg9hbHJlYWR5X3ByZXNlbnQYAyABKAgiywQKCUJ1aWxkU3BlYxIWCg5jb250ZXh0X2RpZ2VzdBgBIAEoCRISCgpkb2NrZXJmaWxlGAIgASgJEiUKCXBsYXRmb3JtcxgDIAMoCzISLmJyYWlkLnYxLlBsYXRmb3JtEgwKBHRhZ3MYBCADKAkSNgoKYnVpbGRfYXJncxgFIAMoCzIiLmJyYWlkLnYxLkJ1aWxkU3BlYy5CdWlsZEFyZ3NFbnRyeRIOCgZ0YXJnZXQYBiABKAkSLwoGbGFiZWxzGAcgAygLMh8uYnJhaWQudjEuQnVpbGRTcGVjLkxhYmVsc0VudHJ5EhAKCG5vX2NhY2hlGAggASgIEgwKBHB1bGwYCSABKAgSLAoJZW11bGF0aW9uGAogASgOMhkuYnJhaWQudjEuRW11bGF0aW9uUG9saWN5EhUKDXBsYXRmb3JtX3RhZ3MYCyABKAgSEgoKc2VjcmV0X2lkcxgMIAMoCRISCgprZWVwX2dvaW5nGA0gASgIEg8KB25ldHdvcmsYDiABKAkSEQoJYWRkX2hvc3RzGA8gAygJEikKCmNhY2hlX2Zyb20YECADKAsyFS5icmFpZC52MS5DYWNoZUltcG9ydBInCghjYWNoZV90bxgRIAMoCzIVLmJyYWlkLnYxLkNhY2hlRXhwb3J0GjAKDkJ1aWxkQXJnc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEaLQoLTGFiZWxzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASI9CgtDYWNoZUltcG9ydBIhCgR0eXBlGAEgASgOMhMuYnJhaWQudjEuQ2FjaGVUeXBlEgsKA3JlZhgCIAEoCSJgCgtDYWNoZUV4cG9ydBIhCgR0eXBlGAEgASgOMhMuYnJhaWQudjEuQ2FjaGVUeXBlEgsKA3JlZhgCIAEoCRIhCgRtb2RlGAMgASgOMhMuYnJhaWQudjEuQ2FjaGVNb2RlIigKC0J1aWxkU2VjcmV0EgoKAmlkGAEgASgJEg0KBXZhbHVlGAIgASgMInMKElN1Ym1pdEJ1aWxkUmVxdWVzdBIhCgRzcGVjGAEgASgLMhMuYnJhaWQudjEuQnVpbGRTcGVjEhIKCnJlcXVlc3RfaWQYAiABKAkSJgoHc2VjcmV0cxgDIAMoCzIVLmJyYWlkLnYxLkJ1aWxkU2VjcmV0IjUKE1N1Ym1pdEJ1aWxkUmVzcG9uc2USHgoFYnVpbGQYASABKAsyDy5icmFpZC52MS5CdWlsZCKmAgoFQnVpbGQSCgoCaWQYASABKAkSIQoEc3BlYxgCIAEoCzITLmJyYWlkLnYxLkJ1aWxkU3BlYxIjCgVzdGF0ZRgDIAEoDjIULmJyYWlkLnYxLkJ1aWxkU3RhdGUSLgoKY3JlYXRlZF9hdBgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLwoLZmluaXNoZWRfYXQYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhsKBGpvYnMYBiADKAsyDS5icmFpZC52MS5Kb2ISKAoFaW5kZXgYByABKAsyGS5icmFpZC52MS5JbWFnZURlc2NyaXB0b3ISDQoFZXJyb3IYCCABKAkSEgoKcmVxdWVzdF9pZBgJIAEoCSKyAwoDSm9iEgoKAmlkGAEgASgJEiQKCHBsYXRmb3JtGAIgASgLMhIuYnJhaWQudjEuUGxhdGZvcm0SIQoFc3RhdGUYAyABKA4yEi5icmFpZC52MS5Kb2JTdGF0ZRINCgVhZ2VudBgEIAEoCRIQCghlbXVsYXRlZBgFIAEoCBIQCghlbXVsYXRvchgGIAEoCRIUCgxjdXJyZW50X3N0ZXAYByABKAkSKAoFaW1hZ2UYCCABKAsyGS5icmFpZC52MS5JbWFnZURlc2NyaXB0b3ISLgoKc3RhcnRlZF9hdBgJIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLwoLZmluaXNoZWRfYXQYCiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhMKC2R1cmF0aW9uX21zGAsgASgEEg8KB2F0dGVtcHQYDCABKA0SDQoFZXJyb3IYDSABKAkSMwoQcGxhY2VtZW50X3JlYXNvbhgOIAEoDjIZLmJyYWlkLnYxLlBsYWNlbWVudFJlYXNvbhIYChBwbGFjZW1lbnRfZGV0YWlsGA8gASgJIk0KEVdhdGNoQnVpbGRSZXF1ZXN0EhAKCGJ1aWxkX2lkGAEgASgJEhYKDmFmdGVyX3NlcXVlbmNlGAIgASgEEg4KBmZvbGxvdxgDIAEoCCI5ChJXYXRjaEJ1aWxkUmVzcG9uc2USIwoFZXZlbnQYASABKAsyFC5icmFpZC52MS5CdWlsZEV2ZW50IogCCgpCdWlsZEV2ZW50EhAKCHNlcXVlbmNlGAEgASgEEigKBHRpbWUYAiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjIKC2J1aWxkX3N0YXRlGAMgASgLMhsuYnJhaWQudjEuQnVpbGRTdGF0ZUNoYW5nZWRIABIuCglqb2Jfc3RhdGUYBCABKAsyGS5icmFpZC52MS5Kb2JTdGF0ZUNoYW5nZWRIABIgCgNsb2cYBSABKAsyES5icmFpZC52MS5Mb2dMaW5lSAASMAoIZGVjaXNpb24YBiABKAsyHC5icmFpZC52MS5TY2hlZHVsaW5nRGVjaXNpb25IAEIGCgRib2R5InMKEUJ1aWxkU3RhdGVDaGFuZ2VkEiMKBXN0YXRlGAEgASgOMhQuYnJhaWQudjEuQnVpbGRTdGF0ZRIPCgdtZXNzYWdlGAIgASgJEigKBWluZGV4GAMgASgLMhkuYnJhaWQudjEuSW1hZ2VEZXNjcmlwdG9yIuwBCg9Kb2JTdGF0ZUNoYW5nZWQSDgoGam9iX2lkGAEgASgJEiQKCHBsYXRmb3JtGAIgASgLMhIuYnJhaWQudjEuUGxhdGZvcm0SIQoFc3RhdGUYAyABKA4yEi5icmFpZC52MS5Kb2JTdGF0ZRINCgVhZ2VudBgEIAEoCRIQCghlbXVsYXRlZBgFIAEoCBIPCgdtZXNzYWdlGAYgASgJEigKBWltYWdlGAcgASgLMhkuYnJhaWQudjEuSW1hZ2VEZXNjcmlwdG9yEhMKC2R1cmF0aW9uX21zGAggASgEEg8KB2F0dGVtcHQYCSABKA0iigEKB0xvZ0xpbmUSJAoIcGxhdGZvcm0YASABKAsyEi5icmFpZC52MS5QbGF0Zm9ybRIOCgZqb2JfaWQYAiABKAkSIwoGc291cmNlGAMgASgOMhMuYnJhaWQudjEuTG9nU291cmNlEgwKBHRleHQYBCABKAkSFgoOZHJvcHBlZF9iZWZvcmUYBSABKA0ioAEKElNjaGVkdWxpbmdEZWNpc2lvbhIkCghwbGF0Zm9ybRgBIAEoCzISLmJyYWlkLnYxLlBsYXRmb3JtEg0KBWFnZW50GAIgASgJEhAKCGVtdWxhdGVkGAMgASgIEg4KBnJlYXNvbhgEIAEoCRIzChBwbGFjZW1lbnRfcmVhc29uGAUgASgOMhkuYnJhaWQudjEuUGxhY2VtZW50UmVhc29uIiMKD0dldEJ1aWxkUmVxdWVzdBIQCghidWlsZF9pZBgBIAEoCSIyChBHZXRCdWlsZFJlc3BvbnNlEh4KBWJ1aWxkGAEgASgLMg8uYnJhaWQudjEuQnVpbGQiSAoRTGlzdEJ1aWxkc1JlcXVlc3QSDQoFbGltaXQYASABKA0SJAoGc3RhdGVzGAIgAygOMhQuYnJhaWQudjEuQnVpbGRTdGF0ZSI1ChJMaXN0QnVpbGRzUmVzcG9uc2USHwoGYnVpbGRzGAEgAygLMg8uYnJhaWQudjEuQnVpbGQiNgoSQ2FuY2VsQnVpbGRSZXF1ZXN0EhAKCGJ1aWxkX2lkGAEgASgJEg4KBnJlYXNvbhgCIAEoCSI1ChNDYW5jZWxCdWlsZFJlc3BvbnNlEh4KBWJ1aWxkGAEgASgLMg8uYnJhaWQudjEuQnVpbGQiEwoRTGlzdEFnZW50c1JlcXVlc3QiOQoSTGlzdEFnZW50c1Jlc3BvbnNlEiMKBmFnZW50cxgBIAMoCzITLmJyYWlkLnYxLkFnZW50SW5mbyKjAwoJQWdlbnRJbmZvEgwKBG5hbWUYASABKAkSDwoHdmVyc2lvbhgCIAEoCRIrCg9uYXRpdmVfcGxhdGZvcm0YAyABKAsyEi5icmFpZC52MS5QbGF0Zm9ybRI2ChJlbXVsYXRlZF9wbGF0Zm9ybXMYBCADKAsyGi5icmFpZC52MS5FbXVsYXRlZFBsYXRmb3JtEhAKCGNhcGFjaXR5GAUgASgNEg8KB3J1bm5pbmcYBiABKA0SLwoGbGFiZWxzGAcgAygLMh8uYnJhaWQudjEuQWdlbnRJbmZvLkxhYmVsc0VudHJ5EjAKDGNvbm5lY3RlZF9hdBgIIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASMgoObGFzdF9oZWFydGJlYXQYCSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhYKDmVuZ2luZV92ZXJzaW9uGAogASgJEhEKCWVuZ2luZV9pZBgLIAEoCRotCgtMYWJlbHNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBIkkKEEVtdWxhdGVkUGxhdGZvcm0SJAoIcGxhdGZvcm0YASABKAsyEi5icmFpZC52MS5QbGF0Zm9ybRIPCgdoYW5kbGVyGAIgASgJKlcKCUNhY2hlVHlwZRIaChZDQUNIRV9UWVBFX1VOU1BFQ0lGSUVEEAASFwoTQ0FDSEVfVFlQRV9SRUdJU1RSWRABEhUKEUNBQ0hFX1RZUEVfSU5MSU5FEAIqTwoJQ2FjaGVNb2RlEhoKFkNBQ0hFX01PREVfVU5TUEVDSUZJRUQQABISCg5DQUNIRV9NT0RFX01JThABEhIKDkNBQ0hFX01PREVfTUFYEAIq3gEKCkJ1aWxkU3RhdGUSGwoXQlVJTERfU1RBVEVfVU5TUEVDSUZJRUQQABIWChJCVUlMRF9TVEFURV9RVUVVRUQQARIXChNCVUlMRF9TVEFURV9SVU5OSU5HEAISGQoVQlVJTERfU1RBVEVfU1RJVENISU5HEAMSGQoVQlVJTERfU1RBVEVfU1VDQ0VFREVEEAQSFgoSQlVJTERfU1RBVEVfRkFJTEVEEAUSGQoVQlVJTERfU1RBVEVfQ0FOQ0VMTEVEEAYSGQoVQlVJTERfU1RBVEVfVElNRURfT1VUEAcqngEKD1BsYWNlbWVudFJlYXNvbhIgChxQTEFDRU1FTlRfUkVBU09OX1VOU1BFQ0lGSUVEEAASIQodUExBQ0VNRU5UX1JFQVNPTl9PTkxZX0NBUEFCTEUQARIhCh1QTEFDRU1FTlRfUkVBU09OX0xFQVNUX0xPQURFRBACEiMKH1BMQUNFTUVOVF9SRUFTT05fQ0FDSEVfQUZGSU5JVFkQAypvCglMb2dTb3VyY2USGgoWTE9HX1NPVVJDRV9VTlNQRUNJRklFRBAAEhQKEExPR19TT1VSQ0VfQlVJTEQQARIUChBMT0dfU09VUkNFX0FHRU5UEAISGgoWTE9HX1NPVVJDRV9DT09SRElOQVRPUhADMuMECgxCdWlsZFNlcnZpY2USRwoKSGFzQ29udGV4dBIbLmJyYWlkLnYxLkhhc0NvbnRleHRSZXF1ZXN0GhwuYnJhaWQudjEuSGFzQ29udGV4dFJlc3BvbnNlElIKDVVwbG9hZENvbnRleHQSHi5icmFpZC52MS5VcGxvYWRDb250ZXh0UmVxdWVzdBofLmJyYWlkLnYxLlVwbG9hZENvbnRleHRSZXNwb25zZSgBEkoKC1N1Ym1pdEJ1aWxkEhwuYnJhaWQudjEuU3VibWl0QnVpbGRSZXF1ZXN0Gh0uYnJhaWQudjEuU3VibWl0QnVpbGRSZXNwb25zZRJJCgpXYXRjaEJ1aWxkEhsuYnJhaWQudjEuV2F0Y2hCdWlsZFJlcXVlc3QaHC5icmFpZC52MS5XYXRjaEJ1aWxkUmVzcG9uc2UwARJBCghHZXRCdWlsZBIZLmJyYWlkLnYxLkdldEJ1aWxkUmVxdWVzdBoaLmJyYWlkLnYxLkdldEJ1aWxkUmVzcG9uc2USRwoKTGlzdEJ1aWxkcxIbLmJyYWlkLnYxLkxpc3RCdWlsZHNSZXF1ZXN0GhwuYnJhaWQudjEuTGlzdEJ1aWxkc1Jlc3BvbnNlEkoKC0NhbmNlbEJ1aWxkEhwuYnJhaWQudjEuQ2FuY2VsQnVpbGRSZXF1ZXN0Gh0uYnJhaWQudjEuQ2FuY2VsQnVpbGRSZXNwb25zZRJHCgpMaXN0QWdlbnRzEhsuYnJhaWQudjEuTGlzdEFnZW50c1JlcXVlc3QaHC5icmFpZC52MS5MaXN0QWdlbnRzUmVzcG9uc2ViBnByb3RvMw", [file_braid_v1_common, file_google_protobuf_timestamp]);
+  fileDesc("ChRicmFpZC92MS9idWlsZC5wcm90bxIIYnJhaWQudjEiIwoRSGFzQ29udGV4dFJlcXVlc3QSDgoGZGlnZXN0GAEgASgJIjkKEkhhc0NvbnRleHRSZXNwb25zZRIPCgdwcmVzZW50GAEgASgIEhIKCnNpemVfYnl0ZXMYAiABKAQiXQoUVXBsb2FkQ29udGV4dFJlcXVlc3QSKQoGaGVhZGVyGAEgASgLMhcuYnJhaWQudjEuQ29udGV4dEhlYWRlckgAEg8KBWNodW5rGAIgASgMSABCCQoHcGF5bG9hZCIzCg1Db250ZXh0SGVhZGVyEg4KBmRpZ2VzdBgBIAEoCRISCgpzaXplX2J5dGVzGAIgASgEIlQKFVVwbG9hZENvbnRleHRSZXNwb25zZRIOCgZkaWdlc3QYASABKAkSEgoKc2l6ZV9ieXRlcxgCIAEoBBIXCg9hbHJlYWR5X3ByZXNlbnQYAyABKAgihwUKCUJ1aWxkU3BlYxIWCg5jb250ZXh0X2RpZ2VzdBgBIAEoCRISCgpkb2NrZXJmaWxlGAIgASgJEiUKCXBsYXRmb3JtcxgDIAMoCzISLmJyYWlkLnYxLlBsYXRmb3JtEgwKBHRhZ3MYBCADKAkSNgoKYnVpbGRfYXJncxgFIAMoCzIiLmJyYWlkLnYxLkJ1aWxkU3BlYy5CdWlsZEFyZ3NFbnRyeRIOCgZ0YXJnZXQYBiABKAkSLwoGbGFiZWxzGAcgAygLMh8uYnJhaWQudjEuQnVpbGRTcGVjLkxhYmVsc0VudHJ5EhAKCG5vX2NhY2hlGAggASgIEgwKBHB1bGwYCSABKAgSLAoJZW11bGF0aW9uGAogASgOMhkuYnJhaWQudjEuRW11bGF0aW9uUG9saWN5EhUKDXBsYXRmb3JtX3RhZ3MYCyABKAgSEgoKc2VjcmV0X2lkcxgMIAMoCRISCgprZWVwX2dvaW5nGA0gASgIEg8KB25ldHdvcmsYDiABKAkSEQoJYWRkX2hvc3RzGA8gAygJEikKCmNhY2hlX2Zyb20YECADKAsyFS5icmFpZC52MS5DYWNoZUltcG9ydBInCghjYWNoZV90bxgRIAMoCzIVLmJyYWlkLnYxLkNhY2hlRXhwb3J0Eg8KB3NzaF9pZHMYEiADKAkSKQoLYW5ub3RhdGlvbnMYEyADKAsyFC5icmFpZC52MS5Bbm5vdGF0aW9uGjAKDkJ1aWxkQXJnc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEaLQoLTGFiZWxzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASJ5CgpBbm5vdGF0aW9uEikKBmxldmVscxgBIAMoDjIZLmJyYWlkLnYxLkFubm90YXRpb25MZXZlbBIkCghwbGF0Zm9ybRgCIAEoCzISLmJyYWlkLnYxLlBsYXRmb3JtEgsKA2tleRgDIAEoCRINCgV2YWx1ZRgEIAEoCSI9CgtDYWNoZUltcG9ydBIhCgR0eXBlGAEgASgOMhMuYnJhaWQudjEuQ2FjaGVUeXBlEgsKA3JlZhgCIAEoCSJ2CgtDYWNoZUV4cG9ydBIhCgR0eXBlGAEgASgOMhMuYnJhaWQudjEuQ2FjaGVUeXBlEgsKA3JlZhgCIAEoCRIhCgRtb2RlGAMgASgOMhMuYnJhaWQudjEuQ2FjaGVNb2RlEhQKDGlnbm9yZV9lcnJvchgEIAEoCCIoCgtCdWlsZFNlY3JldBIKCgJpZBgBIAEoCRINCgV2YWx1ZRgCIAEoDCJzChJTdWJtaXRCdWlsZFJlcXVlc3QSIQoEc3BlYxgBIAEoCzITLmJyYWlkLnYxLkJ1aWxkU3BlYxISCgpyZXF1ZXN0X2lkGAIgASgJEiYKB3NlY3JldHMYAyADKAsyFS5icmFpZC52MS5CdWlsZFNlY3JldCI1ChNTdWJtaXRCdWlsZFJlc3BvbnNlEh4KBWJ1aWxkGAEgASgLMg8uYnJhaWQudjEuQnVpbGQipgIKBUJ1aWxkEgoKAmlkGAEgASgJEiEKBHNwZWMYAiABKAsyEy5icmFpZC52MS5CdWlsZFNwZWMSIwoFc3RhdGUYAyABKA4yFC5icmFpZC52MS5CdWlsZFN0YXRlEi4KCmNyZWF0ZWRfYXQYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi8KC2ZpbmlzaGVkX2F0GAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIbCgRqb2JzGAYgAygLMg0uYnJhaWQudjEuSm9iEigKBWluZGV4GAcgASgLMhkuYnJhaWQudjEuSW1hZ2VEZXNjcmlwdG9yEg0KBWVycm9yGAggASgJEhIKCnJlcXVlc3RfaWQYCSABKAkisgMKA0pvYhIKCgJpZBgBIAEoCRIkCghwbGF0Zm9ybRgCIAEoCzISLmJyYWlkLnYxLlBsYXRmb3JtEiEKBXN0YXRlGAMgASgOMhIuYnJhaWQudjEuSm9iU3RhdGUSDQoFYWdlbnQYBCABKAkSEAoIZW11bGF0ZWQYBSABKAgSEAoIZW11bGF0b3IYBiABKAkSFAoMY3VycmVudF9zdGVwGAcgASgJEigKBWltYWdlGAggASgLMhkuYnJhaWQudjEuSW1hZ2VEZXNjcmlwdG9yEi4KCnN0YXJ0ZWRfYXQYCSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi8KC2ZpbmlzaGVkX2F0GAogASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBITCgtkdXJhdGlvbl9tcxgLIAEoBBIPCgdhdHRlbXB0GAwgASgNEg0KBWVycm9yGA0gASgJEjMKEHBsYWNlbWVudF9yZWFzb24YDiABKA4yGS5icmFpZC52MS5QbGFjZW1lbnRSZWFzb24SGAoQcGxhY2VtZW50X2RldGFpbBgPIAEoCSJNChFXYXRjaEJ1aWxkUmVxdWVzdBIQCghidWlsZF9pZBgBIAEoCRIWCg5hZnRlcl9zZXF1ZW5jZRgCIAEoBBIOCgZmb2xsb3cYAyABKAgiOQoSV2F0Y2hCdWlsZFJlc3BvbnNlEiMKBWV2ZW50GAEgASgLMhQuYnJhaWQudjEuQnVpbGRFdmVudCKIAgoKQnVpbGRFdmVudBIQCghzZXF1ZW5jZRgBIAEoBBIoCgR0aW1lGAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIyCgtidWlsZF9zdGF0ZRgDIAEoCzIbLmJyYWlkLnYxLkJ1aWxkU3RhdGVDaGFuZ2VkSAASLgoJam9iX3N0YXRlGAQgASgLMhkuYnJhaWQudjEuSm9iU3RhdGVDaGFuZ2VkSAASIAoDbG9nGAUgASgLMhEuYnJhaWQudjEuTG9nTGluZUgAEjAKCGRlY2lzaW9uGAYgASgLMhwuYnJhaWQudjEuU2NoZWR1bGluZ0RlY2lzaW9uSABCBgoEYm9keSJzChFCdWlsZFN0YXRlQ2hhbmdlZBIjCgVzdGF0ZRgBIAEoDjIULmJyYWlkLnYxLkJ1aWxkU3RhdGUSDwoHbWVzc2FnZRgCIAEoCRIoCgVpbmRleBgDIAEoCzIZLmJyYWlkLnYxLkltYWdlRGVzY3JpcHRvciLsAQoPSm9iU3RhdGVDaGFuZ2VkEg4KBmpvYl9pZBgBIAEoCRIkCghwbGF0Zm9ybRgCIAEoCzISLmJyYWlkLnYxLlBsYXRmb3JtEiEKBXN0YXRlGAMgASgOMhIuYnJhaWQudjEuSm9iU3RhdGUSDQoFYWdlbnQYBCABKAkSEAoIZW11bGF0ZWQYBSABKAgSDwoHbWVzc2FnZRgGIAEoCRIoCgVpbWFnZRgHIAEoCzIZLmJyYWlkLnYxLkltYWdlRGVzY3JpcHRvchITCgtkdXJhdGlvbl9tcxgIIAEoBBIPCgdhdHRlbXB0GAkgASgNIooBCgdMb2dMaW5lEiQKCHBsYXRmb3JtGAEgASgLMhIuYnJhaWQudjEuUGxhdGZvcm0SDgoGam9iX2lkGAIgASgJEiMKBnNvdXJjZRgDIAEoDjITLmJyYWlkLnYxLkxvZ1NvdXJjZRIMCgR0ZXh0GAQgASgJEhYKDmRyb3BwZWRfYmVmb3JlGAUgASgNIqABChJTY2hlZHVsaW5nRGVjaXNpb24SJAoIcGxhdGZvcm0YASABKAsyEi5icmFpZC52MS5QbGF0Zm9ybRINCgVhZ2VudBgCIAEoCRIQCghlbXVsYXRlZBgDIAEoCBIOCgZyZWFzb24YBCABKAkSMwoQcGxhY2VtZW50X3JlYXNvbhgFIAEoDjIZLmJyYWlkLnYxLlBsYWNlbWVudFJlYXNvbiIjCg9HZXRCdWlsZFJlcXVlc3QSEAoIYnVpbGRfaWQYASABKAkiMgoQR2V0QnVpbGRSZXNwb25zZRIeCgVidWlsZBgBIAEoCzIPLmJyYWlkLnYxLkJ1aWxkIkgKEUxpc3RCdWlsZHNSZXF1ZXN0Eg0KBWxpbWl0GAEgASgNEiQKBnN0YXRlcxgCIAMoDjIULmJyYWlkLnYxLkJ1aWxkU3RhdGUiNQoSTGlzdEJ1aWxkc1Jlc3BvbnNlEh8KBmJ1aWxkcxgBIAMoCzIPLmJyYWlkLnYxLkJ1aWxkIjYKEkNhbmNlbEJ1aWxkUmVxdWVzdBIQCghidWlsZF9pZBgBIAEoCRIOCgZyZWFzb24YAiABKAkiNQoTQ2FuY2VsQnVpbGRSZXNwb25zZRIeCgVidWlsZBgBIAEoCzIPLmJyYWlkLnYxLkJ1aWxkIpEBChFGb3J3YXJkU3NoUmVxdWVzdBIqCgVoZWxsbxgBIAEoCzIZLmJyYWlkLnYxLkZvcndhcmRTc2hIZWxsb0gAEiEKBGRhdGEYAiABKAsyES5icmFpZC52MS5Tc2hEYXRhSAASJQoGY2xvc2VkGAMgASgLMhMuYnJhaWQudjEuU3NoQ2xvc2VkSABCBgoEYm9keSIjCg9Gb3J3YXJkU3NoSGVsbG8SEAoIYnVpbGRfaWQYASABKAkijQEKEkZvcndhcmRTc2hSZXNwb25zZRIlCgZvcGVuZWQYASABKAsyEy5icmFpZC52MS5Tc2hPcGVuZWRIABIhCgRkYXRhGAIgASgLMhEuYnJhaWQudjEuU3NoRGF0YUgAEiUKBmNsb3NlZBgDIAEoCzITLmJyYWlkLnYxLlNzaENsb3NlZEgAQgYKBGJvZHkiWAoJU3NoT3BlbmVkEhUKDWNvbm5lY3Rpb25faWQYASABKAQSDgoGc3NoX2lkGAIgASgJEiQKCHBsYXRmb3JtGAMgASgLMhIuYnJhaWQudjEuUGxhdGZvcm0iLgoHU3NoRGF0YRIVCg1jb25uZWN0aW9uX2lkGAEgASgEEgwKBGRhdGEYAiABKAwiMQoJU3NoQ2xvc2VkEhUKDWNvbm5lY3Rpb25faWQYASABKAQSDQoFZXJyb3IYAiABKAkiEwoRTGlzdEFnZW50c1JlcXVlc3QiOQoSTGlzdEFnZW50c1Jlc3BvbnNlEiMKBmFnZW50cxgBIAMoCzITLmJyYWlkLnYxLkFnZW50SW5mbyKjAwoJQWdlbnRJbmZvEgwKBG5hbWUYASABKAkSDwoHdmVyc2lvbhgCIAEoCRIrCg9uYXRpdmVfcGxhdGZvcm0YAyABKAsyEi5icmFpZC52MS5QbGF0Zm9ybRI2ChJlbXVsYXRlZF9wbGF0Zm9ybXMYBCADKAsyGi5icmFpZC52MS5FbXVsYXRlZFBsYXRmb3JtEhAKCGNhcGFjaXR5GAUgASgNEg8KB3J1bm5pbmcYBiABKA0SLwoGbGFiZWxzGAcgAygLMh8uYnJhaWQudjEuQWdlbnRJbmZvLkxhYmVsc0VudHJ5EjAKDGNvbm5lY3RlZF9hdBgIIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASMgoObGFzdF9oZWFydGJlYXQYCSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhYKDmVuZ2luZV92ZXJzaW9uGAogASgJEhEKCWVuZ2luZV9pZBgLIAEoCRotCgtMYWJlbHNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBIkkKEEVtdWxhdGVkUGxhdGZvcm0SJAoIcGxhdGZvcm0YASABKAsyEi5icmFpZC52MS5QbGF0Zm9ybRIPCgdoYW5kbGVyGAIgASgJKpgBCg9Bbm5vdGF0aW9uTGV2ZWwSIAocQU5OT1RBVElPTl9MRVZFTF9VTlNQRUNJRklFRBAAEh0KGUFOTk9UQVRJT05fTEVWRUxfTUFOSUZFU1QQARIaChZBTk5PVEFUSU9OX0xFVkVMX0lOREVYEAISKAokQU5OT1RBVElPTl9MRVZFTF9NQU5JRkVTVF9ERVNDUklQVE9SEAMqVwoJQ2FjaGVUeXBlEhoKFkNBQ0hFX1RZUEVfVU5TUEVDSUZJRUQQABIXChNDQUNIRV9UWVBFX1JFR0lTVFJZEAESFQoRQ0FDSEVfVFlQRV9JTkxJTkUQAipPCglDYWNoZU1vZGUSGgoWQ0FDSEVfTU9ERV9VTlNQRUNJRklFRBAAEhIKDkNBQ0hFX01PREVfTUlOEAESEgoOQ0FDSEVfTU9ERV9NQVgQAireAQoKQnVpbGRTdGF0ZRIbChdCVUlMRF9TVEFURV9VTlNQRUNJRklFRBAAEhYKEkJVSUxEX1NUQVRFX1FVRVVFRBABEhcKE0JVSUxEX1NUQVRFX1JVTk5JTkcQAhIZChVCVUlMRF9TVEFURV9TVElUQ0hJTkcQAxIZChVCVUlMRF9TVEFURV9TVUNDRUVERUQQBBIWChJCVUlMRF9TVEFURV9GQUlMRUQQBRIZChVCVUlMRF9TVEFURV9DQU5DRUxMRUQQBhIZChVCVUlMRF9TVEFURV9USU1FRF9PVVQQByqeAQoPUGxhY2VtZW50UmVhc29uEiAKHFBMQUNFTUVOVF9SRUFTT05fVU5TUEVDSUZJRUQQABIhCh1QTEFDRU1FTlRfUkVBU09OX09OTFlfQ0FQQUJMRRABEiEKHVBMQUNFTUVOVF9SRUFTT05fTEVBU1RfTE9BREVEEAISIwofUExBQ0VNRU5UX1JFQVNPTl9DQUNIRV9BRkZJTklUWRADKm8KCUxvZ1NvdXJjZRIaChZMT0dfU09VUkNFX1VOU1BFQ0lGSUVEEAASFAoQTE9HX1NPVVJDRV9CVUlMRBABEhQKEExPR19TT1VSQ0VfQUdFTlQQAhIaChZMT0dfU09VUkNFX0NPT1JESU5BVE9SEAMysAUKDEJ1aWxkU2VydmljZRJHCgpIYXNDb250ZXh0EhsuYnJhaWQudjEuSGFzQ29udGV4dFJlcXVlc3QaHC5icmFpZC52MS5IYXNDb250ZXh0UmVzcG9uc2USUgoNVXBsb2FkQ29udGV4dBIeLmJyYWlkLnYxLlVwbG9hZENvbnRleHRSZXF1ZXN0Gh8uYnJhaWQudjEuVXBsb2FkQ29udGV4dFJlc3BvbnNlKAESSgoLU3VibWl0QnVpbGQSHC5icmFpZC52MS5TdWJtaXRCdWlsZFJlcXVlc3QaHS5icmFpZC52MS5TdWJtaXRCdWlsZFJlc3BvbnNlEkkKCldhdGNoQnVpbGQSGy5icmFpZC52MS5XYXRjaEJ1aWxkUmVxdWVzdBocLmJyYWlkLnYxLldhdGNoQnVpbGRSZXNwb25zZTABEkEKCEdldEJ1aWxkEhkuYnJhaWQudjEuR2V0QnVpbGRSZXF1ZXN0GhouYnJhaWQudjEuR2V0QnVpbGRSZXNwb25zZRJHCgpMaXN0QnVpbGRzEhsuYnJhaWQudjEuTGlzdEJ1aWxkc1JlcXVlc3QaHC5icmFpZC52MS5MaXN0QnVpbGRzUmVzcG9uc2USSgoLQ2FuY2VsQnVpbGQSHC5icmFpZC52MS5DYW5jZWxCdWlsZFJlcXVlc3QaHS5icmFpZC52MS5DYW5jZWxCdWlsZFJlc3BvbnNlEkcKCkxpc3RBZ2VudHMSGy5icmFpZC52MS5MaXN0QWdlbnRzUmVxdWVzdBocLmJyYWlkLnYxLkxpc3RBZ2VudHNSZXNwb25zZRJLCgpGb3J3YXJkU3NoEhsuYnJhaWQudjEuRm9yd2FyZFNzaFJlcXVlc3QaHC5icmFpZC52MS5Gb3J3YXJkU3NoUmVzcG9uc2UoATABYgZwcm90bzM", [file_braid_v1_common, file_google_protobuf_timestamp]);
 
 /**
  * @generated from message braid.v1.HasContextRequest
@@ -277,6 +277,23 @@ export type BuildSpec = Message<"braid.v1.BuildSpec"> & {
    * @generated from field: repeated braid.v1.CacheExport cache_to = 17;
    */
   cacheTo: CacheExport[];
+
+  /**
+   * SSH agents the submitting client forwards (--ssh), by id ("default" or
+   * the id a `RUN --mount=type=ssh,id=ID` names). The client must serve them
+   * with ForwardSsh while the build runs.
+   *
+   * @generated from field: repeated string ssh_ids = 18;
+   */
+  sshIds: string[];
+
+  /**
+   * OCI annotations of the pushed index, manifests and descriptors
+   * (--annotation).
+   *
+   * @generated from field: repeated braid.v1.Annotation annotations = 19;
+   */
+  annotations: Annotation[];
 };
 
 /**
@@ -285,6 +302,43 @@ export type BuildSpec = Message<"braid.v1.BuildSpec"> & {
  */
 export const BuildSpecSchema: GenMessage<BuildSpec> = /*@__PURE__*/
   messageDesc(file_braid_v1_build, 5);
+
+/**
+ * @generated from message braid.v1.Annotation
+ */
+export type Annotation = Message<"braid.v1.Annotation"> & {
+  /**
+   * At least one.
+   *
+   * @generated from field: repeated braid.v1.AnnotationLevel levels = 1;
+   */
+  levels: AnnotationLevel[];
+
+  /**
+   * Only this platform's manifest or descriptor; unset: every platform.
+   * Not allowed with ANNOTATION_LEVEL_INDEX.
+   *
+   * @generated from field: braid.v1.Platform platform = 2;
+   */
+  platform?: Platform | undefined;
+
+  /**
+   * @generated from field: string key = 3;
+   */
+  key: string;
+
+  /**
+   * @generated from field: string value = 4;
+   */
+  value: string;
+};
+
+/**
+ * Describes the message braid.v1.Annotation.
+ * Use `create(AnnotationSchema)` to create a new message.
+ */
+export const AnnotationSchema: GenMessage<Annotation> = /*@__PURE__*/
+  messageDesc(file_braid_v1_build, 6);
 
 /**
  * @generated from message braid.v1.CacheImport
@@ -308,7 +362,7 @@ export type CacheImport = Message<"braid.v1.CacheImport"> & {
  * Use `create(CacheImportSchema)` to create a new message.
  */
 export const CacheImportSchema: GenMessage<CacheImport> = /*@__PURE__*/
-  messageDesc(file_braid_v1_build, 6);
+  messageDesc(file_braid_v1_build, 7);
 
 /**
  * @generated from message braid.v1.CacheExport
@@ -330,6 +384,13 @@ export type CacheExport = Message<"braid.v1.CacheExport"> & {
    * @generated from field: braid.v1.CacheMode mode = 3;
    */
   mode: CacheMode;
+
+  /**
+   * A failed push of the cache ref does not fail the build.
+   *
+   * @generated from field: bool ignore_error = 4;
+   */
+  ignoreError: boolean;
 };
 
 /**
@@ -337,7 +398,7 @@ export type CacheExport = Message<"braid.v1.CacheExport"> & {
  * Use `create(CacheExportSchema)` to create a new message.
  */
 export const CacheExportSchema: GenMessage<CacheExport> = /*@__PURE__*/
-  messageDesc(file_braid_v1_build, 7);
+  messageDesc(file_braid_v1_build, 8);
 
 /**
  * A secret for `RUN --mount=type=secret,id=ID`. The coordinator keeps values
@@ -367,7 +428,7 @@ export type BuildSecret = Message<"braid.v1.BuildSecret"> & {
  * Use `create(BuildSecretSchema)` to create a new message.
  */
 export const BuildSecretSchema: GenMessage<BuildSecret> = /*@__PURE__*/
-  messageDesc(file_braid_v1_build, 8);
+  messageDesc(file_braid_v1_build, 9);
 
 /**
  * @generated from message braid.v1.SubmitBuildRequest
@@ -402,7 +463,7 @@ export type SubmitBuildRequest = Message<"braid.v1.SubmitBuildRequest"> & {
  * Use `create(SubmitBuildRequestSchema)` to create a new message.
  */
 export const SubmitBuildRequestSchema: GenMessage<SubmitBuildRequest> = /*@__PURE__*/
-  messageDesc(file_braid_v1_build, 9);
+  messageDesc(file_braid_v1_build, 10);
 
 /**
  * @generated from message braid.v1.SubmitBuildResponse
@@ -419,7 +480,7 @@ export type SubmitBuildResponse = Message<"braid.v1.SubmitBuildResponse"> & {
  * Use `create(SubmitBuildResponseSchema)` to create a new message.
  */
 export const SubmitBuildResponseSchema: GenMessage<SubmitBuildResponse> = /*@__PURE__*/
-  messageDesc(file_braid_v1_build, 10);
+  messageDesc(file_braid_v1_build, 11);
 
 /**
  * @generated from message braid.v1.Build
@@ -483,7 +544,7 @@ export type Build = Message<"braid.v1.Build"> & {
  * Use `create(BuildSchema)` to create a new message.
  */
 export const BuildSchema: GenMessage<Build> = /*@__PURE__*/
-  messageDesc(file_braid_v1_build, 11);
+  messageDesc(file_braid_v1_build, 12);
 
 /**
  * @generated from message braid.v1.Job
@@ -588,7 +649,7 @@ export type Job = Message<"braid.v1.Job"> & {
  * Use `create(JobSchema)` to create a new message.
  */
 export const JobSchema: GenMessage<Job> = /*@__PURE__*/
-  messageDesc(file_braid_v1_build, 12);
+  messageDesc(file_braid_v1_build, 13);
 
 /**
  * @generated from message braid.v1.WatchBuildRequest
@@ -617,7 +678,7 @@ export type WatchBuildRequest = Message<"braid.v1.WatchBuildRequest"> & {
  * Use `create(WatchBuildRequestSchema)` to create a new message.
  */
 export const WatchBuildRequestSchema: GenMessage<WatchBuildRequest> = /*@__PURE__*/
-  messageDesc(file_braid_v1_build, 13);
+  messageDesc(file_braid_v1_build, 14);
 
 /**
  * @generated from message braid.v1.WatchBuildResponse
@@ -634,7 +695,7 @@ export type WatchBuildResponse = Message<"braid.v1.WatchBuildResponse"> & {
  * Use `create(WatchBuildResponseSchema)` to create a new message.
  */
 export const WatchBuildResponseSchema: GenMessage<WatchBuildResponse> = /*@__PURE__*/
-  messageDesc(file_braid_v1_build, 14);
+  messageDesc(file_braid_v1_build, 15);
 
 /**
  * Something that happened to a build. Sequences are per build, from 1.
@@ -687,7 +748,7 @@ export type BuildEvent = Message<"braid.v1.BuildEvent"> & {
  * Use `create(BuildEventSchema)` to create a new message.
  */
 export const BuildEventSchema: GenMessage<BuildEvent> = /*@__PURE__*/
-  messageDesc(file_braid_v1_build, 15);
+  messageDesc(file_braid_v1_build, 16);
 
 /**
  * @generated from message braid.v1.BuildStateChanged
@@ -716,7 +777,7 @@ export type BuildStateChanged = Message<"braid.v1.BuildStateChanged"> & {
  * Use `create(BuildStateChangedSchema)` to create a new message.
  */
 export const BuildStateChangedSchema: GenMessage<BuildStateChanged> = /*@__PURE__*/
-  messageDesc(file_braid_v1_build, 16);
+  messageDesc(file_braid_v1_build, 17);
 
 /**
  * @generated from message braid.v1.JobStateChanged
@@ -775,7 +836,7 @@ export type JobStateChanged = Message<"braid.v1.JobStateChanged"> & {
  * Use `create(JobStateChangedSchema)` to create a new message.
  */
 export const JobStateChangedSchema: GenMessage<JobStateChanged> = /*@__PURE__*/
-  messageDesc(file_braid_v1_build, 17);
+  messageDesc(file_braid_v1_build, 18);
 
 /**
  * @generated from message braid.v1.LogLine
@@ -816,7 +877,7 @@ export type LogLine = Message<"braid.v1.LogLine"> & {
  * Use `create(LogLineSchema)` to create a new message.
  */
 export const LogLineSchema: GenMessage<LogLine> = /*@__PURE__*/
-  messageDesc(file_braid_v1_build, 18);
+  messageDesc(file_braid_v1_build, 19);
 
 /**
  * @generated from message braid.v1.SchedulingDecision
@@ -855,7 +916,7 @@ export type SchedulingDecision = Message<"braid.v1.SchedulingDecision"> & {
  * Use `create(SchedulingDecisionSchema)` to create a new message.
  */
 export const SchedulingDecisionSchema: GenMessage<SchedulingDecision> = /*@__PURE__*/
-  messageDesc(file_braid_v1_build, 19);
+  messageDesc(file_braid_v1_build, 20);
 
 /**
  * @generated from message braid.v1.GetBuildRequest
@@ -872,7 +933,7 @@ export type GetBuildRequest = Message<"braid.v1.GetBuildRequest"> & {
  * Use `create(GetBuildRequestSchema)` to create a new message.
  */
 export const GetBuildRequestSchema: GenMessage<GetBuildRequest> = /*@__PURE__*/
-  messageDesc(file_braid_v1_build, 20);
+  messageDesc(file_braid_v1_build, 21);
 
 /**
  * @generated from message braid.v1.GetBuildResponse
@@ -889,7 +950,7 @@ export type GetBuildResponse = Message<"braid.v1.GetBuildResponse"> & {
  * Use `create(GetBuildResponseSchema)` to create a new message.
  */
 export const GetBuildResponseSchema: GenMessage<GetBuildResponse> = /*@__PURE__*/
-  messageDesc(file_braid_v1_build, 21);
+  messageDesc(file_braid_v1_build, 22);
 
 /**
  * @generated from message braid.v1.ListBuildsRequest
@@ -915,7 +976,7 @@ export type ListBuildsRequest = Message<"braid.v1.ListBuildsRequest"> & {
  * Use `create(ListBuildsRequestSchema)` to create a new message.
  */
 export const ListBuildsRequestSchema: GenMessage<ListBuildsRequest> = /*@__PURE__*/
-  messageDesc(file_braid_v1_build, 22);
+  messageDesc(file_braid_v1_build, 23);
 
 /**
  * @generated from message braid.v1.ListBuildsResponse
@@ -932,7 +993,7 @@ export type ListBuildsResponse = Message<"braid.v1.ListBuildsResponse"> & {
  * Use `create(ListBuildsResponseSchema)` to create a new message.
  */
 export const ListBuildsResponseSchema: GenMessage<ListBuildsResponse> = /*@__PURE__*/
-  messageDesc(file_braid_v1_build, 23);
+  messageDesc(file_braid_v1_build, 24);
 
 /**
  * @generated from message braid.v1.CancelBuildRequest
@@ -954,7 +1015,7 @@ export type CancelBuildRequest = Message<"braid.v1.CancelBuildRequest"> & {
  * Use `create(CancelBuildRequestSchema)` to create a new message.
  */
 export const CancelBuildRequestSchema: GenMessage<CancelBuildRequest> = /*@__PURE__*/
-  messageDesc(file_braid_v1_build, 24);
+  messageDesc(file_braid_v1_build, 25);
 
 /**
  * @generated from message braid.v1.CancelBuildResponse
@@ -971,7 +1032,179 @@ export type CancelBuildResponse = Message<"braid.v1.CancelBuildResponse"> & {
  * Use `create(CancelBuildResponseSchema)` to create a new message.
  */
 export const CancelBuildResponseSchema: GenMessage<CancelBuildResponse> = /*@__PURE__*/
-  messageDesc(file_braid_v1_build, 25);
+  messageDesc(file_braid_v1_build, 26);
+
+/**
+ * @generated from message braid.v1.ForwardSshRequest
+ */
+export type ForwardSshRequest = Message<"braid.v1.ForwardSshRequest"> & {
+  /**
+   * @generated from oneof braid.v1.ForwardSshRequest.body
+   */
+  body: {
+    /**
+     * First message only.
+     *
+     * @generated from field: braid.v1.ForwardSshHello hello = 1;
+     */
+    value: ForwardSshHello;
+    case: "hello";
+  } | {
+    /**
+     * @generated from field: braid.v1.SshData data = 2;
+     */
+    value: SshData;
+    case: "data";
+  } | {
+    /**
+     * @generated from field: braid.v1.SshClosed closed = 3;
+     */
+    value: SshClosed;
+    case: "closed";
+  } | { case: undefined; value?: undefined };
+};
+
+/**
+ * Describes the message braid.v1.ForwardSshRequest.
+ * Use `create(ForwardSshRequestSchema)` to create a new message.
+ */
+export const ForwardSshRequestSchema: GenMessage<ForwardSshRequest> = /*@__PURE__*/
+  messageDesc(file_braid_v1_build, 27);
+
+/**
+ * @generated from message braid.v1.ForwardSshHello
+ */
+export type ForwardSshHello = Message<"braid.v1.ForwardSshHello"> & {
+  /**
+   * @generated from field: string build_id = 1;
+   */
+  buildId: string;
+};
+
+/**
+ * Describes the message braid.v1.ForwardSshHello.
+ * Use `create(ForwardSshHelloSchema)` to create a new message.
+ */
+export const ForwardSshHelloSchema: GenMessage<ForwardSshHello> = /*@__PURE__*/
+  messageDesc(file_braid_v1_build, 28);
+
+/**
+ * @generated from message braid.v1.ForwardSshResponse
+ */
+export type ForwardSshResponse = Message<"braid.v1.ForwardSshResponse"> & {
+  /**
+   * @generated from oneof braid.v1.ForwardSshResponse.body
+   */
+  body: {
+    /**
+     * @generated from field: braid.v1.SshOpened opened = 1;
+     */
+    value: SshOpened;
+    case: "opened";
+  } | {
+    /**
+     * @generated from field: braid.v1.SshData data = 2;
+     */
+    value: SshData;
+    case: "data";
+  } | {
+    /**
+     * @generated from field: braid.v1.SshClosed closed = 3;
+     */
+    value: SshClosed;
+    case: "closed";
+  } | { case: undefined; value?: undefined };
+};
+
+/**
+ * Describes the message braid.v1.ForwardSshResponse.
+ * Use `create(ForwardSshResponseSchema)` to create a new message.
+ */
+export const ForwardSshResponseSchema: GenMessage<ForwardSshResponse> = /*@__PURE__*/
+  messageDesc(file_braid_v1_build, 29);
+
+/**
+ * A build step connected to the SSH agent `ssh_id`.
+ *
+ * @generated from message braid.v1.SshOpened
+ */
+export type SshOpened = Message<"braid.v1.SshOpened"> & {
+  /**
+   * Unique within the stream.
+   *
+   * @generated from field: uint64 connection_id = 1;
+   */
+  connectionId: bigint;
+
+  /**
+   * @generated from field: string ssh_id = 2;
+   */
+  sshId: string;
+
+  /**
+   * The platform whose step connected.
+   *
+   * @generated from field: braid.v1.Platform platform = 3;
+   */
+  platform?: Platform | undefined;
+};
+
+/**
+ * Describes the message braid.v1.SshOpened.
+ * Use `create(SshOpenedSchema)` to create a new message.
+ */
+export const SshOpenedSchema: GenMessage<SshOpened> = /*@__PURE__*/
+  messageDesc(file_braid_v1_build, 30);
+
+/**
+ * Bytes of the ssh-agent protocol on one connection, at most 256 KiB.
+ *
+ * @generated from message braid.v1.SshData
+ */
+export type SshData = Message<"braid.v1.SshData"> & {
+  /**
+   * @generated from field: uint64 connection_id = 1;
+   */
+  connectionId: bigint;
+
+  /**
+   * @generated from field: bytes data = 2;
+   */
+  data: Uint8Array;
+};
+
+/**
+ * Describes the message braid.v1.SshData.
+ * Use `create(SshDataSchema)` to create a new message.
+ */
+export const SshDataSchema: GenMessage<SshData> = /*@__PURE__*/
+  messageDesc(file_braid_v1_build, 31);
+
+/**
+ * One side ended a connection; the other ends it too.
+ *
+ * @generated from message braid.v1.SshClosed
+ */
+export type SshClosed = Message<"braid.v1.SshClosed"> & {
+  /**
+   * @generated from field: uint64 connection_id = 1;
+   */
+  connectionId: bigint;
+
+  /**
+   * Empty when it ended normally.
+   *
+   * @generated from field: string error = 2;
+   */
+  error: string;
+};
+
+/**
+ * Describes the message braid.v1.SshClosed.
+ * Use `create(SshClosedSchema)` to create a new message.
+ */
+export const SshClosedSchema: GenMessage<SshClosed> = /*@__PURE__*/
+  messageDesc(file_braid_v1_build, 32);
 
 /**
  * @generated from message braid.v1.ListAgentsRequest
@@ -984,7 +1217,7 @@ export type ListAgentsRequest = Message<"braid.v1.ListAgentsRequest"> & {
  * Use `create(ListAgentsRequestSchema)` to create a new message.
  */
 export const ListAgentsRequestSchema: GenMessage<ListAgentsRequest> = /*@__PURE__*/
-  messageDesc(file_braid_v1_build, 26);
+  messageDesc(file_braid_v1_build, 33);
 
 /**
  * @generated from message braid.v1.ListAgentsResponse
@@ -1001,7 +1234,7 @@ export type ListAgentsResponse = Message<"braid.v1.ListAgentsResponse"> & {
  * Use `create(ListAgentsResponseSchema)` to create a new message.
  */
 export const ListAgentsResponseSchema: GenMessage<ListAgentsResponse> = /*@__PURE__*/
-  messageDesc(file_braid_v1_build, 27);
+  messageDesc(file_braid_v1_build, 34);
 
 /**
  * @generated from message braid.v1.AgentInfo
@@ -1070,7 +1303,7 @@ export type AgentInfo = Message<"braid.v1.AgentInfo"> & {
  * Use `create(AgentInfoSchema)` to create a new message.
  */
 export const AgentInfoSchema: GenMessage<AgentInfo> = /*@__PURE__*/
-  messageDesc(file_braid_v1_build, 28);
+  messageDesc(file_braid_v1_build, 35);
 
 /**
  * @generated from message braid.v1.EmulatedPlatform
@@ -1094,7 +1327,46 @@ export type EmulatedPlatform = Message<"braid.v1.EmulatedPlatform"> & {
  * Use `create(EmulatedPlatformSchema)` to create a new message.
  */
 export const EmulatedPlatformSchema: GenMessage<EmulatedPlatform> = /*@__PURE__*/
-  messageDesc(file_braid_v1_build, 29);
+  messageDesc(file_braid_v1_build, 36);
+
+/**
+ * Where an annotation goes, as buildx's --annotation types name it.
+ *
+ * @generated from enum braid.v1.AnnotationLevel
+ */
+export enum AnnotationLevel {
+  /**
+   * @generated from enum value: ANNOTATION_LEVEL_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * Every (or one platform's) image manifest.
+   *
+   * @generated from enum value: ANNOTATION_LEVEL_MANIFEST = 1;
+   */
+  MANIFEST = 1,
+
+  /**
+   * The image index.
+   *
+   * @generated from enum value: ANNOTATION_LEVEL_INDEX = 2;
+   */
+  INDEX = 2,
+
+  /**
+   * The manifests' descriptors inside the index.
+   *
+   * @generated from enum value: ANNOTATION_LEVEL_MANIFEST_DESCRIPTOR = 3;
+   */
+  MANIFEST_DESCRIPTOR = 3,
+}
+
+/**
+ * Describes the enum braid.v1.AnnotationLevel.
+ */
+export const AnnotationLevelSchema: GenEnum<AnnotationLevel> = /*@__PURE__*/
+  enumDesc(file_braid_v1_build, 0);
 
 /**
  * @generated from enum braid.v1.CacheType
@@ -1124,7 +1396,7 @@ export enum CacheType {
  * Describes the enum braid.v1.CacheType.
  */
 export const CacheTypeSchema: GenEnum<CacheType> = /*@__PURE__*/
-  enumDesc(file_braid_v1_build, 0);
+  enumDesc(file_braid_v1_build, 1);
 
 /**
  * @generated from enum braid.v1.CacheMode
@@ -1154,7 +1426,7 @@ export enum CacheMode {
  * Describes the enum braid.v1.CacheMode.
  */
 export const CacheModeSchema: GenEnum<CacheMode> = /*@__PURE__*/
-  enumDesc(file_braid_v1_build, 1);
+  enumDesc(file_braid_v1_build, 2);
 
 /**
  * @generated from enum braid.v1.BuildState
@@ -1213,7 +1485,7 @@ export enum BuildState {
  * Describes the enum braid.v1.BuildState.
  */
 export const BuildStateSchema: GenEnum<BuildState> = /*@__PURE__*/
-  enumDesc(file_braid_v1_build, 2);
+  enumDesc(file_braid_v1_build, 3);
 
 /**
  * Why a job went to its agent, among the capable agents of the best mode
@@ -1255,7 +1527,7 @@ export enum PlacementReason {
  * Describes the enum braid.v1.PlacementReason.
  */
 export const PlacementReasonSchema: GenEnum<PlacementReason> = /*@__PURE__*/
-  enumDesc(file_braid_v1_build, 3);
+  enumDesc(file_braid_v1_build, 4);
 
 /**
  * @generated from enum braid.v1.LogSource
@@ -1292,7 +1564,7 @@ export enum LogSource {
  * Describes the enum braid.v1.LogSource.
  */
 export const LogSourceSchema: GenEnum<LogSource> = /*@__PURE__*/
-  enumDesc(file_braid_v1_build, 4);
+  enumDesc(file_braid_v1_build, 5);
 
 /**
  * @generated from service braid.v1.BuildService
@@ -1382,6 +1654,23 @@ export const BuildService: GenService<{
     methodKind: "unary";
     input: typeof ListAgentsRequestSchema;
     output: typeof ListAgentsResponseSchema;
+  },
+  /**
+   * Serve the SSH agents of a build (BuildSpec.ssh_ids) from the machine
+   * that submitted it: the client opens this stream right after SubmitBuild,
+   * first message a hello naming the build, and keeps it open while the
+   * build runs. For every `RUN --mount=type=ssh` connection the coordinator
+   * sends `opened`, then both sides exchange the ssh-agent protocol's bytes
+   * as `data` and end a connection with `closed`. Only the caller that
+   * submitted the build (the same API token) may serve it; one stream per
+   * build.
+   *
+   * @generated from rpc braid.v1.BuildService.ForwardSsh
+   */
+  forwardSsh: {
+    methodKind: "bidi_streaming";
+    input: typeof ForwardSshRequestSchema;
+    output: typeof ForwardSshResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_braid_v1_build, 0);
