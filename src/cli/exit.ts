@@ -4,6 +4,8 @@
  *   1  the operation failed (remote error, build failure, unreachable coordinator)
  *   2  bad usage or invalid config (nothing was done)
  *   130 interrupted
+ *   141 the reader of stdout or stderr went away (`braid logs ID | head -1`), as
+ *       for a Unix tool ended by SIGPIPE
  */
 import { BraidError, ConfigError, RpcError, errorLine } from '../errors.js';
 
@@ -11,6 +13,8 @@ export const EXIT_OK = 0;
 export const EXIT_FAILED = 1;
 export const EXIT_USAGE = 2;
 export const EXIT_INTERRUPTED = 130;
+/** 128 + SIGPIPE: what a shell reports for a Unix tool whose reader closed the pipe. */
+export const EXIT_CLOSED_PIPE = 141;
 
 export function exitCodeFor(err: unknown): number {
   if (err instanceof ConfigError) return EXIT_USAGE;

@@ -19,6 +19,7 @@ import { farmCommand } from './commands/farm.js';
 import { manifestCommand } from './commands/manifest.js';
 import { versionCommand } from './commands/version.js';
 import { EXIT_USAGE, reportAndExit } from './exit.js';
+import { endQuietlyOnClosedPipe } from './pipe.js';
 
 /** Every top-level command, by the name it is called with. */
 export const COMMANDS: Record<string, (env: NodeJS.ProcessEnv) => Command> = {
@@ -50,6 +51,8 @@ export function commandsFor(argv: readonly string[]): string[] {
 }
 
 export async function main(argv: string[], env: NodeJS.ProcessEnv): Promise<void> {
+  // Every command, from `braid logs ID | head -1` to `braid --help | head -1`.
+  endQuietlyOnClosedPipe([process.stdout, process.stderr], (code) => process.exit(code));
   const program = new Command('braid')
     .description('build native multi-architecture container images on a farm of real hosts')
     .version(BRAID_VERSION, '-V, --version', 'print the client version')

@@ -8,11 +8,14 @@ import { formatPlatform, parsePlatforms, type Platform } from '../../oci/platfor
 import { formatReference, parseReference } from '../../oci/reference.js';
 import { toProtoPlatform } from '../../rpc/platform.js';
 import { requestIdFor } from '../../rpc/request-id.js';
+import { buildxSpecFields } from '../build-request.js';
+import { parseBuildxFlags, readSecretFile, readSecrets } from '../buildx-flags.js';
 import { coordinatorClient } from '../client.js';
+import { startSshRelay } from '../ssh-relay-client.js';
 import { compile } from '../compile.js';
 import { parseKeyValues } from '../key-values.js';
 import { packContext } from '../context.js';
-import { EXIT_INTERRUPTED } from '../exit.js';
+import { handleInterrupts } from '../interrupt.js';
 import { buildMetadata, writeMetadataFile } from '../metadata.js';
 import {
   BuildFailedError,
@@ -24,51 +27,6 @@ import {
 
 const BUILD_ARG_NAME = /^[A-Za-z_][A-Za-z0-9_]*$/;
 
-/**
- * Ctrl-C while following a build. On a terminal braid asks whether to cancel
- * the build or only stop watching; without one it cancels, unless
- * --detach-on-interrupt (for CI, where a job's cancel should not cancel a
- * shared build). SIGTERM (a CI runner or supervisor stopping the step) never
- * asks: it cancels, or detaches with --detach-on-interrupt. A second signal
- * leaves at once.
- */
-function onInterrupt(options: {
-  buildId: string;
-  detach: boolean;
-  ask: boolean;
-  cancel: () => Promise<void>;
-}): void {
-  let interrupts = 0;
-  const detach = () => {
-    process.stderr.write(
-      `\ndetached; build ${options.buildId} goes on (braid logs -f ${options.buildId})\n`,
-    );
-    process.exit(EXIT_INTERRUPTED);
-  };
-  const cancel = () => {
-    process.stderr.write(
-      `\ncancelling build ${options.buildId} (Ctrl-C again to leave without waiting)\n`,
-    );
-    void options.cancel().catch(() => undefined);
-  };
-  process.on('SIGTERM', () => {
-    interrupts++;
-    if (interrupts > 1) process.exit(EXIT_INTERRUPTED);
-    return options.detach ? detach() : cancel();
-  });
-  process.on('SIGINT', () => {
-    interrupts++;
-    if (interrupts > 1) process.exit(EXIT_INTERRUPTED);
-    if (options.detach) return detach();
-    if (!options.ask) return cancel();
-    process.stderr.write(
-      `\ncancel build ${options.buildId}? [y = cancel, N = detach and leave it running] `,
-    );
-    process.stdin.setEncoding('utf8');
-    process.stdin.once('data', (answer: string) => (/^\s*y/i.test(answer) ? cancel() : detach()));
-    process.stdin.resume();
-  });
-}
 const UPLOAD_CHUNK_BYTES = 1024 * 1024;
 const WATCH_RECONNECTS = 10;
 
@@ -139,6 +97,13 @@ export async function runBuild(
   });
   const labels = parseKeyValues((label as string[] | undefined) ?? [], { flag: '--label' });
   const mode = resolveProgressMode(String(progress), process.stderr, env);
+  const buildx = parseBuildxFlags(flags, env);
+  // Read now: a missing file or unset variable is a usage error before any upload.
+  const secrets = await readSecrets(buildx.secrets, { env, readFile: readSecretFile });
+  const sshAgents =
+    buildx.ssh.length > 0
+      ? await (await import('../ssh-forward.js')).ForwardedAgents.open(buildx.ssh)
+      : undefined;
 
   const packed = await packContext(contextDir, {
     dockerfile: typeof file === 'string' ? file : undefined,
@@ -177,17 +142,29 @@ export async function runBuild(
                 ? EmulationPolicy.ANY
                 : EmulationPolicy.PREFER_NATIVE,
           platformTags: platformTags === true,
+          ...buildxSpecFields(buildx),
         },
         // Follows the build into the coordinator's and the agents' log lines.
         requestId,
+        // Apart from the spec: the coordinator keeps values in memory only.
+        secrets,
       },
       timeout,
     );
     build = submitted.build as Build;
+  } catch (err) {
+    sshAgents?.close();
+    throw err;
   } finally {
     await packed.cleanup();
   }
   const buildId = build.id;
+  // The build's RUN --mount=type=ssh steps reach this machine's agents while it is followed.
+  const sshRelay =
+    sshAgents &&
+    startSshRelay(client.forwardSsh(), buildId, sshAgents, (line) => {
+      if (mode !== 'json') process.stderr.write(`${line}\n`);
+    });
   if (detach) {
     process.stdout.write(`${buildId}\n`);
     client.close();
@@ -198,20 +175,21 @@ export async function runBuild(
       `build ${buildId}: ${platforms.map(formatPlatform).join(', ')}${build.requestId ? ` (request ${build.requestId})` : ''}\n`,
     );
 
-  onInterrupt({
-    buildId,
-    detach: detachOnInterrupt === true,
-    ask: process.stdin.isTTY === true && process.stderr.isTTY === true,
-    cancel: () =>
-      client
-        .cancelBuild({ buildId, reason: 'interrupted by the user (Ctrl-C)' })
-        .then(() => undefined),
-  });
-
   // Seeded from the submit answer, so queued platforms show before their first event.
   const tracker = new BuildTracker(buildId);
   tracker.applyBuild(build);
   const renderer = createProgressRenderer(mode, { out: process.stderr, tracker });
+  const interrupts = handleInterrupts({
+    buildId,
+    detach: detachOnInterrupt === true,
+    // A person at a terminal is asked; JSON progress is read by a program.
+    ask: mode !== 'json' && process.stdin.isTTY === true && process.stderr.isTTY === true,
+    cancel: () =>
+      client
+        .cancelBuild({ buildId, reason: 'interrupted by the user (Ctrl-C)' })
+        .then(() => undefined),
+    screen: renderer,
+  });
   let after = 0n;
   try {
     for (let attempt = 0; ; attempt++) {
@@ -237,7 +215,9 @@ export async function runBuild(
     }
   } finally {
     renderer.finish();
+    sshRelay?.stop();
   }
+  interrupts.stop();
   const final = (await client.getBuild({ buildId }, { timeoutMs: config.timeoutMs }))
     .build as Build;
   client.close();
@@ -245,7 +225,7 @@ export async function runBuild(
     await writeMetadataFile(metadataFile, buildMetadata(final));
   }
   if (final.state !== BuildState.SUCCEEDED) {
-    const report = failureReport(tracker);
+    const report = failureReport(tracker, { pointToLogs: true });
     if (report?.details) process.stderr.write(report.details);
     throw report
       ? new BuildFailedError(report)

@@ -1,12 +1,13 @@
 import { timestampMs } from '@bufbuild/protobuf/wkt';
 import { clientSettings } from '../../config/settings.js';
-import { BuildService, type Build } from '../../gen/braid/v1/build_pb.js';
+import { BuildService, BuildState, type Build } from '../../gen/braid/v1/build_pb.js';
 import { BraidError } from '../../errors.js';
 import { coordinatorClient } from '../client.js';
 import { compile } from '../compile.js';
+import { EXIT_FAILED } from '../exit.js';
 import { buildJson, isoTime } from '../progress/build-view.js';
 import { formatAge, formatDuration } from '../progress/format.js';
-import { buildStateName, platformName } from '../progress/names.js';
+import { buildStateName, isBuildEnded, platformName } from '../progress/names.js';
 import { platformRowsFromBuild, renderPlatformTable } from '../progress/platform-table.js';
 
 function describe(build: Build, nowMs: number): string {
@@ -46,7 +47,11 @@ function describe(build: Build, nowMs: number): string {
   return `${lines.join('\n')}\n${table}${placed}`;
 }
 
-/** Prints the build whatever its state: a failed build is an answer, not an error. */
+/**
+ * Prints the build whatever its state, and exits as `braid logs` does: 0
+ * while it runs or once it succeeded, 1 when it failed, was cancelled or
+ * timed out (the output, not an error line, says why).
+ */
 export async function runStatus(
   id: string,
   flags: Record<string, unknown>,
@@ -61,6 +66,9 @@ export async function runStatus(
     process.stdout.write(
       output === 'json' ? `${JSON.stringify(buildJson(build))}\n` : describe(build, Date.now()),
     );
+    if (isBuildEnded(build.state) && build.state !== BuildState.SUCCEEDED) {
+      process.exitCode = EXIT_FAILED;
+    }
   } finally {
     client.close();
   }

@@ -3,7 +3,9 @@ import { addClientOptions } from '../options.js';
 
 export function statusCommand(env: NodeJS.ProcessEnv): Command {
   return addClientOptions(new Command('status'))
-    .description("show a build: its state, tags, index and each platform's job")
+    .description(
+      "show a build: its state, tags, index and each platform's job; exits 1 when it failed, was cancelled or timed out",
+    )
     .argument('<id>', 'build id')
     .addOption(
       new Option('--output <format>', 'output format').choices(['text', 'json']).default('text'),

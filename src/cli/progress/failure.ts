@@ -1,7 +1,10 @@
 /**
- * What a user reads when a build did not succeed: one line naming the build,
- * how it ended and the platforms at fault, then for each of them its agent,
- * error and last log lines.
+ * What a user reads when a build did not succeed, each thing once: per
+ * platform at fault its agent and last log lines (a cancel shows none: the
+ * user asked for it), a pointer to `braid logs ID` for the rest, and last
+ * the headline, which names the build, how it ended, the platforms and the
+ * error. A platform's error is in its block only when the headline does not
+ * already carry it (several platforms failed).
  */
 import { BuildState } from '../../gen/braid/v1/build_pb.js';
 import { JobState } from '../../gen/braid/v1/common_pb.js';
@@ -18,13 +21,15 @@ export interface FailureReport {
   readonly platforms: readonly string[];
   /** One line: `build b1 failed on linux/arm64: exit code 2`. */
   readonly headline: string;
-  /** Per platform at fault: agent, error and last log lines; '' when there is nothing more. */
+  /** Per platform at fault: agent and last log lines; '' when there is nothing more. */
   readonly details: string;
 }
 
 export interface FailureReportOptions {
   /** Log lines shown per platform (default 10). */
   lines?: number;
+  /** Ends the log lines with `all log lines: braid logs ID` (not for `braid logs` itself). */
+  pointToLogs?: boolean;
 }
 
 function firstLine(text: string): string {
@@ -50,7 +55,12 @@ function tailBlock(noun: string, tail: readonly string[], count: number): string
   return [`  last ${shown.length} ${noun}${s}:`, ...shown.map((line) => `    ${line}`)];
 }
 
-function jobBlock(job: JobProgress, count: number): string[] {
+/** `cancelled: cancelled by user` -> `cancelled by user`: the headline already names the state. */
+function withoutState(reason: string, state: string): string {
+  return reason.toLowerCase().startsWith(`${state}: `) ? reason.slice(state.length + 2) : reason;
+}
+
+function jobBlock(job: JobProgress, count: number, withError: boolean): string[] {
   const how = [modeName(job.agent, job.emulated), job.attempt > 1 ? `attempt ${job.attempt}` : '']
     .filter((part) => part && part !== '-')
     .join(', ');
@@ -60,7 +70,7 @@ function jobBlock(job: JobProgress, count: number): string[] {
     job.state === JobState.FAILED
       ? 'failed'
       : `was ${job.state === JobState.CANCELLED ? 'cancelled' : 'unfinished'}`;
-  const error = firstLine(job.message);
+  const error = withError ? firstLine(job.message) : '';
   const lines = [`${job.platform} ${verb}${where}${took}${error ? `: ${error}` : ''}`];
   if (job.droppedLines > 0)
     lines.push(`  (${job.droppedLines} log lines were dropped by the agent)`);
@@ -79,20 +89,25 @@ export function failureReport(
   const state = buildStateName(tracker.state).replace(/-/g, ' ');
   const build = tracker.buildId ? `build ${tracker.buildId}` : 'build';
   const list = platforms.join(', ');
-  const where =
-    platforms.length === 0
-      ? ''
-      : tracker.state === BuildState.FAILED
-        ? ` on ${list}`
-        : ` with ${list} unfinished`;
-  // One failed platform: its own error reads best; otherwise the build's summary.
-  const own = tracker.state === BuildState.FAILED && jobs.length === 1 ? jobs[0]?.message : '';
-  const reason =
-    firstLine(own ?? '') || firstLine(tracker.message) || firstLine(jobs[0]?.message ?? '');
+  const failed = tracker.state === BuildState.FAILED;
+  const where = platforms.length === 0 ? '' : failed ? ` on ${list}` : ` with ${list} unfinished`;
+  // One failed platform: its own error reads best; several: each block says its own.
+  const several = failed && jobs.length > 1;
+  let reason = '';
+  if (failed && jobs.length === 1) {
+    reason = firstLine(jobs[0]?.message ?? '') || firstLine(tracker.message);
+  } else if (!several) {
+    reason = withoutState(firstLine(tracker.message), state) || firstLine(jobs[0]?.message ?? '');
+  }
   const headline = `${build} ${state}${where}${reason ? `: ${reason}` : ''}`;
-  const blocks = jobs.map((job) => jobBlock(job, count));
-  if (jobs.length === 0 && tracker.buildTail.length > 0) {
+  // A cancel was asked for: log tails would only bury the one line that matters.
+  const cancelled = tracker.state === BuildState.CANCELLED;
+  const blocks = cancelled ? [] : jobs.map((job) => jobBlock(job, count, several));
+  if (!cancelled && jobs.length === 0 && tracker.buildTail.length > 0) {
     blocks.push(tailBlock('build log line', tracker.buildTail, count));
+  }
+  if (options.pointToLogs && count > 0 && blocks.length > 0 && tracker.buildId) {
+    blocks.push([`all log lines: braid logs ${tracker.buildId}`]);
   }
   const details = blocks.flat().join('\n');
   return {

@@ -125,4 +125,9 @@ export class JsonRenderer implements ProgressRenderer {
   }
 
   finish(): void {}
+
+  // Words for people would break a stream of JSON lines.
+  prompt(): void {}
+
+  say(): void {}
 }

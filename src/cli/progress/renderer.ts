@@ -17,6 +17,13 @@ export interface ProgressRenderer {
   readonly tracker: BuildTracker;
   /** Renders one event; events at or before the last sequence seen are skipped. */
   event(event: BuildEvent): void;
-  /** The stream ended: last redraw and, on a TTY, the summary table. Idempotent. */
+  /**
+   * The stream ended: on a TTY the live view gives way to the final one
+   * (header, table, tags), printed once. Idempotent.
+   */
   finish(): void;
+  /** A question under the live view until replaced; undefined takes it away (json: nothing). */
+  prompt(text: string | undefined): void;
+  /** One line of braid's own that stays, above any live view (json: nothing). */
+  say(line: string): void;
 }

@@ -66,6 +66,8 @@ export class BuildTracker {
   message = '';
   /** The pushed index, once the build succeeded. */
   index: ImageDescriptor | undefined;
+  /** Where the index goes, as submitted (known once seeded from the build). */
+  tags: readonly string[] = [];
   createdAtMs: number | undefined;
   finishedAtMs: number | undefined;
   /** The highest sequence applied; resume a watch after it. */
@@ -104,6 +106,7 @@ export class BuildTracker {
     this.state = build.state;
     this.message = build.error;
     this.index = build.index;
+    if (build.spec) this.tags = [...build.spec.tags];
     this.createdAtMs = build.createdAt ? timestampMs(build.createdAt) : this.createdAtMs;
     this.finishedAtMs = build.finishedAt ? timestampMs(build.finishedAt) : this.finishedAtMs;
     for (const job of build.jobs) {

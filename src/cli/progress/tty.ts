@@ -1,11 +1,15 @@
 /**
  * Live progress for people at a terminal: a header and one line per
  * platform (state, agent, native/qemu, elapsed, current step), redrawn in
- * place at most every `minIntervalMs`, then the per-platform summary table.
+ * place at most every `minIntervalMs`. When the stream ends the live view
+ * gives way to the final one, printed once: the header, the per-platform
+ * table and, for a pushed index, each tag on a line of its own (live lines
+ * are cut to the terminal's width; the final view never is).
  */
 import type { BuildEvent } from '../../gen/braid/v1/build_pb.js';
 import { BuildState } from '../../gen/braid/v1/build_pb.js';
 import { JobState } from '../../gen/braid/v1/common_pb.js';
+import { parseReference } from '../../oci/reference.js';
 import { formatDuration, printableLines, truncate } from './format.js';
 import { buildStateName, isJobEnded, jobStateName, modeName } from './names.js';
 import { platformRowsFromTracker, renderPlatformTable } from './platform-table.js';
@@ -39,6 +43,16 @@ function firstLine(text: string): string {
   return printableLines(text).find((l) => l.trim() !== '') ?? '';
 }
 
+/** A tag as given, with the `:latest` the coordinator moved when it named none. */
+function taggedName(tag: string): string {
+  try {
+    const ref = parseReference(tag, { defaultTag: false });
+    return ref.tag === undefined && ref.digest === undefined ? `${tag}:latest` : tag;
+  } catch {
+    return tag;
+  }
+}
+
 export class TtyRenderer implements ProgressRenderer {
   readonly tracker: BuildTracker;
   private readonly out: ProgressOutput;
@@ -50,6 +64,8 @@ export class TtyRenderer implements ProgressRenderer {
   private drawnLines = 0;
   private dirty = false;
   private finished = false;
+  /** A question shown under the live view (Ctrl-C's), until taken away. */
+  private question: string | undefined;
 
   constructor(options: TtyRendererOptions) {
     this.out = options.out;
@@ -76,20 +92,44 @@ export class TtyRenderer implements ProgressRenderer {
     if (this.finished) return;
     this.finished = true;
     this.stopTicker();
-    // The last frame, unless it is already on screen (or nothing ever was).
-    if (this.dirty || (this.drawnLines > 0 && !this.tracker.ended)) this.draw();
-    const rows = platformRowsFromTracker(this.tracker, this.clock());
-    if (rows.length > 0) this.out.write(`\n${renderPlatformTable(rows)}`);
+    const lines = this.finalView();
+    // The live view gives way to the final one: the same rows, once, nothing cut.
+    let text = this.drawnLines > 0 ? `${up(this.drawnLines)}${CLEAR_BELOW}` : '';
+    for (const line of lines) text += `${line}\n`;
+    this.drawnLines = 0;
+    if (text) this.out.write(text);
+  }
+
+  prompt(text: string | undefined): void {
+    this.question = text;
+    if (this.finished) {
+      if (text !== undefined) this.out.write(`${text}\n`);
+      return;
+    }
+    this.draw();
+  }
+
+  say(line: string): void {
+    if (this.finished || this.drawnLines === 0) {
+      this.out.write(`${line}\n`);
+      return;
+    }
+    // Above the live view: clear it, print the line, draw it again below.
+    this.draw(`${up(this.drawnLines)}${CLEAR_BELOW}${line}\n`, true);
   }
 
   private drawIfDue(): void {
     if (this.clock() - this.lastDrawMs >= this.minIntervalMs) this.draw();
   }
 
-  private draw(): void {
-    const width = Math.max(20, (this.out.columns ?? 80) - 1);
-    const lines = this.frame().map((line) => truncate(line, width));
-    let text = this.drawnLines > 0 ? up(this.drawnLines) : '';
+  /** One frame; `before` is written first, and `cleared` says it erased the last frame. */
+  private draw(before = '', cleared = false): void {
+    // A terminal that reports no size (0, as a fresh pty does) is taken as 80 wide.
+    const width = Math.max(20, (this.out.columns || 80) - 1);
+    const frame = this.question === undefined ? this.frame() : [...this.frame(), this.question];
+    const lines = frame.map((line) => truncate(line, width));
+    if (cleared) this.drawnLines = 0;
+    let text = before + (this.drawnLines > 0 ? up(this.drawnLines) : '');
     for (const line of lines) text += `${CLEAR_LINE}${line}\n`;
     if (lines.length < this.drawnLines) text += CLEAR_BELOW;
     this.out.write(text);
@@ -111,6 +151,20 @@ export class TtyRenderer implements ProgressRenderer {
     return [this.header(now, jobs), ...jobLines];
   }
 
+  /** The header, the platform table and, once the index is pushed, one line per tag. */
+  private finalView(): string[] {
+    const tracker = this.tracker;
+    if (tracker.jobs.length === 0 && tracker.state === BuildState.UNSPECIFIED) return [];
+    const now = this.clock();
+    const rows = platformRowsFromTracker(tracker, now);
+    const table = rows.length > 0 ? renderPlatformTable(rows).trimEnd().split('\n') : [];
+    const tags =
+      tracker.state === BuildState.SUCCEEDED
+        ? tracker.tags.map((tag) => `tagged ${taggedName(tag)}`)
+        : [];
+    return [this.header(now, tracker.jobs), ...table, ...tags];
+  }
+
   private header(now: number, jobs: readonly JobProgress[]): string {
     const tracker = this.tracker;
     const since = tracker.createdAtMs ?? this.startedAtMs;
@@ -120,9 +174,9 @@ export class TtyRenderer implements ProgressRenderer {
     const done = jobs.filter((j) => j.state === JobState.SUCCEEDED).length;
     const count = jobs.length > 0 ? ` (${done}/${jobs.length} platforms done)` : '';
     if (tracker.ended) {
-      const message = firstLine(tracker.message);
+      // Why it ended is said once, after the view: the tags, or braid's error line.
       const state = buildStateName(tracker.state).replace(/-/g, ' ');
-      return `[+] Build${id} ${state} in ${elapsed}${count}${message ? `: ${message}` : ''}`;
+      return `[+] Build${id} ${state} in ${elapsed}${count}`;
     }
     if (tracker.state === BuildState.STITCHING) {
       return `[+] Stitching index${id} ${elapsed}${count}`;
