@@ -2,7 +2,7 @@
  * The engine over SSH against a real OpenSSH sshd on 127.0.0.1: the remote
  * engine is this machine's, reached only through the forwarded socket.
  */
-import { randomInt, randomUUID } from 'node:crypto';
+import { createHash, randomInt, randomUUID } from 'node:crypto';
 import { appendFile, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -171,6 +171,53 @@ describe('a Docker engine over SSH (real sshd on loopback)', () => {
     await engine.removeImage(imageId);
     expect((await run(docker, ['image', 'inspect', imageId])).code).not.toBe(0);
     images.delete(imageId);
+  });
+
+  it('serves the BuildKit session over SSH channels: RUN --mount=type=secret gets the value, the image does not', async () => {
+    const engine = trusted();
+    // Random per run: a layer that kept it would be found below.
+    const secretValue = `braid-ssh-secret-${randomUUID()}`;
+    const dockerfile = [
+      `FROM ${registry.host}/base:latest`,
+      'ARG EXPECTED_SHA256',
+      'RUN --mount=type=secret,id=tok test "$(sha256sum < /run/secrets/tok | cut -d" " -f1)" = "$EXPECTED_SHA256" && echo secret-ok > /checked',
+      '',
+    ].join('\n');
+    const { imageId } = await engine.build(
+      {
+        context: await contextTar({ Dockerfile: dockerfile }),
+        dockerfile: 'Dockerfile',
+        platform: 'linux/amd64',
+        // Build args land in the image's history: only the value's hash goes there.
+        buildArgs: { EXPECTED_SHA256: createHash('sha256').update(secretValue).digest('hex') },
+        labels: { 'io.braid.build-id': buildId, 'io.braid.job-id': 'ssh-secret' },
+        noCache: true,
+        pull: false,
+        networkMode: 'none',
+        session: {
+          secrets: new Map([['tok', new TextEncoder().encode(secretValue)]]),
+          credentials: async () => undefined,
+        },
+      },
+      () => undefined,
+      new AbortController().signal,
+    );
+    images.add(imageId);
+
+    // The step ran with the secret mounted (a required mount without a session fails the build).
+    const created = await run(docker, ['create', '--network', 'none', imageId, 'cat', '/checked']);
+    expect(created.code, created.stderr).toBe(0);
+    const container = created.stdout.trim();
+    const started = await run(docker, ['start', '--attach', container]);
+    await run(docker, ['rm', '--force', container]);
+    expect(started.stdout.trim()).toBe('secret-ok');
+
+    // The exported image (config and uncompressed layers) never holds the value.
+    const chunks: Buffer[] = [];
+    for await (const chunk of await engine.exportImage(imageId)) chunks.push(chunk as Buffer);
+    const exported = Buffer.concat(chunks);
+    expect(exported.includes(Buffer.from('secret-ok'))).toBe(true);
+    expect(exported.includes(Buffer.from(secretValue))).toBe(false);
   });
 
   it('stops the remote build when the signal is aborted: closing the channel reaches the engine', async () => {
