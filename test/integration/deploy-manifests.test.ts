@@ -960,7 +960,8 @@ describe('the CI templates build on a real farm (TLS, API and join tokens, plain
       const status = await braid(['status', buildId ?? '', '--output', 'json'], {
         env: clientEnv(),
       });
-      expect(status.code, status.stderr).toBe(0);
+      // status exits 1 for a cancelled build, as braid logs does.
+      expect(status.code, status.stderr).toBe(EXIT_FAILED);
       expect((JSON.parse(status.stdout) as { state: string }).state).toBe('cancelled');
       expect(await tagDigest(registry, 'ci/cancelled', marker)).toBeUndefined();
     } finally {

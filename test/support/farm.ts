@@ -98,7 +98,10 @@ export async function buildStatus(
   id: string,
 ): Promise<BuildStatusJson | undefined> {
   const result = await braid(['status', id, '--coordinator', coordinator, '--output', 'json']);
-  return result.code === 0 ? (JSON.parse(result.stdout) as BuildStatusJson) : undefined;
+  // status exits 1 for a build that failed, was cancelled or timed out, and still prints it.
+  return (result.code === 0 || result.code === 1) && result.stdout.trim().startsWith('{')
+    ? (JSON.parse(result.stdout) as BuildStatusJson)
+    : undefined;
 }
 
 /** Poll `probe` until it yields a value, within a bound. */
