@@ -14,7 +14,7 @@ fi
 STATE_DIR="${BRAID_TEST_ENV_DIR:-/var/lib/braid-test-env}"
 mkdir -p "$STATE_DIR"
 
-PACKAGES=(docker.io docker-registry qemu-user-static binfmt-support skopeo openssh-server openssh-client iproute2 ca-certificates openssl curl systemd)
+PACKAGES=(docker.io docker-registry qemu-user-static binfmt-support skopeo openssh-server openssh-client iproute2 ca-certificates openssl curl systemd gcc libc6-dev bsdutils)
 FOREIGN_ARCHES=(arm64 armhf ppc64el s390x)
 
 apt_retry() {
