@@ -26,7 +26,7 @@ import { agentService } from './agent-service.js';
 import { Authenticator, authRequired } from './auth.js';
 import { buildService } from './build-service.js';
 import { ContextStore } from './context-store.js';
-import { EventLog } from './event-log.js';
+import { EventLog, buildStateSeverity } from './event-log.js';
 import { startProbeServer, type ProbeServer, type Readiness } from './http-probe-server.js';
 import { CoordinatorMetrics, meteredRegistry } from './metrics.js';
 import { Orchestrator } from './orchestrator.js';
@@ -163,7 +163,12 @@ export async function startCoordinator(
         agent: name,
       }),
     onBuildState: (buildId, state, message) =>
-      events.append({ kind: EventKind.BUILD_STATE, message: `${state}: ${message}`, buildId }),
+      events.append({
+        kind: EventKind.BUILD_STATE,
+        message: `${state}: ${message}`,
+        buildId,
+        severity: buildStateSeverity(state),
+      }),
     observer: metrics,
     sshRelay,
     checkPush: pushPreflight && ((tags) => pushPreflight.checkTags(tags)),

@@ -4,12 +4,12 @@
  */
 import { create } from '@bufbuild/protobuf';
 import { timestampFromDate } from '@bufbuild/protobuf/wkt';
-import { EventKind, EventSchema, Severity, type Event } from '../gen/braid/v1/system_pb.js';
+import { EventSchema, Severity, type Event, type EventKind } from '../gen/braid/v1/system_pb.js';
 
 export interface EventInput {
   kind: EventKind;
   message: string;
-  /** Default: as levelled by `severityOf` (a failed build is an error). */
+  /** Default: info. */
   severity?: Severity;
   buildId?: string;
   platform?: string;
@@ -17,9 +17,9 @@ export interface EventInput {
 }
 
 /**
- * How grave a build's move is, from the state its message starts with
- * (`failed: ...`): a build that failed or timed out is an error, a cancelled
- * one a warning (it delivered nothing), any other move is info.
+ * How grave a build's move to a state (`failed`, as buildStateName names it)
+ * is: a build that failed or timed out is an error, a cancelled one a
+ * warning (it delivered nothing), any other move is info.
  */
 const BUILD_STATE_SEVERITY: ReadonlyMap<string, Severity> = new Map([
   ['failed', Severity.ERROR],
@@ -27,10 +27,7 @@ const BUILD_STATE_SEVERITY: ReadonlyMap<string, Severity> = new Map([
   ['cancelled', Severity.WARNING],
 ]);
 
-/** The severity an event gets when its writer gave none. */
-export function severityOf(input: Pick<EventInput, 'kind' | 'message'>): Severity {
-  if (input.kind !== EventKind.BUILD_STATE) return Severity.INFO;
-  const state = /^([a-z_]+):/.exec(input.message)?.[1] ?? '';
+export function buildStateSeverity(state: string): Severity {
   return BUILD_STATE_SEVERITY.get(state) ?? Severity.INFO;
 }
 
@@ -57,7 +54,7 @@ export class EventLog {
       sequence: this.nextSequence++,
       time: timestampFromDate(this.clock()),
       kind: input.kind,
-      severity: input.severity ?? severityOf(input),
+      severity: input.severity ?? Severity.INFO,
       message: input.message,
       buildId: input.buildId ?? '',
       platform: input.platform ?? '',
