@@ -198,10 +198,15 @@ export class BuildkitSession {
     })();
     try {
       for await (const chunk of connection as AsyncIterable<Buffer>) yield { data: chunk };
+    } catch (err) {
+      // The step's ssh client reads this as its agent going away, in words.
+      throw new BraidError('unavailable', `SSH agent "${id}": ${errorLine(err)}`, { cause: err });
     } finally {
       signal.removeEventListener('abort', stop);
       connection.destroy();
-      await upstream;
+      // Not awaited: BuildKit's side may wait for an answer that will never
+      // come; ending this answer stream is what ends its connection.
+      void upstream;
     }
   }
 }

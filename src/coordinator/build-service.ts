@@ -57,8 +57,8 @@ export function buildService(deps: {
         request.spec ?? ({} as never),
         request.requestId,
         request.secrets,
+        ctx.identity,
       );
-      if (build.spec?.sshIds.length) deps.sshRelay.expect(build.id, ctx.identity);
       return { build };
     },
     forwardSsh(requests, ctx) {

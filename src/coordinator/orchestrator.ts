@@ -44,6 +44,7 @@ import {
   type PlacementBasis,
 } from './scheduler.js';
 import { SecretVault, checkSecrets, type BuildSecretValue } from './secret-vault.js';
+import type { CallIdentity } from '../rpc/service.js';
 import type { SshJob, SshRelay } from './ssh-relay.js';
 import { validateSpec, type ValidSpec } from './spec-validation.js';
 import {
@@ -190,6 +191,7 @@ export class Orchestrator {
     spec: BuildSpec,
     sentRequestId = '',
     secrets: readonly BuildSecretValue[] = [],
+    submitter?: CallIdentity,
   ): Promise<Build> {
     const valid = validateSpec(spec);
     const secretIds = checkSecrets(secrets);
@@ -247,6 +249,8 @@ export class Orchestrator {
     };
     this.deps.store.createBuild(record, jobs);
     this.secrets.keep(id, secrets);
+    // Before any job is placed: only the submitter may then serve its SSH agents.
+    if (spec.sshIds.length > 0) this.deps.sshRelay?.expect(id, submitter);
     this.deps.observer?.jobsQueued(jobs, record.createdAt);
     this.specs.set(id, valid);
     this.event(id, {
@@ -686,6 +690,13 @@ export class Orchestrator {
       this.failJob(
         job,
         `the build's secrets (${build.spec.secretIds.join(', ')}) are gone: the coordinator restarted, and it keeps secret values in memory only; resubmit the build`,
+      );
+      return;
+    }
+    if (build.spec.sshIds.length > 0 && this.deps.sshRelay?.expects(build.id) === false) {
+      this.failJob(
+        job,
+        `the build forwards SSH agents (${build.spec.sshIds.join(', ')}) from the braid build that submitted it, which the coordinator no longer relays after its restart; resubmit the build`,
       );
       return;
     }

@@ -108,7 +108,7 @@ function checkCache(spec: BuildSpec): void {
   for (const source of spec.cacheFrom) {
     if (source.type === CacheType.INLINE) continue;
     if (source.type !== CacheType.REGISTRY) invalid('cache-from: type must be registry or inline');
-    const ref = parseReference(source.ref);
+    const ref = parseReference(source.ref, { defaultTag: false });
     if (!ref.tag && !ref.digest) invalid(`cache-from ref "${source.ref}" has no tag or digest`);
   }
   for (const target of spec.cacheTo) {
@@ -118,7 +118,7 @@ function checkCache(spec: BuildSpec): void {
       );
     if (target.type === CacheType.INLINE) continue;
     if (target.type !== CacheType.REGISTRY) invalid('cache-to: type must be registry or inline');
-    const ref = parseReference(target.ref);
+    const ref = parseReference(target.ref, { defaultTag: false });
     if (!ref.tag || ref.digest) invalid(`cache-to ref "${target.ref}" needs a tag (and no digest)`);
   }
 }

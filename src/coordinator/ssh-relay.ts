@@ -61,6 +61,11 @@ export class SshRelay {
     this.builds.set(buildId, { submitter });
   }
 
+  /** Whether this process relays the build's SSH agents (false after a restart). */
+  expects(buildId: string): boolean {
+    return this.builds.has(buildId);
+  }
+
   /** The build ended: its client's stream ends, and every open connection with it. */
   forget(buildId: string): void {
     const expected = this.builds.get(buildId);
