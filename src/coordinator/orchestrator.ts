@@ -231,13 +231,17 @@ export class Orchestrator {
     if (impossible.length > 0) {
       throw new BraidError('failed_precondition', impossible.map((p) => p.reason).join('; '));
     }
+    await this.deps.checkPush?.(valid.tags);
     // The cache refs too: a refused cache push would fail the stitch after every platform built.
-    await this.deps.checkPush?.([
-      ...valid.tags,
-      ...spec.cacheTo
-        .filter((c) => c.type === CacheType.REGISTRY)
-        .map((c) => parseReference(c.ref)),
-    ]);
+    const cacheRefs = spec.cacheTo
+      .filter((c) => c.type === CacheType.REGISTRY)
+      .map((c) => parseReference(c.ref));
+    if (cacheRefs.length > 0)
+      await this.deps.checkPush?.(cacheRefs).catch((err: unknown) => {
+        throw err instanceof BraidError
+          ? new BraidError(err.code, `--cache-to: ${err.message}`, { cause: err })
+          : err;
+      });
     const record: BuildRecord = {
       id,
       // The ids are the coordinator's to set: they say which values it must hold.
