@@ -1,8 +1,6 @@
 import { createHash, randomInt, randomUUID } from 'node:crypto';
 import { access, readFile, readdir } from 'node:fs/promises';
 import { join } from 'node:path';
-import { Readable } from 'node:stream';
-import { pack } from 'tar-stream';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { ProgressEvent } from '../../src/agent/buildkit-trace.js';
 import { createEngine, type BuildOptions, type Engine } from '../../src/agent/engine.js';
@@ -15,27 +13,13 @@ import { pushBaseImage } from '../support/base-image.js';
 import { requireCommand, requireEngine, requireQemu } from '../support/components.js';
 import { run } from '../support/process.js';
 import { startRegistry, type TestRegistry } from '../support/registry.js';
+import { contextTar } from '../support/files.js';
 
 const PLATFORMS = [
   { platform: 'linux/s390x', arch: 's390x', uname: 's390x' },
   { platform: 'linux/arm64', arch: 'arm64', uname: 'aarch64' },
   { platform: 'linux/amd64', arch: 'amd64', uname: 'x86_64' },
 ] as const;
-
-async function contextTar(files: Record<string, string>): Promise<Readable> {
-  const tar = pack();
-  const chunks: Buffer[] = [];
-  tar.on('data', (chunk: unknown) => chunks.push(chunk as Buffer));
-  const ended = new Promise<void>((resolve) => tar.on('end', () => resolve()));
-  for (const [name, body] of Object.entries(files)) {
-    await new Promise<void>((resolve, reject) =>
-      tar.entry({ name, mtime: new Date(0) }, body, (err) => (err ? reject(err) : resolve())),
-    );
-  }
-  tar.finalize();
-  await ended;
-  return Readable.from([Buffer.concat(chunks)]);
-}
 
 /** Processes whose command line contains `marker` (build containers run on this host). */
 async function processesWith(marker: string): Promise<string[]> {

@@ -9,8 +9,6 @@ import { createHash, randomUUID } from 'node:crypto';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { Readable } from 'node:stream';
-import { pack } from 'tar-stream';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { SessionProviders } from '../../src/agent/buildkit-session.js';
 import { createEngine, type Engine } from '../../src/agent/engine.js';
@@ -21,21 +19,7 @@ import { requireCommand, requireEngine, requireQemu } from '../support/component
 import { run } from '../support/process.js';
 import { writeHtpasswd } from '../support/registry-auth.js';
 import { startRegistry, type TestRegistry } from '../support/registry.js';
-
-async function contextTar(files: Record<string, string>): Promise<Readable> {
-  const tar = pack();
-  const chunks: Buffer[] = [];
-  tar.on('data', (chunk: unknown) => chunks.push(chunk as Buffer));
-  const ended = new Promise<void>((resolve) => tar.on('end', () => resolve()));
-  for (const [name, body] of Object.entries(files)) {
-    await new Promise<void>((resolve, reject) =>
-      tar.entry({ name, mtime: new Date(0) }, body, (err) => (err ? reject(err) : resolve())),
-    );
-  }
-  tar.finalize();
-  await ended;
-  return Readable.from([Buffer.concat(chunks)]);
-}
+import { contextTar } from '../support/files.js';
 
 describe('the BuildKit session on the real engine', () => {
   let registry: TestRegistry;

@@ -6,8 +6,7 @@ import { createHash, randomInt, randomUUID } from 'node:crypto';
 import { appendFile, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { Readable } from 'node:stream';
-import { extract, pack } from 'tar-stream';
+import { extract } from 'tar-stream';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { binfmtReader, emulatedPlatforms, nativePlatform } from '../../src/agent/capabilities.js';
 import { createEngine, type Engine, type EngineOptions } from '../../src/agent/engine.js';
@@ -25,15 +24,7 @@ import {
 import { run } from '../support/process.js';
 import { startRegistry, type TestRegistry } from '../support/registry.js';
 import { startSshd, type TestSshd } from '../support/sshd.js';
-
-async function contextTar(files: Record<string, string>): Promise<Readable> {
-  const tar = pack();
-  for (const [name, body] of Object.entries(files)) tar.entry({ name }, body);
-  tar.finalize();
-  const chunks: Buffer[] = [];
-  for await (const chunk of tar) chunks.push(chunk as Buffer);
-  return Readable.from([Buffer.concat(chunks)]);
-}
+import { contextTar } from '../support/files.js';
 
 /** Names of the entries of a tar stream. */
 async function tarNames(stream: NodeJS.ReadableStream): Promise<string[]> {

@@ -7,11 +7,10 @@
  */
 import { execFile } from 'node:child_process';
 import { createHash, randomUUID } from 'node:crypto';
-import { chmod, mkdir, mkdtemp, readFile, readdir, rm, stat, writeFile } from 'node:fs/promises';
+import { chmod, mkdir, mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
-import { gunzipSync } from 'node:zlib';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { pushBaseImage } from '../support/base-image.js';
 import { braid } from '../support/braid-cli.js';
@@ -27,39 +26,10 @@ import {
 import { run, startProcess, type Started } from '../support/process.js';
 import { writeHtpasswd } from '../support/registry-auth.js';
 import { startRegistry, type TestRegistry } from '../support/registry.js';
+import { filesContaining } from '../support/files.js';
 
 const exec = promisify(execFile);
 const PLATFORMS = ['linux/amd64', 'linux/arm64', 'linux/ppc64le', 'linux/s390x'];
-
-/** Every file under `dir`, recursively. */
-async function filesUnder(dir: string): Promise<string[]> {
-  const found: string[] = [];
-  for (const entry of await readdir(dir, { withFileTypes: true })) {
-    const path = join(dir, entry.name);
-    if (entry.isDirectory()) found.push(...(await filesUnder(path)));
-    else if (entry.isFile()) found.push(path);
-  }
-  return found;
-}
-
-/** Files under `dir` whose bytes (or gunzipped bytes) contain `needle`. */
-async function filesContaining(dir: string, needle: string): Promise<string[]> {
-  const wanted = Buffer.from(needle);
-  const hits: string[] = [];
-  for (const file of await filesUnder(dir)) {
-    const bytes = await readFile(file);
-    let found = bytes.includes(wanted);
-    if (!found && bytes[0] === 0x1f && bytes[1] === 0x8b) {
-      try {
-        found = gunzipSync(bytes).includes(wanted);
-      } catch {
-        // Not a whole gzip stream: the raw bytes were searched.
-      }
-    }
-    if (found) hits.push(file);
-  }
-  return hits;
-}
 
 /**
  * A static x86-64 program that lists an ssh-agent's keys (the agent

@@ -1,4 +1,4 @@
-import { mkdir, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -10,6 +10,7 @@ import { startTestAgent, waitForAgents } from '../support/farm.js';
 import { startProcess } from '../support/process.js';
 import { writeHtpasswd } from '../support/registry-auth.js';
 import { startRegistry, type TestRegistry } from '../support/registry.js';
+import { filesUnder } from '../support/files.js';
 
 const PASSWORD = 'pw-Zq81-never-print-me';
 
@@ -18,16 +19,6 @@ FROM \${BASE}
 ARG SLEEP=0
 RUN sleep \${SLEEP} && echo ok > /ok
 `;
-
-async function filesUnder(dir: string): Promise<string[]> {
-  const out: string[] = [];
-  for (const entry of await readdir(dir, { withFileTypes: true })) {
-    const path = join(dir, entry.name);
-    if (entry.isDirectory()) out.push(...(await filesUnder(path)));
-    else if (entry.isFile()) out.push(path);
-  }
-  return out;
-}
 
 describe('secrets and shutdown', () => {
   let dir: string;

@@ -6,7 +6,7 @@
  * that runs without its secret.
  */
 import { createHash, randomUUID } from 'node:crypto';
-import { mkdir, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeAll, afterAll, describe, expect, it } from 'vitest';
@@ -17,6 +17,7 @@ import { recordFault, tagState } from '../support/fault-ledger.js';
 import { startTestAgent, waitFor, waitForAgents, type TestAgent } from '../support/farm.js';
 import { startProcess, type Started } from '../support/process.js';
 import { freePort, startRegistry, type TestRegistry } from '../support/registry.js';
+import { filesUnder } from '../support/files.js';
 
 /** Reads the secret before and after the sleep: the step holds it for its whole run. */
 const SECRET_DOCKERFILE = `ARG BASE
@@ -34,16 +35,6 @@ RUN sleep \${SLEEP} && echo ok > /ok
 
 const GONE =
   /the build's secrets \(tok\) are gone: the coordinator restarted, and it keeps secret values in memory only; resubmit the build/;
-
-async function filesUnder(dir: string): Promise<string[]> {
-  const out: string[] = [];
-  for (const entry of await readdir(dir, { withFileTypes: true })) {
-    const path = join(dir, entry.name);
-    if (entry.isDirectory()) out.push(...(await filesUnder(path)));
-    else if (entry.isFile()) out.push(path);
-  }
-  return out;
-}
 
 interface JobJson {
   platform: string;

@@ -73,6 +73,7 @@ import {
 } from '../support/node-image.js';
 import { run, startProcess, type Started } from '../support/process.js';
 import { startRegistry, type TestRegistry } from '../support/registry.js';
+import { filesUnder } from '../support/files.js';
 
 const ROOT = fileURLToPath(new URL('../..', import.meta.url));
 const DEPLOY = join(ROOT, 'deploy');
@@ -84,16 +85,6 @@ const DEFAULTS = {
   shutdownGraceMs: coordinatorSettings({ HOME: '/nonexistent' }).shutdownGraceMs(undefined),
   drainGraceMs: agentSettings({ HOME: '/nonexistent' }).drainGraceMs(undefined),
 };
-
-async function filesUnder(dir: string): Promise<string[]> {
-  const out: string[] = [];
-  for (const entry of await readdir(dir, { withFileTypes: true })) {
-    const path = join(dir, entry.name);
-    if (entry.isDirectory()) out.push(...(await filesUnder(path)));
-    else if (entry.isFile()) out.push(path);
-  }
-  return out.sort();
-}
 
 const rel = (path: string): string => relative(ROOT, path);
 const text = (path: string): Promise<string> => readFile(path, 'utf8');
