@@ -144,6 +144,7 @@ export async function startAgent(
           },
           registry,
           credentials,
+          builder: { engine: info, platform: native },
           sshForwarder: (job) => sshForwarderFor((options) => client.forwardSsh(options), job),
           buildNetwork,
           log: agentLog,

@@ -21,7 +21,15 @@ export const BUILDKIT_TRACE_ID = 'moby.buildkit.trace';
 export type StepState = 'started' | 'completed' | 'cached' | 'error';
 
 export type ProgressEvent =
-  | { kind: 'step'; name: string; state: StepState; error?: string }
+  | {
+      kind: 'step';
+      name: string;
+      state: StepState;
+      error?: string;
+      /** BuildKit's vertex digest and the digests of its inputs. */
+      digest: string;
+      inputs: readonly string[];
+    }
   | { kind: 'log'; step: string; stream: 'stdout' | 'stderr'; text: string };
 
 export interface FailedStep {
@@ -149,9 +157,10 @@ export class BuildkitTrace {
     if (vertex.name !== '') step.name = vertex.name;
     if (step.finished) return;
     const name = step.name;
+    const ids = { digest: vertex.digest, inputs: [...vertex.inputs] };
     if (vertex.error !== '') {
       step.finished = true;
-      events.push({ kind: 'step', name, state: 'error', error: vertex.error });
+      events.push({ kind: 'step', name, state: 'error', error: vertex.error, ...ids });
       const real = !CANCELLED.test(vertex.error.trim());
       if (this.failure === undefined || (real && CANCELLED.test(this.failure.error.trim()))) {
         this.failure = { name, error: vertex.error, digest: vertex.digest };
@@ -160,16 +169,16 @@ export class BuildkitTrace {
     }
     if (vertex.cached) {
       step.finished = true;
-      events.push({ kind: 'step', name, state: 'cached' });
+      events.push({ kind: 'step', name, state: 'cached', ...ids });
       return;
     }
     if (vertex.started !== undefined && !step.startedSent) {
       step.startedSent = true;
-      events.push({ kind: 'step', name, state: 'started' });
+      events.push({ kind: 'step', name, state: 'started', ...ids });
     }
     if (vertex.completed !== undefined) {
       step.finished = true;
-      events.push({ kind: 'step', name, state: 'completed' });
+      events.push({ kind: 'step', name, state: 'completed', ...ids });
     }
   }
 

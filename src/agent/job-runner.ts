@@ -4,17 +4,19 @@
  * and report the pushed image.
  */
 import { createReadStream } from 'node:fs';
-import { LogSource } from '../gen/braid/v1/build_pb.js';
+import { timestampFromMs } from '@bufbuild/protobuf/wkt';
+import { LogSource, ProvenanceMode } from '../gen/braid/v1/build_pb.js';
 import type { AssignJob } from '../gen/braid/v1/agent_pb.js';
 import { BraidError, errorLine } from '../errors.js';
 import type { Logger } from '../log.js';
 import { formatPlatform } from '../oci/platform.js';
 import type { CredentialSource } from '../oci/credentials.js';
 import type { RegistryClient } from '../oci/registry.js';
-import { fromProtoPlatform } from '../rpc/platform.js';
+import { fromProtoPlatform, toProtoPlatform } from '../rpc/platform.js';
 import type { ContextCache, ContextFetcher } from './context-cache.js';
 import type { SshForwarder } from './buildkit-session.js';
-import type { Engine } from './engine.js';
+import type { Engine, EngineInfo } from './engine.js';
+import { BuildFactsRecorder, type BuildFactsInit } from './build-facts.js';
 import { pushImage } from './image-pusher.js';
 
 export interface JobReporter {
@@ -34,6 +36,8 @@ export interface JobOutcome {
   fetchMs: number;
   buildMs: number;
   pushMs: number;
+  /** How it was built, for the build's provenance (set on success). */
+  facts?: BuildFactsInit;
 }
 
 export interface JobRunnerDeps {
@@ -43,6 +47,8 @@ export interface JobRunnerDeps {
   registry: RegistryClient;
   /** Registry logins BuildKit may use for `FROM` (the agent's docker config). */
   credentials: CredentialSource;
+  /** The engine as provenance names it: host, id, version, kernel, native platform. */
+  builder?: { engine: EngineInfo; platform: ReturnType<typeof fromProtoPlatform> };
   /** Where a job's `RUN --mount=type=ssh` connections go (through the coordinator). */
   sshForwarder?: (job: AssignJob) => SshForwarder | undefined;
   /** Engine network for RUN steps ('' = the engine's default). */
@@ -91,6 +97,7 @@ export async function runJob(
     );
     if (signal.aborted) throw new BraidError('cancelled', 'cancelled');
     const buildStart = clock();
+    const recorder = new BuildFactsRecorder(job.provenance === ProvenanceMode.MAX);
     const built = await deps.engine.build(
       {
         context: createReadStream(fetched.path),
@@ -113,6 +120,7 @@ export async function runJob(
         },
       },
       (event) => {
+        recorder.record(event);
         if (event.kind === 'step') {
           if (event.state === 'started') report.step(event.name);
           if (event.state === 'started' || event.state === 'cached') {
@@ -154,6 +162,18 @@ export async function runJob(
       fetchMs,
       buildMs,
       pushMs,
+      ...(job.provenance !== ProvenanceMode.DISABLED && {
+        facts: {
+          ...recorder.facts(),
+          host: deps.builder?.engine.name ?? '',
+          engineId: deps.builder?.engine.id ?? '',
+          engineVersion: deps.builder?.engine.serverVersion ?? '',
+          kernel: deps.builder?.engine.kernelVersion ?? '',
+          builderPlatform: deps.builder && toProtoPlatform(deps.builder.platform),
+          startedAt: timestampFromMs(started),
+          finishedAt: timestampFromMs(clock()),
+        },
+      }),
     };
   } catch (err) {
     const error = signal.aborted

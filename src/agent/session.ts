@@ -259,6 +259,7 @@ export class AgentSessionLoop {
             fetchMs: BigInt(outcome.fetchMs),
             buildMs: BigInt(outcome.buildMs),
             pushMs: BigInt(outcome.pushMs),
+            facts: outcome.facts,
           },
         },
       });

@@ -7,6 +7,7 @@ import {
   AnnotationLevel,
   CacheMode,
   CacheType,
+  ProvenanceMode,
   type BuildSpecSchema,
 } from '../gen/braid/v1/build_pb.js';
 import { formatReference } from '../oci/reference.js';
@@ -15,6 +16,7 @@ import {
   extraHostForEngine,
   type AnnotationLevel as FlagLevel,
   type BuildxFlags,
+  type ProvenanceChoice,
 } from './buildx-flags.js';
 
 type SpecInit = MessageInitShape<typeof BuildSpecSchema>;
@@ -25,11 +27,25 @@ const LEVELS: Record<FlagLevel, AnnotationLevel> = {
   'manifest-descriptor': AnnotationLevel.MANIFEST_DESCRIPTOR,
 };
 
+// Sent as chosen, never UNSPECIFIED: the CLI has already applied buildx's default.
+const PROVENANCE: Record<ProvenanceChoice, ProvenanceMode> = {
+  disabled: ProvenanceMode.DISABLED,
+  min: ProvenanceMode.MIN,
+  max: ProvenanceMode.MAX,
+};
+
 export function buildxSpecFields(
   flags: BuildxFlags,
 ): Pick<
   SpecInit,
-  'keepGoing' | 'network' | 'addHosts' | 'cacheFrom' | 'cacheTo' | 'sshIds' | 'annotations'
+  | 'keepGoing'
+  | 'network'
+  | 'addHosts'
+  | 'cacheFrom'
+  | 'cacheTo'
+  | 'sshIds'
+  | 'annotations'
+  | 'provenance'
 > {
   return {
     keepGoing: flags.keepGoing,
@@ -56,5 +72,6 @@ export function buildxSpecFields(
       key: a.key,
       value: a.value,
     })),
+    provenance: PROVENANCE[flags.provenance],
   };
 }

@@ -14,6 +14,7 @@ import {
   type CacheImport,
 } from './buildx/cache.js';
 import { probePath, type PathProbe } from './buildx/path-probe.js';
+import { parseProvenance, type ProvenanceChoice } from './buildx/provenance.js';
 import {
   parseAddHosts,
   parseNetwork,
@@ -27,6 +28,7 @@ import { refuseUnsupported } from './buildx/unsupported.js';
 export type { Annotation, AnnotationLevel } from './buildx/annotations.js';
 export type { CacheExport, CacheImport } from './buildx/cache.js';
 export type { PathKind, PathProbe } from './buildx/path-probe.js';
+export type { ProvenanceChoice } from './buildx/provenance.js';
 export type { ExtraHost, NetworkMode } from './buildx/run-settings.js';
 export type { SecretSource, SecretSources, SecretSpec, SecretValue } from './buildx/secrets.js';
 export type { SshSource, SshSpec } from './buildx/ssh.js';
@@ -46,6 +48,8 @@ export interface BuildxFlags {
   readonly extraHosts: readonly ExtraHost[];
   /** When a platform fails, the others run to the end; no tag moves either way. */
   readonly keepGoing: boolean;
+  /** SLSA provenance per platform (--provenance, --attest type=provenance; default min). */
+  readonly provenance: ProvenanceChoice;
 }
 
 const list = (value: unknown): string[] =>
@@ -56,9 +60,9 @@ const text = (value: unknown): string | undefined =>
 
 /**
  * `flags` are commander's parsed options of `braid build` (keys such as
- * `secret`, `cacheFrom`, `addHost`); `env` the environment the secrets and
- * SSH_AUTH_SOCK come from; `probe` tells sockets, key files and
- * directories apart (stat, by default).
+ * `secret`, `cacheFrom`, `addHost`); `env` the environment the secrets,
+ * SSH_AUTH_SOCK and BUILDX_NO_DEFAULT_ATTESTATIONS come from; `probe`
+ * tells sockets, key files and directories apart (stat, by default).
  */
 export function parseBuildxFlags(
   flags: Readonly<Record<string, unknown>>,
@@ -76,5 +80,9 @@ export function parseBuildxFlags(
     ...(network !== undefined && { network: parseNetwork(network) }),
     extraHosts: parseAddHosts(list(flags.addHost)),
     keepGoing: flags.keepGoing === true,
+    provenance: parseProvenance(
+      { attest: list(flags.attest), provenance: list(flags.provenance) },
+      env,
+    ),
   };
 }

@@ -9,11 +9,15 @@
  *     "braid.build.id": "b-…",
  *     "braid.request.id": "9f2c…",
  *     "platforms": [
- *       { "platform": "linux/arm64", "digest": "sha256:…", "agent": "a2", "emulated": false, "durationMs": 41230 }
+ *       { "platform": "linux/arm64", "digest": "sha256:…", "attestation": "sha256:…",
+ *         "agent": "a2", "emulated": false, "durationMs": 41230 }
  *     ]
  *   }
  *
  * The containerimage keys are absent when the build produced no index.
+ * buildx's `buildx.build.provenance/<platform>` holds the provenance
+ * predicate itself, read from BuildKit's build record; braid's is in the
+ * registry, so the file names its attestation manifest by digest instead.
  */
 import { randomBytes } from 'node:crypto';
 import { open, rename, rm } from 'node:fs/promises';
@@ -27,6 +31,8 @@ export interface PlatformMetadata {
   platform: string;
   /** The platform's image manifest digest; null when its job produced none. */
   digest: string | null;
+  /** Its provenance attestation manifest's digest in the index; null when none was written. */
+  attestation: string | null;
   agent: string;
   emulated: boolean;
   durationMs: number | null;
@@ -50,6 +56,7 @@ export function buildMetadata(build: Build): BuildMetadata {
     platforms: build.jobs.map((job) => ({
       platform: platformName(job.platform),
       digest: job.image?.digest || null,
+      attestation: job.attestation?.digest || null,
       agent: job.agent,
       emulated: job.emulated,
       durationMs: job.durationMs > 0n ? Number(job.durationMs) : null,

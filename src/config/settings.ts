@@ -128,6 +128,11 @@ export function coordinatorSettings(env: Env) {
     pushCheck: boolSetting(true),
     /** Deadline of one repository's push check (handshake, token, upload probe). */
     pushCheckTimeoutMs: intSetting({ min: 100, max: 600_000, default: 5_000 }),
+    /** runDetails.builder.id of the provenance: a URI; '' is braid://ADDRESS. */
+    builderId: stringSetting('', {
+      pattern: /^$|^[a-z][a-z0-9+.-]*:\S+$/i,
+      message: 'expected a URI such as https://builds.example/farm or urn:example:farm',
+    }),
     ...registryFields,
     ...logSettings,
   };

@@ -134,6 +134,8 @@ export async function startCoordinator(
     : plainRegistry;
   const pushPreflight = pushPreflightFor(config, env, log);
   const sshRelay = new SshRelay(log);
+  // Known once the server listens (port 0 picks one).
+  let boundAddress = formatGrpcAddress(config.listen);
   const orchestrator = new Orchestrator({
     store,
     contexts,
@@ -171,6 +173,10 @@ export async function startCoordinator(
       }),
     observer: metrics,
     sshRelay,
+    provenance: {
+      builderId: () => config.builderId || `braid://${boundAddress}`,
+      coordinator: () => boundAddress,
+    },
     checkPush: pushPreflight && ((tags) => pushPreflight.checkTags(tags)),
   });
   orchestrator.recover();
@@ -231,6 +237,7 @@ export async function startCoordinator(
     throw err;
   });
   const address = formatGrpcAddress(running.address);
+  boundAddress = address;
   let serving = true;
   const readiness = (): Readiness => {
     if (stopping.signal.aborted)

@@ -46,6 +46,12 @@ import {
 import { SecretVault, checkSecrets, type BuildSecretValue } from './secret-vault.js';
 import type { CallIdentity } from '../rpc/service.js';
 import type { SshJob, SshRelay } from './ssh-relay.js';
+import {
+  provenanceLine,
+  provenanceMode,
+  writeProvenance,
+  type ProvenanceSettings,
+} from './provenance-writer.js';
 import { validateSpec, type ValidSpec } from './spec-validation.js';
 import {
   TERMINAL_BUILD_STATES,
@@ -76,6 +82,8 @@ export interface OrchestratorDeps {
   observer?: BuildObserver;
   /** Relays builds' SSH agent connections; told when a build ends. */
   sshRelay?: SshRelay;
+  /** Names the builder in provenance; without it no provenance is written. */
+  provenance?: ProvenanceSettings;
   /** Refuses tags the coordinator may not push to, before anything is stored (push-preflight.ts). */
   checkPush?: (tags: readonly ImageReference[]) => Promise<void>;
 }
@@ -521,6 +529,7 @@ export class Orchestrator {
           finishedAt: this.clock(),
           durationMs: Number(result.durationMs),
           currentStep: '',
+          ...(result.facts && { facts: result.facts }),
         });
         this.recordCache(job, session);
         this.settleFailedBuild(job.buildId);
@@ -770,6 +779,7 @@ export class Orchestrator {
         // A registry cache-to is kept as inline cache in the images braid pushes.
         inlineCache: build.spec.cacheTo.length > 0,
         sshIds: build.spec.sshIds,
+        provenance: build.spec.provenance,
         manifestAnnotations: annotationsAt(
           build.spec.annotations,
           AnnotationLevel.MANIFEST,
@@ -869,6 +879,31 @@ export class Orchestrator {
             },
           };
     });
+    const record = this.deps.store.getBuildRecord(buildId);
+    if (record && this.deps.provenance && provenanceMode(record.spec)) {
+      const repo = { domain: first.domain, repository: first.repository };
+      const build = { ...record, platforms: valid.platforms, tags: valid.tags };
+      for (const job of jobs) {
+        // The job as stored now: its result's facts are on it.
+        const stored = this.deps.store.getJob(job.id) ?? job;
+        const entry = await writeProvenance(
+          this.deps.registry,
+          repo,
+          build,
+          stored,
+          this.deps.provenance,
+        );
+        this.deps.store.updateJob(job.id, {
+          attestation: create(ImageDescriptorSchema, {
+            digest: entry.descriptor.digest,
+            sizeBytes: BigInt(entry.descriptor.size),
+            mediaType: entry.descriptor.mediaType,
+          }),
+        });
+        this.coordinatorLog(buildId, provenanceLine(stored, entry));
+        entries.push(entry);
+      }
+    }
     const plan = buildIndex(entries, {
       attestations: true,
       format: 'auto',

@@ -23,6 +23,7 @@ import {
   JobState,
   type ImageDescriptor,
 } from '../gen/braid/v1/common_pb.js';
+import { BuildFactsSchema, type BuildFacts } from '../gen/braid/v1/agent_pb.js';
 import { toProtoPlatform } from '../rpc/platform.js';
 import type { Platform } from '../oci/platform.js';
 import type { CacheRecord } from './scheduler.js';
@@ -46,6 +47,10 @@ export interface JobRecord {
   /** Why the scheduler chose its agent (unset while queued). */
   placementReason?: PlacementReason;
   placementDetail?: string;
+  /** How its agent built it (for provenance), from its result. */
+  facts?: BuildFacts;
+  /** Its provenance attestation manifest in the index, once stitched. */
+  attestation?: ImageDescriptor;
 }
 
 export interface BuildRecord {
@@ -88,6 +93,8 @@ interface JobRow {
   error: string;
   placement_reason: number;
   placement_detail: string;
+  facts: Buffer | null;
+  attestation: Buffer | null;
 }
 
 const SCHEMA = `
@@ -161,6 +168,8 @@ export class BuildStore {
     addColumn(this.db, 'builds', 'request_id', "TEXT NOT NULL DEFAULT ''");
     addColumn(this.db, 'jobs', 'placement_reason', 'INTEGER NOT NULL DEFAULT 0');
     addColumn(this.db, 'jobs', 'placement_detail', "TEXT NOT NULL DEFAULT ''");
+    addColumn(this.db, 'jobs', 'facts', 'BLOB');
+    addColumn(this.db, 'jobs', 'attestation', 'BLOB');
   }
 
   close(): void {
@@ -235,6 +244,10 @@ export class BuildStore {
     if (patch.error !== undefined) columns.error = patch.error;
     if (patch.placementReason !== undefined) columns.placement_reason = patch.placementReason;
     if (patch.placementDetail !== undefined) columns.placement_detail = patch.placementDetail;
+    if (patch.facts !== undefined)
+      columns.facts = Buffer.from(toBinary(BuildFactsSchema, patch.facts));
+    if (patch.attestation !== undefined)
+      columns.attestation = Buffer.from(toBinary(ImageDescriptorSchema, patch.attestation));
     const keys = Object.keys(columns);
     if (keys.length === 0) return;
     this.db
@@ -406,6 +419,8 @@ export class BuildStore {
       error: row.error,
       placementReason: row.placement_reason as PlacementReason,
       placementDetail: row.placement_detail,
+      facts: row.facts ? fromBinary(BuildFactsSchema, row.facts) : undefined,
+      attestation: row.attestation ? fromBinary(ImageDescriptorSchema, row.attestation) : undefined,
     };
   }
 }
@@ -435,5 +450,6 @@ export function jobToProto(job: JobRecord): Job {
     error: job.error,
     placementReason: job.placementReason ?? PlacementReason.UNSPECIFIED,
     placementDetail: job.placementDetail ?? '',
+    attestation: job.attestation,
   });
 }

@@ -154,19 +154,25 @@ describe('the agent builds on the real engine with BuildKit and pushes by digest
         buildArgs: { GREETING: 'hello' },
       });
       const runStep = `[build 2/2] RUN uname -m > /uname && echo "${platform} ${arch} hello" > /target && echo "built for ${arch}"`;
-      expect(events).toContainEqual({ kind: 'step', name: runStep, state: 'started' });
-      expect(events).toContainEqual({ kind: 'step', name: runStep, state: 'completed' });
+      expect(events).toContainEqual(
+        expect.objectContaining({ kind: 'step', name: runStep, state: 'started' }),
+      );
+      expect(events).toContainEqual(
+        expect.objectContaining({ kind: 'step', name: runStep, state: 'completed' }),
+      );
       expect(events).toContainEqual({
         kind: 'log',
         step: runStep,
         stream: 'stdout',
         text: `built for ${arch}`,
       });
-      expect(events).toContainEqual({
-        kind: 'step',
-        name: '[stage-1 2/2] COPY --from=build /uname /target /out/',
-        state: 'completed',
-      });
+      expect(events).toContainEqual(
+        expect.objectContaining({
+          kind: 'step',
+          name: '[stage-1 2/2] COPY --from=build /uname /target /out/',
+          state: 'completed',
+        }),
+      );
       const labels = JSON.parse(
         await docker_(['image', 'inspect', '--format', '{{json .Config.Labels}}', imageId]),
       ) as Record<string, string>;

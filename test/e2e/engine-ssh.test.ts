@@ -470,8 +470,10 @@ describe('braid agent --engine ssh://', () => {
     const index = JSON.parse(raw.stdout) as {
       manifests: { platform: { os: string; architecture: string } }[];
     };
+    // The image, then its provenance attestation (unknown/unknown), as BuildKit stores it.
     expect(index.manifests.map((m) => `${m.platform.os}/${m.platform.architecture}`)).toEqual([
       'linux/amd64',
+      'unknown/unknown',
     ]);
     expect(count(sshd.log(), /Accepted publickey for root/g)).toBeGreaterThan(0);
     expect(agent.process.stderr()).toContain('"msg":"engine over ssh"');

@@ -202,8 +202,10 @@ describe('docs/coming-from-buildx.md', () => {
     const accepted = [
       ...IGNORED_FLAGS.map((f) => [f.long]),
       ['--provenance=false'],
+      ['--provenance', 'mode=max'],
       ['--sbom', 'false'],
       ['--attest', 'type=provenance,disabled=true'],
+      ['--attest', 'type=sbom,disabled=true'],
       ['--call', 'build'],
       ['--allow', 'network.host'],
       ['--push'],
@@ -214,6 +216,54 @@ describe('docs/coming-from-buildx.md', () => {
       expect(result.lines, accepted[i]?.join(' ')).toHaveLength(1);
       expect(result.lines[0], accepted[i]?.join(' ')).toMatch(/^braid: no tag given/);
     });
+  });
+
+  it('takes the --provenance and --attest values it says it honours, reading them before any context', async () => {
+    const missing = '/nonexistent/braid-buildx-doc-context';
+    const honoured = [
+      ['--provenance=true'],
+      ['--provenance', 'mode=max'],
+      ['--provenance', 'F'],
+      ['--attest', 'type=provenance,mode=min,version=v1,inline-only=true'],
+      ['--attest', 'type=sbom,disabled=true', '--attest', 'type=provenance'],
+    ];
+    const results = await Promise.all(
+      honoured.map((args) => braid(['build', ...args, '-t', 'r.example/a:1', missing])),
+    );
+    results.forEach((result, i) => {
+      // Past every flag check: the next problem is the context that is not there.
+      const lines = result.stderr.trim().split('\n');
+      expect(lines, honoured[i]?.join(' ')).toHaveLength(1);
+      expect(lines[0], honoured[i]?.join(' ')).toContain(missing);
+      expect(lines[0], honoured[i]?.join(' ')).not.toMatch(/--provenance|--attest/);
+    });
+  });
+
+  it('refuses the --provenance and --attest values it says are refused, in one line, exit 2', async () => {
+    const refusedValues = [
+      [
+        ['--provenance', 'mode=max,builder-id=https://ci.example/run/7'],
+        '--provenance "mode=max,builder-id=https://ci.example/run/7": braid does not support the attribute "builder-id": ',
+      ],
+      [
+        ['--attest', 'type=provenance,version=v0.2'],
+        '--attest "type=provenance,version=v0.2": version=v0.2 is not supported: ',
+      ],
+      [['--attest', 'type=sbom'], '--attest "type=sbom": type=sbom is not supported: '],
+    ] as const;
+    for (const [args, start] of refusedValues) {
+      const result = await buildWith([...args, '-t', 'r.example/a:1']);
+      expect(result.code, args.join(' ')).toBe(EXIT_USAGE);
+      expect(result.lines, args.join(' ')).toHaveLength(1);
+      expect(result.lines[0]?.startsWith(`braid: ${start}`), result.lines[0]).toBe(true);
+    }
+    const badEnv = await braid(['build', '-t', 'r.example/a:1', '.'], {
+      env: { BUILDX_NO_DEFAULT_ATTESTATIONS: 'yes' },
+    });
+    expect(badEnv.code).toBe(EXIT_USAGE);
+    expect(badEnv.stderr.trim()).toBe(
+      'braid: BUILDX_NO_DEFAULT_ATTESTATIONS "yes": must be a boolean (1, true, 0 or false)',
+    );
   });
 
   it('refuses the --progress values it says are refused', async () => {

@@ -308,6 +308,8 @@ export const buildMetadata = z.strictObject({
         agent: z.string(),
         emulated: z.boolean(),
         durationMs: z.number().int().nonnegative().nullable(),
+        // The platform's provenance attestation manifest (null with --provenance=false).
+        attestation: digest.nullable(),
       }),
     )
     .min(1),

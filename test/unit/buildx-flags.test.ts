@@ -618,9 +618,9 @@ describe('flags braid does not support', () => {
 
   it.each([
     [{ call: ['build'] }],
-    [{ provenance: ['false'] }],
-    [{ provenance: ['0'], sbom: ['False'] }],
-    [{ attest: ['type=provenance,disabled=true', 'type=sbom,disabled=1'] }],
+    [{ sbom: ['False'] }],
+    [{ sbom: ['true', '0'] }],
+    [{ sbom: [''] }],
     [{ allow: ['network.host'] }],
     [{ ssh: ['default'], detach: undefined }],
     [{ detach: true, secret: ['id=a'] }],
@@ -633,20 +633,9 @@ describe('flags braid does not support', () => {
   it.each([
     [{ call: ['check'] }, `braid build does not support --call check: ${why('--call')}`],
     [{ call: ['outline'] }, `braid build does not support --call outline: ${why('--call')}`],
-    [
-      { provenance: ['mode=max'] },
-      `braid build does not support --provenance yet: ${why('--provenance')}`,
-    ],
-    [
-      { provenance: ['true'] },
-      `braid build does not support --provenance yet: ${why('--provenance')}`,
-    ],
-    [{ sbom: ['true'] }, `braid build does not support --sbom yet: ${why('--sbom')}`],
-    [{ attest: ['type=sbom'] }, `braid build does not support --attest yet: ${why('--attest')}`],
-    [
-      { attest: ['type=provenance,disabled=true,mode=max'] },
-      `braid build does not support --attest yet: ${why('--attest')}`,
-    ],
+    [{ sbom: ['true'] }, `braid build does not support --sbom: ${why('--sbom')}`],
+    [{ sbom: ['generator=x'] }, `braid build does not support --sbom: ${why('--sbom')}`],
+    [{ sbom: ['false', '1'] }, `braid build does not support --sbom: ${why('--sbom')}`],
     [
       { allow: ['network.host', 'security.insecure'] },
       `braid build does not support --allow security.insecure: ${why('--allow')}`,
@@ -687,9 +676,26 @@ describe('braid build registers every buildx flag', () => {
       '--network',
       '--add-host',
       '--allow',
+      '--provenance',
+      '--attest',
     ]) {
       expect(options.get(long)?.hidden, long).toBe(false);
     }
+  });
+
+  it('collects every --provenance and --attest given, as the parser reads them', () => {
+    const build = buildCommand({});
+    build.parseOptions([
+      '--provenance',
+      'true',
+      '--provenance=false',
+      '--attest',
+      'type=sbom,disabled=true',
+    ]);
+    expect(build.opts()).toMatchObject({
+      provenance: ['true', 'false'],
+      attest: ['type=sbom,disabled=true'],
+    });
   });
 });
 
@@ -706,6 +712,7 @@ describe('parseBuildxFlags', () => {
       annotations: [],
       extraHosts: [],
       keepGoing: false,
+      provenance: 'min',
     });
   });
 
@@ -738,6 +745,7 @@ describe('parseBuildxFlags', () => {
       network: 'host',
       extraHosts: [{ host: 'db', address: { kind: 'ip', ip: '10.0.0.5', family: 4 } }],
       keepGoing: true,
+      provenance: 'disabled',
     });
   });
 
@@ -750,6 +758,18 @@ describe('parseBuildxFlags', () => {
   it('names the first bad value', () => {
     expect(errorOf(() => parseBuildxFlags({ network: 'bridge' }, env, probe))).toMatch(
       /^--network "bridge": not supported: /,
+    );
+  });
+
+  it('reads --provenance, --attest and BUILDX_NO_DEFAULT_ATTESTATIONS from the environment it is given', () => {
+    expect(parseBuildxFlags({ provenance: ['mode=max'] }, env, probe).provenance).toBe('max');
+    expect(parseBuildxFlags({ attest: ['type=provenance,mode=min'] }, env, probe).provenance).toBe(
+      'min',
+    );
+    const off = { ...env, BUILDX_NO_DEFAULT_ATTESTATIONS: '1' };
+    expect(parseBuildxFlags({}, off, probe).provenance).toBe('disabled');
+    expect(errorOf(() => parseBuildxFlags({ attest: ['type=sbom'] }, env, probe))).toMatch(
+      /^--attest "type=sbom": type=sbom is not supported: /,
     );
   });
 });

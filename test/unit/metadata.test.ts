@@ -13,6 +13,8 @@ const T0 = Date.UTC(2030, 0, 1, 12, 0, 0);
 const DIGEST_ARM64 = `sha256:${'a'.repeat(64)}`;
 const DIGEST_S390X = `sha256:${'b'.repeat(64)}`;
 const DIGEST_INDEX = `sha256:${'c'.repeat(64)}`;
+const ATTESTATION_ARM64 = `sha256:${'e'.repeat(64)}`;
+const ATTESTATION_S390X = `sha256:${'f'.repeat(64)}`;
 const MANIFEST = 'application/vnd.oci.image.manifest.v1+json';
 const INDEX = 'application/vnd.oci.image.index.v1+json';
 
@@ -39,6 +41,7 @@ function succeededBuild(): Build {
         state: JobState.SUCCEEDED,
         agent: 'a2',
         image: { digest: DIGEST_ARM64, sizeBytes: 528n, mediaType: MANIFEST },
+        attestation: { digest: ATTESTATION_ARM64, sizeBytes: 566n, mediaType: MANIFEST },
         durationMs: 41_230n,
         attempt: 1,
       },
@@ -50,6 +53,7 @@ function succeededBuild(): Build {
         emulated: true,
         emulator: 'qemu-s390x',
         image: { digest: DIGEST_S390X, sizeBytes: 530n, mediaType: MANIFEST },
+        attestation: { digest: ATTESTATION_S390X, sizeBytes: 566n, mediaType: MANIFEST },
         durationMs: 95_000n,
         attempt: 1,
       },
@@ -68,7 +72,7 @@ describe('the metadata file', () => {
     await rm(dir, { recursive: true, force: true });
   });
 
-  it("holds buildx's keys for the index and braid's per-platform results", async () => {
+  it("holds buildx's keys for the index and braid's per-platform results with their provenance", async () => {
     const path = join(dir, 'metadata.json');
     await writeMetadataFile(path, buildMetadata(succeededBuild()));
     expect(JSON.parse(await readFile(path, 'utf8'))).toEqual({
@@ -81,6 +85,7 @@ describe('the metadata file', () => {
         {
           platform: 'linux/arm64',
           digest: DIGEST_ARM64,
+          attestation: ATTESTATION_ARM64,
           agent: 'a2',
           emulated: false,
           durationMs: 41_230,
@@ -88,6 +93,7 @@ describe('the metadata file', () => {
         {
           platform: 'linux/s390x',
           digest: DIGEST_S390X,
+          attestation: ATTESTATION_S390X,
           agent: 'a1',
           emulated: true,
           durationMs: 95_000,
@@ -117,6 +123,17 @@ describe('the metadata file', () => {
     expect(metadata).not.toHaveProperty(['containerimage.digest']);
     expect(metadata).not.toHaveProperty(['containerimage.descriptor']);
     expect(metadata.platforms[0]).toMatchObject({ platform: 'linux/arm64', digest: null });
+  });
+
+  it('says null where a platform has no provenance attestation (--provenance=false)', () => {
+    const build = succeededBuild();
+    for (const job of build.jobs) job.attestation = undefined;
+    const metadata = buildMetadata(build);
+    expect(metadata.platforms.map((p) => [p.platform, p.digest, p.attestation])).toEqual([
+      ['linux/arm64', DIGEST_ARM64, null],
+      ['linux/s390x', DIGEST_S390X, null],
+    ]);
+    expect(JSON.stringify(metadata)).not.toContain('buildx.build.provenance');
   });
 
   it('fails naming the file when its directory does not exist', async () => {

@@ -133,19 +133,9 @@ export const REFUSED_VALUES: readonly RefusedFlag[] = [
     `${NO_FRONTEND_METHODS} (--call build is accepted)`,
   ),
   refused(
-    '--provenance <spec>',
-    ['--provenance', 'mode=max'],
-    'braid does not write attestations into the index yet (--provenance=false is accepted: there is nothing to turn off)',
-  ),
-  refused(
     '--sbom <spec>',
     ['--sbom', 'true'],
-    'braid does not write attestations into the index yet (--sbom=false is accepted: there is nothing to turn off)',
-  ),
-  refused(
-    '--attest <spec>',
-    ['--attest', 'type=provenance,mode=max'],
-    'braid does not write attestations into the index yet (type=provenance|sbom,disabled=true is accepted)',
+    'braid writes provenance attestations but no SBOM (--sbom=false is accepted: there is nothing to turn off)',
   ),
   refused(
     '--allow <entitlement>',
@@ -170,21 +160,6 @@ function unsupported(flag: string, why: string): BraidError {
   return new BraidError('invalid_argument', `braid build does not support ${flag}: ${why}`);
 }
 
-/** `type=provenance,disabled=true` (or sbom): asks for nothing braid would write. */
-function turnsOffAttestation(spec: string): boolean {
-  const attributes = new Map(
-    spec.split(',').map((field) => {
-      const eq = field.indexOf('=');
-      return [field.slice(0, eq < 0 ? field.length : eq).toLowerCase(), field.slice(eq + 1)];
-    }),
-  );
-  const type = attributes.get('type');
-  const disabled = attributes.get('disabled') ?? '';
-  return (
-    attributes.size === 2 && (type === 'provenance' || type === 'sbom') && goBool(disabled) === true
-  );
-}
-
 const asList = (value: unknown): string[] =>
   value === undefined ? [] : Array.isArray(value) ? value.map(String) : [String(value)];
 
@@ -200,14 +175,10 @@ export function refuseUnsupported(flags: Readonly<Record<string, unknown>>): voi
   for (const method of asList(flags.call)) {
     if (method !== 'build') throw unsupported(`--call ${method}`, why('--call'));
   }
-  for (const long of ['--provenance', '--sbom'] as const) {
-    for (const value of asList(flags[long.slice(2)])) {
-      // buildx reads a boolean as "on" or "off": off asks for nothing braid would write.
-      if (goBool(value) !== false) throw unsupported(`${long} yet`, why(long));
-    }
-  }
-  for (const value of asList(flags.attest)) {
-    if (!turnsOffAttestation(value)) throw unsupported('--attest yet', why('--attest'));
+  // buildx keeps the last --sbom (empty: not given) and reads a boolean as on or off.
+  const sbom = asList(flags.sbom).at(-1);
+  if (sbom !== undefined && sbom !== '' && goBool(sbom) !== false) {
+    throw unsupported('--sbom', why('--sbom'));
   }
   for (const entitlement of asList(flags.allow)) {
     if (entitlement !== 'network.host') throw unsupported(`--allow ${entitlement}`, why('--allow'));

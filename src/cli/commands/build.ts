@@ -8,7 +8,7 @@ import {
 import { addClientOptions, collect } from '../options.js';
 
 /** Repeatable in buildx, so repeatable here: every value reaches the parser that refuses it. */
-const REPEATABLE = new Set(['--call', '--provenance', '--sbom', '--attest', '--allow']);
+const REPEATABLE = new Set(['--call', '--sbom', '--allow']);
 
 export function buildCommand(env: NodeJS.ProcessEnv): Command {
   const command = addClientOptions(new Command('build'))
@@ -94,6 +94,16 @@ export function buildCommand(env: NodeJS.ProcessEnv): Command {
     .option(
       '--add-host <host:ip>',
       'add a custom host-to-IP mapping, HOST:IP or HOST=IP (repeatable; host-gateway is the agent host)',
+      collect,
+    )
+    .option(
+      '--provenance <spec>',
+      'SLSA provenance per platform: true|false or mode=min|max (default min; BUILDX_NO_DEFAULT_ATTESTATIONS=1: none)',
+      collect,
+    )
+    .option(
+      '--attest <spec>',
+      'attestation: type=provenance[,mode=min|max] or type=provenance|sbom,disabled=true (repeatable)',
       collect,
     )
     .option(

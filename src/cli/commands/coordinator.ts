@@ -50,6 +50,10 @@ export function addCoordinatorOptions(command: Command): Command {
       "accept builds without first checking push access to their tags' repositories (env BRAID_PUSH_CHECK=false)",
     )
     .option(
+      '--builder-id <uri>',
+      "the provenance's builder id (env BRAID_BUILDER_ID; default braid://LISTEN-ADDRESS)",
+    )
+    .option(
       '--push-check-timeout-ms <ms>',
       'deadline of the push-access check per registry (env BRAID_PUSH_CHECK_TIMEOUT_MS; default 5000)',
     )

@@ -5,12 +5,13 @@ import { BraidError } from '../../errors.js';
 import { coordinatorClient } from '../client.js';
 import { compile } from '../compile.js';
 import { EXIT_FAILED } from '../exit.js';
-import { buildJson, isoTime } from '../progress/build-view.js';
+import { buildJson, isoTime, provenanceName } from '../progress/build-view.js';
 import { formatAge, formatDuration } from '../progress/format.js';
 import { buildStateName, isBuildEnded, platformName } from '../progress/names.js';
 import { platformRowsFromBuild, renderPlatformTable } from '../progress/platform-table.js';
 
-function describe(build: Build, nowMs: number): string {
+/** The build's fields, one row per platform, where each job went, and each platform's provenance. */
+export function describeBuild(build: Build, nowMs: number): string {
   const created = build.createdAt ? timestampMs(build.createdAt) : undefined;
   const finished = build.finishedAt ? timestampMs(build.finishedAt) : undefined;
   const fields: [string, string][] = [
@@ -31,6 +32,7 @@ function describe(build: Build, nowMs: number): string {
     ['platforms', (build.spec?.platforms ?? []).map(platformName).join(', ') || '-'],
     ['tags', build.spec?.tags.join(', ') || '-'],
     ['index', build.index?.digest || '-'],
+    ['provenance', build.spec ? provenanceName(build.spec.provenance) : '-'],
     ['request', build.requestId || '-'],
   ];
   if (build.error) fields.push(['error', build.error.split('\n')[0] ?? '']);
@@ -43,8 +45,13 @@ function describe(build: Build, nowMs: number): string {
     .map(
       (job) => `placed     ${platformName(job.platform)} on ${job.agent}: ${job.placementDetail}`,
     );
-  const placed = placements.length > 0 ? `\n${placements.join('\n')}\n` : '';
-  return `${lines.join('\n')}\n${table}${placed}`;
+  // The attestation manifest in the index that holds each platform's provenance.
+  const attestations = build.jobs
+    .filter((job) => job.attestation?.digest)
+    .map((job) => `provenance ${platformName(job.platform)} ${job.attestation?.digest ?? ''}`);
+  const notes = [...placements, ...attestations];
+  const noted = notes.length > 0 ? `\n${notes.join('\n')}\n` : '';
+  return `${lines.join('\n')}\n${table}${noted}`;
 }
 
 /**
@@ -64,7 +71,9 @@ export async function runStatus(
     const { build } = await client.getBuild({ buildId: id }, { timeoutMs: config.timeoutMs });
     if (!build) throw new BraidError('not_found', `build ${id}: the coordinator returned no build`);
     process.stdout.write(
-      output === 'json' ? `${JSON.stringify(buildJson(build))}\n` : describe(build, Date.now()),
+      output === 'json'
+        ? `${JSON.stringify(buildJson(build))}\n`
+        : describeBuild(build, Date.now()),
     );
     if (isBuildEnded(build.state) && build.state !== BuildState.SUCCEEDED) {
       process.exitCode = EXIT_FAILED;

@@ -6,6 +6,7 @@
 import { timestampDate, type Timestamp } from '@bufbuild/protobuf/wkt';
 import {
   PlacementReason,
+  ProvenanceMode,
   type AgentInfo,
   type Build,
   type Job,
@@ -29,6 +30,12 @@ export function descriptorJson(descriptor: ImageDescriptor | undefined): Descrip
   };
 }
 
+/** The provenance a build asked for: UNSPECIFIED (an older CLI) is buildx's default, min. */
+export function provenanceName(mode: ProvenanceMode | undefined): 'disabled' | 'min' | 'max' {
+  if (mode === ProvenanceMode.DISABLED) return 'disabled';
+  return mode === ProvenanceMode.MAX ? 'max' : 'min';
+}
+
 export function isoTime(timestamp: Timestamp | undefined): string | null {
   return timestamp ? timestampDate(timestamp).toISOString() : null;
 }
@@ -44,6 +51,8 @@ export function jobJson(job: Job) {
     attempt: job.attempt,
     currentStep: job.currentStep || null,
     image: descriptorJson(job.image),
+    /** The platform's provenance attestation manifest in the index (null until written, or when off). */
+    attestation: descriptorJson(job.attestation),
     startedAt: isoTime(job.startedAt),
     finishedAt: isoTime(job.finishedAt),
     durationMs: job.durationMs > 0n ? Number(job.durationMs) : null,
@@ -69,6 +78,7 @@ export function buildJson(build: Build) {
     contextDigest: spec?.contextDigest || null,
     dockerfile: spec?.dockerfile || 'Dockerfile',
     target: spec?.target || null,
+    provenance: spec ? provenanceName(spec.provenance) : null,
     index: descriptorJson(build.index),
     error: build.error || null,
     requestId: build.requestId || null,

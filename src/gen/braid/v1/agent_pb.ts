@@ -11,7 +11,7 @@
 
 import type { GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
 import { fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
-import type { BuildSecret, EmulatedPlatform, LogSource } from "./build_pb.js";
+import type { BuildSecret, EmulatedPlatform, LogSource, ProvenanceMode } from "./build_pb.js";
 import { file_braid_v1_build } from "./build_pb.js";
 import type { ImageDescriptor, JobState, Platform } from "./common_pb.js";
 import { file_braid_v1_common } from "./common_pb.js";
@@ -23,7 +23,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file braid/v1/agent.proto.
  */
 export const file_braid_v1_agent: GenFile = /*@__PURE__*/
-  fileDesc("ChRicmFpZC92MS9hZ2VudC5wcm90bxIIYnJhaWQudjEi4gEKDkNvbm5lY3RSZXF1ZXN0EiUKBWhlbGxvGAEgASgLMhQuYnJhaWQudjEuQWdlbnRIZWxsb0gAEi0KCWhlYXJ0YmVhdBgCIAEoCzIYLmJyYWlkLnYxLkFnZW50SGVhcnRiZWF0SAASJQoGdXBkYXRlGAMgASgLMhMuYnJhaWQudjEuSm9iVXBkYXRlSAASJAoDbG9nGAQgASgLMhUuYnJhaWQudjEuSm9iTG9nQ2h1bmtIABIlCgZyZXN1bHQYBSABKAsyEy5icmFpZC52MS5Kb2JSZXN1bHRIAEIGCgRib2R5Iq4BCg9Db25uZWN0UmVzcG9uc2USJAoHd2VsY29tZRgBIAEoCzIRLmJyYWlkLnYxLldlbGNvbWVIABIlCgZhc3NpZ24YAiABKAsyEy5icmFpZC52MS5Bc3NpZ25Kb2JIABIlCgZjYW5jZWwYAyABKAsyEy5icmFpZC52MS5DYW5jZWxKb2JIABIfCgNhY2sYBCABKAsyEC5icmFpZC52MS5Kb2JBY2tIAEIGCgRib2R5IhgKBkpvYkFjaxIOCgZqb2JfaWQYASABKAkixAIKCkFnZW50SGVsbG8SDAoEbmFtZRgBIAEoCRIPCgd2ZXJzaW9uGAIgASgJEisKD25hdGl2ZV9wbGF0Zm9ybRgDIAEoCzISLmJyYWlkLnYxLlBsYXRmb3JtEjYKEmVtdWxhdGVkX3BsYXRmb3JtcxgEIAMoCzIaLmJyYWlkLnYxLkVtdWxhdGVkUGxhdGZvcm0SEAoIY2FwYWNpdHkYBSABKA0SMAoGbGFiZWxzGAYgAygLMiAuYnJhaWQudjEuQWdlbnRIZWxsby5MYWJlbHNFbnRyeRIWCg5lbmdpbmVfdmVyc2lvbhgHIAEoCRIUCgxoZWxkX2pvYl9pZHMYCCADKAkSEQoJZW5naW5lX2lkGAkgASgJGi0KC0xhYmVsc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEiYwoHV2VsY29tZRIbChNjb29yZGluYXRvcl92ZXJzaW9uGAEgASgJEh0KFWhlYXJ0YmVhdF9pbnRlcnZhbF9tcxgCIAEoDRIcChRoZWFydGJlYXRfdGltZW91dF9tcxgDIAEoDSJWCg5BZ2VudEhlYXJ0YmVhdBIrCgdzZW50X2F0GAEgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIXCg9ydW5uaW5nX2pvYl9pZHMYAiADKAki6wUKCUFzc2lnbkpvYhIOCgZqb2JfaWQYASABKAkSEAoIYnVpbGRfaWQYAiABKAkSJAoIcGxhdGZvcm0YAyABKAsyEi5icmFpZC52MS5QbGF0Zm9ybRIQCghlbXVsYXRlZBgEIAEoCBIWCg5jb250ZXh0X2RpZ2VzdBgFIAEoCRISCgpkb2NrZXJmaWxlGAYgASgJEjYKCmJ1aWxkX2FyZ3MYByADKAsyIi5icmFpZC52MS5Bc3NpZ25Kb2IuQnVpbGRBcmdzRW50cnkSDgoGdGFyZ2V0GAggASgJEi8KBmxhYmVscxgJIAMoCzIfLmJyYWlkLnYxLkFzc2lnbkpvYi5MYWJlbHNFbnRyeRIQCghub19jYWNoZRgKIAEoCBIMCgRwdWxsGAsgASgIEhcKD3B1c2hfcmVwb3NpdG9yeRgMIAEoCRIRCglwdXNoX3RhZ3MYDSADKAkSDwoHYXR0ZW1wdBgOIAEoDRISCgpyZXF1ZXN0X2lkGA8gASgJEiYKB3NlY3JldHMYECADKAsyFS5icmFpZC52MS5CdWlsZFNlY3JldBIPCgduZXR3b3JrGBEgASgJEhEKCWFkZF9ob3N0cxgSIAMoCRISCgpjYWNoZV9mcm9tGBMgAygJEhQKDGlubGluZV9jYWNoZRgUIAEoCBIPCgdzc2hfaWRzGBUgAygJEkoKFG1hbmlmZXN0X2Fubm90YXRpb25zGBYgAygLMiwuYnJhaWQudjEuQXNzaWduSm9iLk1hbmlmZXN0QW5ub3RhdGlvbnNFbnRyeRowCg5CdWlsZEFyZ3NFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBGi0KC0xhYmVsc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEaOgoYTWFuaWZlc3RBbm5vdGF0aW9uc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEiKwoJQ2FuY2VsSm9iEg4KBmpvYl9pZBgBIAEoCRIOCgZyZWFzb24YAiABKAkiTAoJSm9iVXBkYXRlEg4KBmpvYl9pZBgBIAEoCRIhCgVzdGF0ZRgCIAEoDjISLmJyYWlkLnYxLkpvYlN0YXRlEgwKBHN0ZXAYAyABKAkiegoLSm9iTG9nQ2h1bmsSDgoGam9iX2lkGAEgASgJEhYKDmZpcnN0X3NlcXVlbmNlGAIgASgEEg0KBWxpbmVzGAMgAygJEiMKBnNvdXJjZRgEIAEoDjITLmJyYWlkLnYxLkxvZ1NvdXJjZRIPCgdkcm9wcGVkGAUgASgNIrABCglKb2JSZXN1bHQSDgoGam9iX2lkGAEgASgJEigKBWltYWdlGAIgASgLMhkuYnJhaWQudjEuSW1hZ2VEZXNjcmlwdG9yEg0KBWVycm9yGAMgASgJEhMKC2R1cmF0aW9uX21zGAQgASgEEhAKCGVtdWxhdGVkGAUgASgIEhAKCGZldGNoX21zGAYgASgEEhAKCGJ1aWxkX21zGAcgASgEEg8KB3B1c2hfbXMYCCABKAQiXwodQWdlbnRTZXJ2aWNlRm9yd2FyZFNzaFJlcXVlc3QSJgoEb3BlbhgBIAEoCzIWLmJyYWlkLnYxLkFnZW50U3NoT3BlbkgAEg4KBGRhdGEYAiABKAxIAEIGCgRib2R5Ii4KDEFnZW50U3NoT3BlbhIOCgZqb2JfaWQYASABKAkSDgoGc3NoX2lkGAIgASgJIi4KHkFnZW50U2VydmljZUZvcndhcmRTc2hSZXNwb25zZRIMCgRkYXRhGAEgASgMIjUKE0ZldGNoQ29udGV4dFJlcXVlc3QSDgoGZGlnZXN0GAEgASgJEg4KBm9mZnNldBgCIAEoBCIlChRGZXRjaENvbnRleHRSZXNwb25zZRINCgVjaHVuaxgBIAEoDDKIAgoMQWdlbnRTZXJ2aWNlEkIKB0Nvbm5lY3QSGC5icmFpZC52MS5Db25uZWN0UmVxdWVzdBoZLmJyYWlkLnYxLkNvbm5lY3RSZXNwb25zZSgBMAESTwoMRmV0Y2hDb250ZXh0Eh0uYnJhaWQudjEuRmV0Y2hDb250ZXh0UmVxdWVzdBoeLmJyYWlkLnYxLkZldGNoQ29udGV4dFJlc3BvbnNlMAESYwoKRm9yd2FyZFNzaBInLmJyYWlkLnYxLkFnZW50U2VydmljZUZvcndhcmRTc2hSZXF1ZXN0GiguYnJhaWQudjEuQWdlbnRTZXJ2aWNlRm9yd2FyZFNzaFJlc3BvbnNlKAEwAWIGcHJvdG8z", [file_braid_v1_build, file_braid_v1_common, file_google_protobuf_timestamp]);
+  fileDesc("ChRicmFpZC92MS9hZ2VudC5wcm90bxIIYnJhaWQudjEi4gEKDkNvbm5lY3RSZXF1ZXN0EiUKBWhlbGxvGAEgASgLMhQuYnJhaWQudjEuQWdlbnRIZWxsb0gAEi0KCWhlYXJ0YmVhdBgCIAEoCzIYLmJyYWlkLnYxLkFnZW50SGVhcnRiZWF0SAASJQoGdXBkYXRlGAMgASgLMhMuYnJhaWQudjEuSm9iVXBkYXRlSAASJAoDbG9nGAQgASgLMhUuYnJhaWQudjEuSm9iTG9nQ2h1bmtIABIlCgZyZXN1bHQYBSABKAsyEy5icmFpZC52MS5Kb2JSZXN1bHRIAEIGCgRib2R5Iq4BCg9Db25uZWN0UmVzcG9uc2USJAoHd2VsY29tZRgBIAEoCzIRLmJyYWlkLnYxLldlbGNvbWVIABIlCgZhc3NpZ24YAiABKAsyEy5icmFpZC52MS5Bc3NpZ25Kb2JIABIlCgZjYW5jZWwYAyABKAsyEy5icmFpZC52MS5DYW5jZWxKb2JIABIfCgNhY2sYBCABKAsyEC5icmFpZC52MS5Kb2JBY2tIAEIGCgRib2R5IhgKBkpvYkFjaxIOCgZqb2JfaWQYASABKAkixAIKCkFnZW50SGVsbG8SDAoEbmFtZRgBIAEoCRIPCgd2ZXJzaW9uGAIgASgJEisKD25hdGl2ZV9wbGF0Zm9ybRgDIAEoCzISLmJyYWlkLnYxLlBsYXRmb3JtEjYKEmVtdWxhdGVkX3BsYXRmb3JtcxgEIAMoCzIaLmJyYWlkLnYxLkVtdWxhdGVkUGxhdGZvcm0SEAoIY2FwYWNpdHkYBSABKA0SMAoGbGFiZWxzGAYgAygLMiAuYnJhaWQudjEuQWdlbnRIZWxsby5MYWJlbHNFbnRyeRIWCg5lbmdpbmVfdmVyc2lvbhgHIAEoCRIUCgxoZWxkX2pvYl9pZHMYCCADKAkSEQoJZW5naW5lX2lkGAkgASgJGi0KC0xhYmVsc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEiYwoHV2VsY29tZRIbChNjb29yZGluYXRvcl92ZXJzaW9uGAEgASgJEh0KFWhlYXJ0YmVhdF9pbnRlcnZhbF9tcxgCIAEoDRIcChRoZWFydGJlYXRfdGltZW91dF9tcxgDIAEoDSJWCg5BZ2VudEhlYXJ0YmVhdBIrCgdzZW50X2F0GAEgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIXCg9ydW5uaW5nX2pvYl9pZHMYAiADKAkimQYKCUFzc2lnbkpvYhIOCgZqb2JfaWQYASABKAkSEAoIYnVpbGRfaWQYAiABKAkSJAoIcGxhdGZvcm0YAyABKAsyEi5icmFpZC52MS5QbGF0Zm9ybRIQCghlbXVsYXRlZBgEIAEoCBIWCg5jb250ZXh0X2RpZ2VzdBgFIAEoCRISCgpkb2NrZXJmaWxlGAYgASgJEjYKCmJ1aWxkX2FyZ3MYByADKAsyIi5icmFpZC52MS5Bc3NpZ25Kb2IuQnVpbGRBcmdzRW50cnkSDgoGdGFyZ2V0GAggASgJEi8KBmxhYmVscxgJIAMoCzIfLmJyYWlkLnYxLkFzc2lnbkpvYi5MYWJlbHNFbnRyeRIQCghub19jYWNoZRgKIAEoCBIMCgRwdWxsGAsgASgIEhcKD3B1c2hfcmVwb3NpdG9yeRgMIAEoCRIRCglwdXNoX3RhZ3MYDSADKAkSDwoHYXR0ZW1wdBgOIAEoDRISCgpyZXF1ZXN0X2lkGA8gASgJEiYKB3NlY3JldHMYECADKAsyFS5icmFpZC52MS5CdWlsZFNlY3JldBIPCgduZXR3b3JrGBEgASgJEhEKCWFkZF9ob3N0cxgSIAMoCRISCgpjYWNoZV9mcm9tGBMgAygJEhQKDGlubGluZV9jYWNoZRgUIAEoCBIPCgdzc2hfaWRzGBUgAygJEkoKFG1hbmlmZXN0X2Fubm90YXRpb25zGBYgAygLMiwuYnJhaWQudjEuQXNzaWduSm9iLk1hbmlmZXN0QW5ub3RhdGlvbnNFbnRyeRIsCgpwcm92ZW5hbmNlGBcgASgOMhguYnJhaWQudjEuUHJvdmVuYW5jZU1vZGUaMAoOQnVpbGRBcmdzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ARotCgtMYWJlbHNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBGjoKGE1hbmlmZXN0QW5ub3RhdGlvbnNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBIisKCUNhbmNlbEpvYhIOCgZqb2JfaWQYASABKAkSDgoGcmVhc29uGAIgASgJIkwKCUpvYlVwZGF0ZRIOCgZqb2JfaWQYASABKAkSIQoFc3RhdGUYAiABKA4yEi5icmFpZC52MS5Kb2JTdGF0ZRIMCgRzdGVwGAMgASgJInoKC0pvYkxvZ0NodW5rEg4KBmpvYl9pZBgBIAEoCRIWCg5maXJzdF9zZXF1ZW5jZRgCIAEoBBINCgVsaW5lcxgDIAMoCRIjCgZzb3VyY2UYBCABKA4yEy5icmFpZC52MS5Mb2dTb3VyY2USDwoHZHJvcHBlZBgFIAEoDSLVAQoJSm9iUmVzdWx0Eg4KBmpvYl9pZBgBIAEoCRIoCgVpbWFnZRgCIAEoCzIZLmJyYWlkLnYxLkltYWdlRGVzY3JpcHRvchINCgVlcnJvchgDIAEoCRITCgtkdXJhdGlvbl9tcxgEIAEoBBIQCghlbXVsYXRlZBgFIAEoCBIQCghmZXRjaF9tcxgGIAEoBBIQCghidWlsZF9tcxgHIAEoBBIPCgdwdXNoX21zGAggASgEEiMKBWZhY3RzGAkgASgLMhQuYnJhaWQudjEuQnVpbGRGYWN0cyLQAgoKQnVpbGRGYWN0cxIsCgtiYXNlX2ltYWdlcxgBIAMoCzIXLmJyYWlkLnYxLlJlc29sdmVkSW1hZ2USIgoFc3RlcHMYAiADKAsyEy5icmFpZC52MS5CdWlsZFN0ZXASDAoEaG9zdBgDIAEoCRIRCgllbmdpbmVfaWQYBCABKAkSFgoOZW5naW5lX3ZlcnNpb24YBSABKAkSDgoGa2VybmVsGAYgASgJEiwKEGJ1aWxkZXJfcGxhdGZvcm0YByABKAsyEi5icmFpZC52MS5QbGF0Zm9ybRIYChBlbXVsYXRvcl92ZXJzaW9uGAggASgJEi4KCnN0YXJ0ZWRfYXQYCSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi8KC2ZpbmlzaGVkX2F0GAogASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCIsCg1SZXNvbHZlZEltYWdlEgsKA3JlZhgBIAEoCRIOCgZkaWdlc3QYAiABKAkiuQEKCUJ1aWxkU3RlcBIOCgZkaWdlc3QYASABKAkSDAoEbmFtZRgCIAEoCRIOCgZpbnB1dHMYAyADKAkSDgoGY2FjaGVkGAQgASgIEi4KCnN0YXJ0ZWRfYXQYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi8KC2ZpbmlzaGVkX2F0GAYgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBINCgVlcnJvchgHIAEoCSJfCh1BZ2VudFNlcnZpY2VGb3J3YXJkU3NoUmVxdWVzdBImCgRvcGVuGAEgASgLMhYuYnJhaWQudjEuQWdlbnRTc2hPcGVuSAASDgoEZGF0YRgCIAEoDEgAQgYKBGJvZHkiLgoMQWdlbnRTc2hPcGVuEg4KBmpvYl9pZBgBIAEoCRIOCgZzc2hfaWQYAiABKAkiLgoeQWdlbnRTZXJ2aWNlRm9yd2FyZFNzaFJlc3BvbnNlEgwKBGRhdGEYASABKAwiNQoTRmV0Y2hDb250ZXh0UmVxdWVzdBIOCgZkaWdlc3QYASABKAkSDgoGb2Zmc2V0GAIgASgEIiUKFEZldGNoQ29udGV4dFJlc3BvbnNlEg0KBWNodW5rGAEgASgMMogCCgxBZ2VudFNlcnZpY2USQgoHQ29ubmVjdBIYLmJyYWlkLnYxLkNvbm5lY3RSZXF1ZXN0GhkuYnJhaWQudjEuQ29ubmVjdFJlc3BvbnNlKAEwARJPCgxGZXRjaENvbnRleHQSHS5icmFpZC52MS5GZXRjaENvbnRleHRSZXF1ZXN0Gh4uYnJhaWQudjEuRmV0Y2hDb250ZXh0UmVzcG9uc2UwARJjCgpGb3J3YXJkU3NoEicuYnJhaWQudjEuQWdlbnRTZXJ2aWNlRm9yd2FyZFNzaFJlcXVlc3QaKC5icmFpZC52MS5BZ2VudFNlcnZpY2VGb3J3YXJkU3NoUmVzcG9uc2UoATABYgZwcm90bzM", [file_braid_v1_build, file_braid_v1_common, file_google_protobuf_timestamp]);
 
 /**
  * @generated from message braid.v1.ConnectRequest
@@ -393,6 +393,13 @@ export type AssignJob = Message<"braid.v1.AssignJob"> & {
    * @generated from field: map<string, string> manifest_annotations = 22;
    */
   manifestAnnotations: { [key: string]: string };
+
+  /**
+   * What the job reports for the build's provenance: MAX adds the steps.
+   *
+   * @generated from field: braid.v1.ProvenanceMode provenance = 23;
+   */
+  provenance: ProvenanceMode;
 };
 
 /**
@@ -545,6 +552,13 @@ export type JobResult = Message<"braid.v1.JobResult"> & {
    * @generated from field: uint64 push_ms = 8;
    */
   pushMs: bigint;
+
+  /**
+   * What the build's provenance says of how this platform was built.
+   *
+   * @generated from field: braid.v1.BuildFacts facts = 9;
+   */
+  facts?: BuildFacts | undefined;
 };
 
 /**
@@ -553,6 +567,157 @@ export type JobResult = Message<"braid.v1.JobResult"> & {
  */
 export const JobResultSchema: GenMessage<JobResult> = /*@__PURE__*/
   messageDesc(file_braid_v1_agent, 10);
+
+/**
+ * How a job was built, as its agent saw it (for SLSA provenance).
+ *
+ * @generated from message braid.v1.BuildFacts
+ */
+export type BuildFacts = Message<"braid.v1.BuildFacts"> & {
+  /**
+   * Base images as BuildKit resolved them, by digest.
+   *
+   * @generated from field: repeated braid.v1.ResolvedImage base_images = 1;
+   */
+  baseImages: ResolvedImage[];
+
+  /**
+   * BuildKit's steps (only when AssignJob.provenance is MAX), at most 2000.
+   *
+   * @generated from field: repeated braid.v1.BuildStep steps = 2;
+   */
+  steps: BuildStep[];
+
+  /**
+   * The engine's host name, id, version and kernel.
+   *
+   * @generated from field: string host = 3;
+   */
+  host: string;
+
+  /**
+   * @generated from field: string engine_id = 4;
+   */
+  engineId: string;
+
+  /**
+   * @generated from field: string engine_version = 5;
+   */
+  engineVersion: string;
+
+  /**
+   * @generated from field: string kernel = 6;
+   */
+  kernel: string;
+
+  /**
+   * The engine's native platform.
+   *
+   * @generated from field: braid.v1.Platform builder_platform = 7;
+   */
+  builderPlatform?: Platform | undefined;
+
+  /**
+   * The QEMU handler's version, when it ran emulated and the agent knows it.
+   *
+   * @generated from field: string emulator_version = 8;
+   */
+  emulatorVersion: string;
+
+  /**
+   * @generated from field: google.protobuf.Timestamp started_at = 9;
+   */
+  startedAt?: Timestamp | undefined;
+
+  /**
+   * @generated from field: google.protobuf.Timestamp finished_at = 10;
+   */
+  finishedAt?: Timestamp | undefined;
+};
+
+/**
+ * Describes the message braid.v1.BuildFacts.
+ * Use `create(BuildFactsSchema)` to create a new message.
+ */
+export const BuildFactsSchema: GenMessage<BuildFacts> = /*@__PURE__*/
+  messageDesc(file_braid_v1_agent, 11);
+
+/**
+ * @generated from message braid.v1.ResolvedImage
+ */
+export type ResolvedImage = Message<"braid.v1.ResolvedImage"> & {
+  /**
+   * As the Dockerfile named it, e.g. "registry.example/base:1".
+   *
+   * @generated from field: string ref = 1;
+   */
+  ref: string;
+
+  /**
+   * "sha256:<hex>".
+   *
+   * @generated from field: string digest = 2;
+   */
+  digest: string;
+};
+
+/**
+ * Describes the message braid.v1.ResolvedImage.
+ * Use `create(ResolvedImageSchema)` to create a new message.
+ */
+export const ResolvedImageSchema: GenMessage<ResolvedImage> = /*@__PURE__*/
+  messageDesc(file_braid_v1_agent, 12);
+
+/**
+ * @generated from message braid.v1.BuildStep
+ */
+export type BuildStep = Message<"braid.v1.BuildStep"> & {
+  /**
+   * BuildKit's vertex digest.
+   *
+   * @generated from field: string digest = 1;
+   */
+  digest: string;
+
+  /**
+   * e.g. "[2/4] RUN make".
+   *
+   * @generated from field: string name = 2;
+   */
+  name: string;
+
+  /**
+   * @generated from field: repeated string inputs = 3;
+   */
+  inputs: string[];
+
+  /**
+   * @generated from field: bool cached = 4;
+   */
+  cached: boolean;
+
+  /**
+   * @generated from field: google.protobuf.Timestamp started_at = 5;
+   */
+  startedAt?: Timestamp | undefined;
+
+  /**
+   * @generated from field: google.protobuf.Timestamp finished_at = 6;
+   */
+  finishedAt?: Timestamp | undefined;
+
+  /**
+   * @generated from field: string error = 7;
+   */
+  error: string;
+};
+
+/**
+ * Describes the message braid.v1.BuildStep.
+ * Use `create(BuildStepSchema)` to create a new message.
+ */
+export const BuildStepSchema: GenMessage<BuildStep> = /*@__PURE__*/
+  messageDesc(file_braid_v1_agent, 13);
 
 /**
  * @generated from message braid.v1.AgentServiceForwardSshRequest
@@ -585,7 +750,7 @@ export type AgentServiceForwardSshRequest = Message<"braid.v1.AgentServiceForwar
  * Use `create(AgentServiceForwardSshRequestSchema)` to create a new message.
  */
 export const AgentServiceForwardSshRequestSchema: GenMessage<AgentServiceForwardSshRequest> = /*@__PURE__*/
-  messageDesc(file_braid_v1_agent, 11);
+  messageDesc(file_braid_v1_agent, 14);
 
 /**
  * @generated from message braid.v1.AgentSshOpen
@@ -607,7 +772,7 @@ export type AgentSshOpen = Message<"braid.v1.AgentSshOpen"> & {
  * Use `create(AgentSshOpenSchema)` to create a new message.
  */
 export const AgentSshOpenSchema: GenMessage<AgentSshOpen> = /*@__PURE__*/
-  messageDesc(file_braid_v1_agent, 12);
+  messageDesc(file_braid_v1_agent, 15);
 
 /**
  * @generated from message braid.v1.AgentServiceForwardSshResponse
@@ -626,7 +791,7 @@ export type AgentServiceForwardSshResponse = Message<"braid.v1.AgentServiceForwa
  * Use `create(AgentServiceForwardSshResponseSchema)` to create a new message.
  */
 export const AgentServiceForwardSshResponseSchema: GenMessage<AgentServiceForwardSshResponse> = /*@__PURE__*/
-  messageDesc(file_braid_v1_agent, 13);
+  messageDesc(file_braid_v1_agent, 16);
 
 /**
  * @generated from message braid.v1.FetchContextRequest
@@ -648,7 +813,7 @@ export type FetchContextRequest = Message<"braid.v1.FetchContextRequest"> & {
  * Use `create(FetchContextRequestSchema)` to create a new message.
  */
 export const FetchContextRequestSchema: GenMessage<FetchContextRequest> = /*@__PURE__*/
-  messageDesc(file_braid_v1_agent, 14);
+  messageDesc(file_braid_v1_agent, 17);
 
 /**
  * @generated from message braid.v1.FetchContextResponse
@@ -665,7 +830,7 @@ export type FetchContextResponse = Message<"braid.v1.FetchContextResponse"> & {
  * Use `create(FetchContextResponseSchema)` to create a new message.
  */
 export const FetchContextResponseSchema: GenMessage<FetchContextResponse> = /*@__PURE__*/
-  messageDesc(file_braid_v1_agent, 15);
+  messageDesc(file_braid_v1_agent, 18);
 
 /**
  * @generated from service braid.v1.AgentService
