@@ -218,9 +218,13 @@ describe('coordinator metrics after real builds', () => {
     const port = (closed.address() as { port: number }).port;
     await new Promise<void>((resolve) => closed.close(() => resolve()));
 
-    const result = await build(`${registry.host}/team/metrics:3`, 'linux/amd64', [
-      `127.0.0.1:${port}/team/metrics:3`,
-    ]);
+    // One child to copy (no provenance attestation beside it): one retried and one failed request.
+    const result = await build(
+      `${registry.host}/team/metrics:3`,
+      'linux/amd64',
+      [`127.0.0.1:${port}/team/metrics:3`],
+      { BUILDX_NO_DEFAULT_ATTESTATIONS: '1' },
+    );
     expect(result.code).toBe(1);
     expect(result.stderr).toMatch(
       new RegExp(`^braid: .*127\\.0\\.0\\.1:${port}/team/metrics`, 'm'),

@@ -220,7 +220,7 @@ describe('--ssh', () => {
     '/home/u/.ssh/id_ed25519': 'file',
     '/home/u/.ssh/id_rsa': 'file',
     '/home/u/.ssh': 'directory',
-    '/root/.ssh/id': 'inaccessible',
+    '/home/ci/.ssh/id': 'inaccessible',
   });
   const env = { SSH_AUTH_SOCK: '/tmp/agent.sock' };
 
@@ -275,9 +275,9 @@ describe('--ssh', () => {
       '--ssh "k=/home/u/.ssh": /home/u/.ssh is a directory, not a socket or a key file',
     ],
     [
-      'k=/root/.ssh/id',
+      'k=/home/ci/.ssh/id',
       env,
-      '--ssh "k=/root/.ssh/id": /root/.ssh/id cannot be read (permission denied)',
+      '--ssh "k=/home/ci/.ssh/id": /home/ci/.ssh/id cannot be read (permission denied)',
     ],
     ['k=/home/u/.ssh/id_rsa,', env, '--ssh "k=/home/u/.ssh/id_rsa,": an empty path in the list'],
     [
