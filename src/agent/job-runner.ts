@@ -9,7 +9,7 @@ import { LogSource, ProvenanceMode } from '../gen/braid/v1/build_pb.js';
 import type { AssignJob } from '../gen/braid/v1/agent_pb.js';
 import { BraidError, errorLine } from '../errors.js';
 import type { Logger } from '../log.js';
-import { formatPlatform } from '../oci/platform.js';
+import { formatPlatform, type Platform } from '../oci/platform.js';
 import type { CredentialSource } from '../oci/credentials.js';
 import type { RegistryClient } from '../oci/registry.js';
 import { fromProtoPlatform, toProtoPlatform } from '../rpc/platform.js';
@@ -48,7 +48,7 @@ export interface JobRunnerDeps {
   /** Registry logins BuildKit may use for `FROM` (the agent's docker config). */
   credentials: CredentialSource;
   /** The engine as provenance names it: host, id, version, kernel, native platform. */
-  builder?: { engine: EngineInfo; platform: ReturnType<typeof fromProtoPlatform> };
+  builder?: { engine: EngineInfo; platform: Platform };
   /** Where a job's `RUN --mount=type=ssh` connections go (through the coordinator). */
   sshForwarder?: (job: AssignJob) => SshForwarder | undefined;
   /** Engine network for RUN steps ('' = the engine's default). */
