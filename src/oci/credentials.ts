@@ -4,7 +4,7 @@
  * `credsStore`, the latter two through `docker-credential-*` helpers.
  */
 import { execFile } from 'node:child_process';
-import { readFile } from 'node:fs/promises';
+import { readFile, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { BraidError } from '../errors.js';
 
@@ -64,6 +64,8 @@ export interface DockerConfigOptions {
 
 export class DockerConfigCredentials implements CredentialSource {
   private config: Promise<DockerConfigFile> | undefined;
+  /** mtime and size of the file `config` was read from ('absent' when there was none). */
+  private configVersion = '';
   private readonly runHelper: HelperRunner;
 
   constructor(private readonly options: DockerConfigOptions) {
@@ -75,8 +77,24 @@ export class DockerConfigCredentials implements CredentialSource {
     return join(dir, 'config.json');
   }
 
-  private load(): Promise<DockerConfigFile> {
-    this.config ??= readFile(this.configPath, 'utf8').then(
+  /**
+   * The config file, read again when it changed (a `docker login` after the
+   * agent or coordinator started counts at the next pull or push).
+   */
+  private async load(): Promise<DockerConfigFile> {
+    const version = await stat(this.configPath).then(
+      (info) => `${Math.trunc(info.mtimeMs)}:${info.size}`,
+      () => 'absent',
+    );
+    if (this.config === undefined || this.configVersion !== version) {
+      this.configVersion = version;
+      this.config = this.read();
+    }
+    return this.config;
+  }
+
+  private read(): Promise<DockerConfigFile> {
+    return readFile(this.configPath, 'utf8').then(
       (text) => {
         try {
           return JSON.parse(text) as DockerConfigFile;
@@ -93,7 +111,6 @@ export class DockerConfigCredentials implements CredentialSource {
         });
       },
     );
-    return this.config;
   }
 
   async credentialsFor(host: string): Promise<Credentials | undefined> {
