@@ -218,7 +218,9 @@ describe('braid in a pipeline', () => {
 
   /** `braid build` on a real pty (script(1)): what the test writes is typed at its keyboard. */
   function onTerminal(args: string[]) {
-    const command = `${braidCmd} ${args.map((a) => `'${a}'`).join(' ')}`;
+    // exec: script(1) runs $SHELL -c, and a dash left waiting as the pty's
+    // foreground process would die of the Ctrl-C itself (exit 130).
+    const command = `exec ${braidCmd} ${args.map((a) => `'${a}'`).join(' ')}`;
     const terminal = spawn(script, ['-qefc', command, '/dev/null'], {
       env: cleanEnv(),
       stdio: ['pipe', 'pipe', 'pipe'],
