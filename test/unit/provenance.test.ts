@@ -15,13 +15,12 @@ import {
   MAX_STRING_CHARS,
   ProvenanceError,
   imagePurl,
-  provenanceCovers,
   provenanceStatement,
-  readProvenance,
   serializeStatement,
   type ProvenanceInput,
   type ProvenanceStatement,
 } from '../../src/oci/provenance.js';
+import { provenanceCovers, readProvenance } from '../../src/oci/provenance-reader.js';
 import {
   ATTESTATION_DIGEST_KEY,
   ATTESTATION_TYPE,
