@@ -21,6 +21,7 @@ import {
 } from './capabilities.js';
 import { ContextCache } from './context-cache.js';
 import { createEngine } from './engine.js';
+import { EmulatorVersions, localVersionProbe } from './emulator-version.js';
 import { runJob } from './job-runner.js';
 import { AgentSessionLoop } from './session.js';
 
@@ -85,6 +86,12 @@ export async function startAgent(
     native,
     engine.binfmt?.() ?? binfmtReader(config.binfmtDir),
   );
+  // A remote host's interpreters cannot be run from here: their versions stay unknown.
+  const emulatorVersions = new EmulatorVersions(
+    emulated,
+    engine.binfmt ? undefined : localVersionProbe(),
+    log.child({ agent: config.name }),
+  );
   let buildNetwork = config.buildNetwork;
   if (!buildNetwork && !(await engine.hasNetwork('bridge'))) {
     buildNetwork = 'host';
@@ -145,6 +152,7 @@ export async function startAgent(
           registry,
           credentials,
           builder: { engine: info, platform: native },
+          emulatorVersion: (platform) => emulatorVersions.versionFor(platform),
           sshForwarder: (job) => sshForwarderFor((options) => client.forwardSsh(options), job),
           buildNetwork,
           log: agentLog,

@@ -28,6 +28,8 @@ const QEMU_HANDLERS: Record<string, Platform[]> = {
 export interface EmulatedPlatform {
   platform: Platform;
   handler: string;
+  /** The entry's `interpreter` path (e.g. /usr/libexec/qemu-binfmt/aarch64-binfmt-P), when it names one. */
+  interpreter?: string;
 }
 
 export interface BinfmtReader {
@@ -58,8 +60,10 @@ export async function emulatedPlatforms(
       continue;
     }
     if (!/^enabled$/m.test(text) || !/^flags: .*F/m.test(text)) continue;
+    const interpreter = /^interpreter (.+)$/m.exec(text)?.[1]?.trim();
     for (const platform of platforms) {
-      if (!platformsEqual(platform, native)) found.push({ platform, handler: name });
+      if (!platformsEqual(platform, native))
+        found.push({ platform, handler: name, ...(interpreter && { interpreter }) });
     }
   }
   return found;

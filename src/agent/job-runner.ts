@@ -49,6 +49,8 @@ export interface JobRunnerDeps {
   credentials: CredentialSource;
   /** The engine as provenance names it: host, id, version, kernel, native platform. */
   builder?: { engine: EngineInfo; platform: Platform };
+  /** The QEMU handler's version for an emulated platform ('' when unknown; never rejects). */
+  emulatorVersion?: (platform: Platform) => Promise<string>;
   /** Where a job's `RUN --mount=type=ssh` connections go (through the coordinator). */
   sshForwarder?: (job: AssignJob) => SshForwarder | undefined;
   /** Engine network for RUN steps ('' = the engine's default). */
@@ -85,6 +87,11 @@ export async function runJob(
   let buildMs = 0;
   let pushMs = 0;
   let imageId: string | undefined;
+  // Asked while the job runs (once per handler, cached): its answer waits for no one.
+  const emulatorVersion =
+    job.emulated && job.provenance !== ProvenanceMode.DISABLED && deps.emulatorVersion
+      ? deps.emulatorVersion(platform).catch(() => '')
+      : Promise.resolve('');
   try {
     report.step('fetching context');
     const fetched = await deps.contexts.get(job.contextDigest, deps.fetchContext);
@@ -98,13 +105,19 @@ export async function runJob(
     if (signal.aborted) throw new BraidError('cancelled', 'cancelled');
     const buildStart = clock();
     const recorder = new BuildFactsRecorder(job.provenance === ProvenanceMode.MAX);
+    const epoch = job.sourceDateEpoch === undefined ? undefined : Number(job.sourceDateEpoch);
     const built = await deps.engine.build(
       {
         context: createReadStream(fetched.path),
         dockerfile: job.dockerfile || 'Dockerfile',
         platform: platformText,
         // BuildKit writes its cache into the image config (--cache-to): dockerd exports no other kind.
-        buildArgs: { ...job.buildArgs, ...(job.inlineCache && { BUILDKIT_INLINE_CACHE: '1' }) },
+        buildArgs: {
+          ...job.buildArgs,
+          ...(job.inlineCache && { BUILDKIT_INLINE_CACHE: '1' }),
+          // As buildx passes it: a Dockerfile's `ARG SOURCE_DATE_EPOCH` sees it.
+          ...(epoch !== undefined && { SOURCE_DATE_EPOCH: String(epoch) }),
+        },
         target: job.target || undefined,
         labels: { ...job.labels, 'io.braid.build-id': job.buildId, 'io.braid.job-id': job.jobId },
         noCache: job.noCache,
@@ -147,6 +160,7 @@ export async function runJob(
       tags: [...job.pushTags],
       annotations: job.manifestAnnotations,
       expectedPlatform: platform,
+      ...(epoch !== undefined && { sourceDateEpoch: epoch }),
     });
     pushMs = clock() - pushStart;
     report.log(`pushed ${job.pushRepository}@${pushed.digest} (${pushMs} ms)`, LogSource.AGENT);
@@ -170,6 +184,7 @@ export async function runJob(
           engineVersion: deps.builder?.engine.serverVersion ?? '',
           kernel: deps.builder?.engine.kernelVersion ?? '',
           builderPlatform: deps.builder && toProtoPlatform(deps.builder.platform),
+          emulatorVersion: await emulatorVersion,
           startedAt: timestampFromMs(started),
           finishedAt: timestampFromMs(clock()),
         },

@@ -55,4 +55,22 @@ describe('agent capabilities', () => {
     );
     expect(emulated.map((e) => formatPlatform(e.platform))).toEqual(['linux/amd64']);
   });
+
+  it("keeps each handler's interpreter, for asking its QEMU version", async () => {
+    const emulated = await emulatedPlatforms(
+      { os: 'linux', architecture: 'amd64' },
+      fakeBinfmt({
+        'qemu-aarch64': enabledF,
+        'qemu-s390x': 'enabled\nflags: F\n',
+      }),
+    );
+    expect(emulated).toEqual([
+      {
+        platform: { os: 'linux', architecture: 'arm64' },
+        handler: 'qemu-aarch64',
+        interpreter: '/usr/libexec/qemu-binfmt/aarch64-binfmt-P',
+      },
+      { platform: { os: 'linux', architecture: 's390x' }, handler: 'qemu-s390x' },
+    ]);
+  });
 });
