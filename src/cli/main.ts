@@ -17,6 +17,7 @@ import { tokensCommand } from './commands/tokens.js';
 import { eventsCommand } from './commands/events.js';
 import { farmCommand } from './commands/farm.js';
 import { manifestCommand } from './commands/manifest.js';
+import { verifyCommand } from './commands/verify.js';
 import { versionCommand } from './commands/version.js';
 import { EXIT_USAGE, reportAndExit } from './exit.js';
 import { endQuietlyOnClosedPipe } from './pipe.js';
@@ -30,6 +31,7 @@ export const COMMANDS: Record<string, (env: NodeJS.ProcessEnv) => Command> = {
   cancel: cancelCommand,
   agents: agentsCommand,
   manifest: manifestCommand,
+  verify: verifyCommand,
   serve: serveCommand,
   coordinator: coordinatorCommand,
   agent: agentCommand,

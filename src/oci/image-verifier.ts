@@ -19,21 +19,43 @@ export interface VerifierOptions {
   verified?: VerifiedImages;
 }
 
+/** What the guard said of a passed image (a mismatch throws ArchMismatchError). */
+export interface ArchVerdict {
+  /** Passed in an earlier check and remembered: nothing was read this time. */
+  remembered: boolean;
+  /** ELF files examined, all of the expected architecture. */
+  checked: number;
+  /** Why something was not checked, one line each. */
+  skipped: string[];
+}
+
+/** The guard as stitches use it: resolves when the image passes, throws to refuse it. */
 export function archGuardVerifier(client: RegistryClient, options: VerifierOptions) {
+  const check = archGuardCheck(client, options);
+  return async (
+    entry: IndexEntry & { platform: NonNullable<IndexEntry['platform']> },
+    repo: Repository,
+  ): Promise<void> => {
+    await check(entry, repo);
+  };
+}
+
+/** The guard with its verdict: what it checked, or that the image passed before. */
+export function archGuardCheck(client: RegistryClient, options: VerifierOptions) {
   // The guard (and zlib) load while the caller fetches its sources, and are
   // waited for only when an image has to be read: a run whose images all
   // passed before never waits for them.
   const guard = import('./arch-guard.js');
   guard.catch(() => undefined);
   return async (
-    entry: IndexEntry & { platform: NonNullable<IndexEntry['platform']> },
+    entry: Pick<IndexEntry, 'descriptor'> & { platform: NonNullable<IndexEntry['platform']> },
     repo: Repository,
-  ): Promise<void> => {
+  ): Promise<ArchVerdict> => {
     const platformText = formatPlatform(entry.platform);
     const { digest } = entry.descriptor;
     if (await options.verified?.has(digest, platformText, options.budgetBytes)) {
       options.log?.info({ platform: platformText, digest }, 'arch check passed earlier');
-      return;
+      return { remembered: true, checked: 0, skipped: [] };
     }
     const { checkImageArchitecture } = await guard;
     const fetched = await client.getManifest(repo, entry.descriptor.digest);
@@ -67,5 +89,6 @@ export function archGuardVerifier(client: RegistryClient, options: VerifierOptio
       'arch check passed',
     );
     await options.verified?.add(digest, platformText, options.budgetBytes);
+    return { remembered: false, checked: result.checked.length, skipped: result.skipped };
   };
 }

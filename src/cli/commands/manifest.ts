@@ -1,7 +1,8 @@
 import { Command, Option } from 'commander';
 import { addLogOptions, collect } from '../options.js';
 
-function addRegistryOptions(command: Command): Command {
+/** How a command reaches registries; `braid verify` takes the same flags. */
+export function addRegistryOptions(command: Command): Command {
   return addLogOptions(command)
     .option(
       '--insecure-registry <host>',
@@ -15,8 +16,21 @@ function addRegistryOptions(command: Command): Command {
     .option('--registry-retries <n>', 'attempts per registry request (env BRAID_REGISTRY_RETRIES)');
 }
 
+/** The arch guard's budget and cache, for every command that runs it. */
+export function addArchCheckOptions(command: Command): Command {
+  return command
+    .option(
+      '--arch-check-budget-bytes <n>',
+      'layer bytes the arch check may read per image (env BRAID_ARCH_CHECK_BUDGET_BYTES)',
+    )
+    .option(
+      '--arch-check-cache-dir <dir>',
+      'where passed arch checks are remembered by digest; "" for nowhere (env BRAID_ARCH_CHECK_CACHE_DIR)',
+    );
+}
+
 function createCommand(env: NodeJS.ProcessEnv): Command {
-  return addRegistryOptions(new Command('create'))
+  const command = addRegistryOptions(new Command('create'))
     .description(
       'stitch images or indexes into one multi-platform index and push it under every tag',
     )
@@ -38,19 +52,13 @@ function createCommand(env: NodeJS.ProcessEnv): Command {
     )
     .option('--annotation <key=value>', 'annotation on the index (repeatable)', collect)
     .option('--dry-run', 'print the index instead of pushing it')
-    .option('--no-arch-check', 'skip checking that binaries match each platform')
-    .option(
-      '--arch-check-budget-bytes <n>',
-      'layer bytes the arch check may read per image (env BRAID_ARCH_CHECK_BUDGET_BYTES)',
-    )
-    .option(
-      '--arch-check-cache-dir <dir>',
-      'where passed arch checks are remembered by digest; "" for nowhere (env BRAID_ARCH_CHECK_CACHE_DIR)',
-    )
-    .action(async (sourceArgs: string[], flags: Record<string, unknown>) => {
+    .option('--no-arch-check', 'skip checking that binaries match each platform');
+  return addArchCheckOptions(command).action(
+    async (sourceArgs: string[], flags: Record<string, unknown>) => {
       const { runManifestCreate } = await import('./manifest-run.js');
       await runManifestCreate(sourceArgs, flags, env);
-    });
+    },
+  );
 }
 
 function inspectCommand(env: NodeJS.ProcessEnv): Command {
