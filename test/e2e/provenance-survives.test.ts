@@ -219,4 +219,52 @@ describe('provenance that survives copies and new indexes', () => {
       await expectAttested(`${registry.host}/release/app`, index, ['linux/amd64', 'linux/s390x']);
     }
   });
+
+  it('carries no attestation whose image is not in the new index', async () => {
+    // An index that lists the s390x image and, besides its own, amd64's attestation.
+    const [amd64, s390x] = images(built.index);
+    expect([amd64?.platform?.architecture, s390x?.platform?.architecture]).toEqual([
+      'amd64',
+      's390x',
+    ]);
+    const partial = JSON.stringify({
+      schemaVersion: 2,
+      mediaType: built.index.mediaType,
+      manifests: [s390x, ...attestations(built.index)],
+    });
+    const put = await fetch(`${registry.url}/v2/team/app/manifests/s390x-only`, {
+      method: 'PUT',
+      headers: { 'content-type': built.index.mediaType },
+      body: partial,
+    });
+    expect(put.status).toBe(201);
+
+    const target = `${registry.host}/release/app:s390x`;
+    const created = await braid([
+      'manifest',
+      'create',
+      '-t',
+      target,
+      `${registry.host}/team/app:s390x-only`,
+    ]);
+    expect(created.code, created.stderr).toBe(0);
+    const index = await raw<Index>(target);
+    expect(images(index).map((m) => m.digest)).toEqual([s390x?.digest]);
+    await expectAttested(`${registry.host}/release/app`, index, ['linux/s390x']);
+  });
+
+  it('has no attestation for images given alone by digest: nothing in the registry API leads from an image to it', async () => {
+    const target = `${registry.host}/release/app:images`;
+    const created = await braid([
+      'manifest',
+      'create',
+      '-t',
+      target,
+      ...images(built.index).map((m) => `${registry.host}/team/app@${m.digest}`),
+    ]);
+    expect(created.code, created.stderr).toBe(0);
+    const index = await raw<Index>(target);
+    expect(images(index).map((m) => m.digest)).toEqual(images(built.index).map((m) => m.digest));
+    expect(attestations(index)).toEqual([]);
+  });
 });
