@@ -75,8 +75,10 @@ function notNative(p: PlatformVerification): string {
   return `its provenance does not say whether it was built natively${builder}`;
 }
 
+/** `qemu-s390x 7.2.22`: the version's first word (Debian's adds `(Debian 1:7.2+dfsg-7…)`; JSON keeps it). */
 function qemuText(qemu: { handler: string; version?: string }): string {
-  return qemu.version ? `${qemu.handler} ${qemu.version}` : qemu.handler;
+  const version = qemu.version?.trim().split(/\s+/)[0];
+  return version ? `${qemu.handler} ${version}` : qemu.handler;
 }
 
 export function modeText(build: BuildOutcome): string {

@@ -65,7 +65,9 @@ function braidReading(emulated: boolean): ProvenanceReading {
     agent: { name: 'amd64-1', host: 'build-1.example' },
     engine: { id: 'ABCD', version: '20.10.24' },
     emulated,
-    ...(emulated && { qemu: { handler: 'qemu-s390x', version: '7.2.9' } }),
+    ...(emulated && {
+      qemu: { handler: 'qemu-s390x', version: '7.2.9 (Debian 1:7.2+dfsg-7+deb12u18+b3)' },
+    }),
     attempt: 1,
     dependencies: [],
     baseImages: [
@@ -175,7 +177,7 @@ describe('how a platform was built, from its provenance', () => {
   it('takes braid’s emulated flag and QEMU handler as written', () => {
     expect(buildOutcome(parsePlatform('linux/s390x'), present(braidReading(true)))).toEqual({
       state: 'emulated',
-      qemu: { handler: 'qemu-s390x', version: '7.2.9' },
+      qemu: { handler: 'qemu-s390x', version: '7.2.9 (Debian 1:7.2+dfsg-7+deb12u18+b3)' },
       builderPlatform: 'linux/amd64',
     });
     expect(buildOutcome(parsePlatform('linux/amd64'), present(braidReading(false)))).toMatchObject({
