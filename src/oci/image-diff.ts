@@ -8,9 +8,10 @@
  * Layers stream through (contents hashed, never kept); a layer both images
  * share is read once and applied to both filesystems.
  */
-import { BraidError } from '../errors.js';
+import { BraidError, type ErrorCode } from '../errors.js';
 import { jsonDifferences, type JsonDifference } from './json-diff.js';
 import {
+  LayerReadError,
   readLayerEntries,
   type FileRecord,
   type LayerContents,
@@ -122,8 +123,8 @@ export interface ImageDiff {
 /** An image cannot be compared: not an image manifest, or its config is not JSON. */
 export class ImageDiffError extends BraidError {
   readonly image: string;
-  constructor(image: string, problem: string, options?: { cause?: unknown }) {
-    super('invalid_argument', `image diff: ${image}: ${problem}`, options);
+  constructor(image: string, problem: string, options: { cause?: unknown; code?: ErrorCode } = {}) {
+    super(options.code ?? 'invalid_argument', `image diff: ${image}: ${problem}`, options);
     this.image = image;
   }
 }
@@ -275,7 +276,7 @@ async function loadImage(
   signal: AbortSignal | undefined,
 ): Promise<LoadedImage> {
   const text = imageText(at);
-  signal?.throwIfAborted();
+  if (signal?.aborted) throw new ImageDiffError(text, 'cancelled', { code: 'cancelled' });
   const fetched = await registry.getManifest(at, at.digest);
   if (isIndexMediaType(fetched.mediaType)) {
     throw new ImageDiffError(
@@ -290,7 +291,7 @@ async function loadImage(
       `is not an image manifest (${fetched.mediaType || 'no media type'})`,
     );
   }
-  signal?.throwIfAborted();
+  if (signal?.aborted) throw new ImageDiffError(text, 'cancelled', { code: 'cancelled' });
   const configBytes = await registry.getBlobBytes(at, manifest.config.digest);
   return {
     side,
@@ -388,8 +389,15 @@ class LayerReader {
     const side = sides.reduce((x, y) => (this.left[y] < this.left[x] ? y : x));
     const image = this.images[side];
     const source = { image: image.text, index, digest };
-    signal?.throwIfAborted();
-    const blob = await this.registry.getBlob(image.at, digest, descriptor.size);
+    if (signal?.aborted) throw new LayerReadError('cancelled', source, 'cancelled');
+    let blob: NodeJS.ReadableStream;
+    try {
+      blob = await this.registry.getBlob(image.at, digest, descriptor.size);
+    } catch (err) {
+      const code = err instanceof BraidError ? err.code : 'unavailable';
+      const message = err instanceof Error ? err.message.split('\n')[0] : String(err);
+      throw new LayerReadError(code, source, `reading the blob: ${message}`, { cause: err });
+    }
     const contents = await readLayerEntries(blob, source, {
       maxBytes: this.left[side],
       limitText: `the ${this.maxImageBytes}-byte limit on uncompressed layer bytes read for ${image.text}`,

@@ -5,7 +5,6 @@
  * each file's content. Contents are hashed as they pass and never kept.
  */
 import { createHash } from 'node:crypto';
-import { once } from 'node:events';
 import { Readable, pipeline } from 'node:stream';
 import * as zlib from 'node:zlib';
 import { extract as extractTar, type Header } from 'tar-stream';
@@ -309,13 +308,20 @@ function decompressor(kind: Compression, source: LayerSource): NodeJS.ReadWriteS
   return zstd();
 }
 
-async function drained(stream: NodeJS.EventEmitter): Promise<void> {
-  await Promise.race([
-    once(stream, 'drain'),
-    once(stream, 'close').then(() => {
-      throw new Error('the tar reader closed');
-    }),
-  ]);
+/** Waits for the reader to want more; listeners go once either event comes. */
+function drained(stream: NodeJS.EventEmitter): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const onDrain = (): void => {
+      stream.off('close', onClose);
+      resolve();
+    };
+    const onClose = (): void => {
+      stream.off('drain', onDrain);
+      reject(new Error('the tar reader closed'));
+    };
+    stream.once('drain', onDrain);
+    stream.once('close', onClose);
+  });
 }
 
 function signalStop(signal: AbortSignal | undefined): ReadStopped | undefined {

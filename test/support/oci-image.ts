@@ -24,6 +24,8 @@ export interface TarEntrySpec {
 
 export interface LayerSpec {
   entries: readonly TarEntrySpec[];
+  /** Blob bytes served instead of the entries' tar (a corrupt layer, say); media type gzip. */
+  blob?: Buffer;
   /** Default gzip at level 6; `tar` leaves it uncompressed. */
   compression?: 'gzip' | 'tar';
   gzipLevel?: number;
@@ -92,7 +94,7 @@ export async function buildImage(
     const tar = await tarOf(layer.entries);
     diffIds.push(sha256(tar));
     const gzip = (layer.compression ?? 'gzip') === 'gzip';
-    const bytes = gzip ? gzipSync(tar, { level: layer.gzipLevel ?? 6 }) : tar;
+    const bytes = layer.blob ?? (gzip ? gzipSync(tar, { level: layer.gzipLevel ?? 6 }) : tar);
     const digest = sha256(bytes);
     blobs.set(digest, bytes);
     descriptors.push({ mediaType: gzip ? GZIP_LAYER : TAR_LAYER, digest, size: bytes.length });

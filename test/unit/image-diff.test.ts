@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import { Readable } from 'node:stream';
 import { gzipSync } from 'node:zlib';
 import { describe, expect, it } from 'vitest';
@@ -95,6 +96,15 @@ describe('reading a layer', () => {
     expect(layer.entries[2]!.record).toMatchObject({ type: 'symlink', linkname: 'app' });
     expect(layer.entries[3]!.record).toMatchObject({ type: 'hardlink', linkname: 'usr/app' });
     expect(layer.diffId).toMatch(/^sha256:[a-f0-9]{64}$/);
+  });
+
+  it('streams a file of several megabytes through to the right digest', async () => {
+    const content = Buffer.alloc(6 * 1024 * 1024, 'braid');
+    const layer = await entriesOf([{ name: 'big', content }]);
+    expect(layer.entries[0]!.record.digest).toBe(
+      `sha256:${createHash('sha256').update(content).digest('hex')}`,
+    );
+    expect(layer.bytes).toBeGreaterThan(content.length);
   });
 
   it('reads an uncompressed tar the same as a gzipped one', async () => {
@@ -438,6 +448,14 @@ describe('diffing two images', () => {
       code: 'resource_exhausted',
       message: expect.stringMatching(/layer 0 .*the 20000-byte limit on uncompressed layer bytes/),
     });
+  });
+
+  it('stops with code cancelled when its signal is aborted', async () => {
+    const controller = new AbortController();
+    controller.abort();
+    await expect(
+      diffOf([base, stampLayer('1', 1)], [base, stampLayer('2', 2)], { signal: controller.signal }),
+    ).rejects.toMatchObject({ code: 'cancelled' });
   });
 
   it('refuses an image index, naming it', async () => {
