@@ -30,7 +30,7 @@ import {
 import type { RegistryClient, Repository } from './registry.js';
 
 export { formatImageDiff } from './image-diff-format.js';
-export type { FileRecord } from './layer-entries.js';
+export { LayerReadError, type FileRecord } from './layer-entries.js';
 export type { JsonDifference } from './json-diff.js';
 
 /** An image manifest by digest; an ImageReference with a digest is one. */
