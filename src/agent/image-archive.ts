@@ -13,6 +13,7 @@ import { BraidError, type ErrorCode } from '../errors.js';
 import { sha256Digest } from '../oci/digest.js';
 import { platformFromOci, type Platform } from '../oci/platform.js';
 import { storeLayer, type StoredLayer } from './layer-gzip.js';
+import { reproducibleConfig } from '../oci/reproducible-config.js';
 
 export interface ImageConfig {
   architecture?: string;
@@ -40,6 +41,13 @@ export interface ReadArchiveOptions {
   gzipLevel?: number;
   /** For errors: the image the archive is of. */
   imageId?: string;
+  /**
+   * SOURCE_DATE_EPOCH in seconds: layers get their file times clamped to it
+   * and the config its `created` and history times (reproducible-config.ts).
+   */
+  sourceDateEpoch?: number;
+  /** With sourceDateEpoch: labels dropped from the config (the build's and job's ids). */
+  runLabels?: readonly string[];
 }
 
 /** The archive is not a readable image export. */
@@ -87,7 +95,13 @@ export async function readImageArchive(
   };
   const store = async (name: string, source: AsyncIterable<Buffer>): Promise<void> => {
     const file = join(dir, `layer-${stored++}.gz`);
-    layers.set(name, await storeLayer(source, file, { level: options.gzipLevel ?? 6 }));
+    layers.set(
+      name,
+      await storeLayer(source, file, {
+        level: options.gzipLevel ?? 6,
+        ...(options.sourceDateEpoch !== undefined && { sourceDateEpoch: options.sourceDateEpoch }),
+      }),
+    );
   };
 
   const tar = extract();
@@ -169,14 +183,29 @@ export async function readImageArchive(
 
   const ordered = (layerPaths as string[]).map((path, i) => {
     const layer = layers.get(resolve(path)) ?? fail('invalid_argument', `layer ${path} is missing`);
-    if (layer.diffId !== diffIds[i]) {
+    if (layer.sourceDiffId !== diffIds[i]) {
       fail(
         'internal',
-        `layer ${i + 1} (${path}) has diff_id ${layer.diffId}, config says ${diffIds[i]}`,
+        `layer ${i + 1} (${path}) has diff_id ${layer.sourceDiffId}, config says ${diffIds[i]}`,
       );
     }
     return layer;
   });
+  if (options.sourceDateEpoch !== undefined) {
+    const rewritten = reproducibleConfig(
+      configJson,
+      ordered.map((layer) => layer.diffId),
+      options.sourceDateEpoch,
+      options.runLabels,
+    );
+    return {
+      config: rewritten.bytes,
+      configDigest: sha256Digest(rewritten.bytes),
+      configJson: rewritten.config,
+      platform: platformFromOci(rewritten.config),
+      layers: ordered,
+    };
+  }
   return {
     config,
     configDigest: sha256Digest(config),

@@ -67,6 +67,10 @@ export interface PushImageOptions {
   gzipLevel?: number;
   /** Where the gzipped layers are kept while pushed (default: the OS temp dir). */
   workDir?: string;
+  /** SOURCE_DATE_EPOCH in seconds: clamp file, config and history times to it. */
+  sourceDateEpoch?: number;
+  /** With sourceDateEpoch: labels dropped from the pushed config (the run's ids). */
+  runLabels?: readonly string[];
   signal?: AbortSignal;
 }
 
@@ -138,6 +142,10 @@ export async function pushImage(options: PushImageOptions): Promise<PushedImage>
       archive = await readImageArchive(archiveStream, dir, {
         imageId,
         gzipLevel: options.gzipLevel ?? 6,
+        ...(options.sourceDateEpoch !== undefined && {
+          sourceDateEpoch: options.sourceDateEpoch,
+          runLabels: options.runLabels ?? [],
+        }),
       });
     } finally {
       archiveStream.destroy();

@@ -19,6 +19,10 @@ import type { Engine, EngineInfo } from './engine.js';
 import { BuildFactsRecorder, type BuildFactsInit } from './build-facts.js';
 import { pushImage } from './image-pusher.js';
 
+/** On every image an agent builds, so leftovers on its engine are found and cleaned. */
+const BUILD_ID_LABEL = 'io.braid.build-id';
+const JOB_ID_LABEL = 'io.braid.job-id';
+
 export interface JobReporter {
   step(step: string): void;
   log(line: string, source?: LogSource): void;
@@ -119,7 +123,7 @@ export async function runJob(
           ...(epoch !== undefined && { SOURCE_DATE_EPOCH: String(epoch) }),
         },
         target: job.target || undefined,
-        labels: { ...job.labels, 'io.braid.build-id': job.buildId, 'io.braid.job-id': job.jobId },
+        labels: { ...job.labels, [BUILD_ID_LABEL]: job.buildId, [JOB_ID_LABEL]: job.jobId },
         noCache: job.noCache,
         pull: job.pull,
         // The build's own --network, else the agent's setting.
@@ -160,7 +164,11 @@ export async function runJob(
       tags: [...job.pushTags],
       annotations: job.manifestAnnotations,
       expectedPlatform: platform,
-      ...(epoch !== undefined && { sourceDateEpoch: epoch }),
+      // A reproducible image does not say which build made it: the provenance does.
+      ...(epoch !== undefined && {
+        sourceDateEpoch: epoch,
+        runLabels: [BUILD_ID_LABEL, JOB_ID_LABEL],
+      }),
     });
     pushMs = clock() - pushStart;
     report.log(`pushed ${job.pushRepository}@${pushed.digest} (${pushMs} ms)`, LogSource.AGENT);

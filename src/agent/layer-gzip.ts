@@ -9,6 +9,7 @@ import { Readable, Transform, Writable, type TransformCallback } from 'node:stre
 import { pipeline } from 'node:stream/promises';
 import { createGunzip, createGzip } from 'node:zlib';
 import { BraidError } from '../errors.js';
+import { clampTarTimes } from '../oci/tar-clamp.js';
 
 export const OCI_LAYER_GZIP = 'application/vnd.oci.image.layer.v1.tar+gzip';
 
@@ -19,8 +20,10 @@ export interface StoredLayer {
   digest: string;
   /** Bytes of the gzip file. */
   size: number;
-  /** sha256 of the uncompressed tar. */
+  /** sha256 of the uncompressed tar as stored (after any clamping): the config's diff_id. */
   diffId: string;
+  /** sha256 of the uncompressed tar as it arrived, before any clamping. */
+  sourceDiffId: string;
   uncompressedSize: number;
   /** True when the layer arrived gzipped and its bytes were kept as they were. */
   keptCompression: boolean;
@@ -29,6 +32,12 @@ export interface StoredLayer {
 export interface StoreLayerOptions {
   /** zlib level, 1 (fast) to 9 (small); default 6, as gzip(1). */
   level?: number;
+  /**
+   * SOURCE_DATE_EPOCH in seconds: file times later than it are clamped to it
+   * (src/oci/tar-clamp.ts), and a gzipped layer is re-compressed so its
+   * bytes depend only on its content.
+   */
+  sourceDateEpoch?: number;
 }
 
 const GZIP_MAGIC = [0x1f, 0x8b];
@@ -48,16 +57,43 @@ export async function storeLayer(
   if (startsWith(head, ZSTD_MAGIC)) {
     throw new BraidError('unimplemented', 'zstd-compressed layers are not supported');
   }
-  if (startsWith(head, GZIP_MAGIC)) {
-    const compressed = new HashTap();
-    await pipeline(rest, compressed, createWriteStream(file));
+  const epoch = options.sourceDateEpoch;
+  if (epoch !== undefined) {
+    const source = new HashTap();
     const uncompressed = new HashTap();
-    await pipeline(createReadStream(file), createGunzip(), uncompressed, discard());
+    const compressed = new HashTap();
+    await pipeline([
+      rest,
+      ...(startsWith(head, GZIP_MAGIC) ? [createGunzip()] : []),
+      source,
+      clampTarTimes(epoch),
+      uncompressed,
+      createGzip({ level: options.level ?? 6 }),
+      compressed,
+      createWriteStream(file),
+    ]);
     return {
       file,
       digest: compressed.digest(),
       size: compressed.bytes,
       diffId: uncompressed.digest(),
+      sourceDiffId: source.digest(),
+      uncompressedSize: uncompressed.bytes,
+      keptCompression: false,
+    };
+  }
+  if (startsWith(head, GZIP_MAGIC)) {
+    const compressed = new HashTap();
+    await pipeline(rest, compressed, createWriteStream(file));
+    const uncompressed = new HashTap();
+    await pipeline(createReadStream(file), createGunzip(), uncompressed, discard());
+    const diffId = uncompressed.digest();
+    return {
+      file,
+      digest: compressed.digest(),
+      size: compressed.bytes,
+      diffId,
+      sourceDiffId: diffId,
       uncompressedSize: uncompressed.bytes,
       keptCompression: true,
     };
@@ -71,11 +107,13 @@ export async function storeLayer(
     compressed,
     createWriteStream(file),
   );
+  const diffId = uncompressed.digest();
   return {
     file,
     digest: compressed.digest(),
     size: compressed.bytes,
-    diffId: uncompressed.digest(),
+    diffId,
+    sourceDiffId: diffId,
     uncompressedSize: uncompressed.bytes,
     keptCompression: false,
   };

@@ -780,6 +780,9 @@ export class Orchestrator {
         inlineCache: build.spec.cacheTo.length > 0,
         sshIds: build.spec.sshIds,
         provenance: build.spec.provenance,
+        ...(build.spec.sourceDateEpoch !== undefined && {
+          sourceDateEpoch: build.spec.sourceDateEpoch,
+        }),
         manifestAnnotations: annotationsAt(
           build.spec.annotations,
           AnnotationLevel.MANIFEST,

@@ -8,6 +8,7 @@ import { isIP } from 'node:net';
 import { BraidError } from '../errors.js';
 import { formatPlatform, parsePlatform, platformsEqual, type Platform } from '../oci/platform.js';
 import { parseReference, type ImageReference } from '../oci/reference.js';
+import { MAX_SOURCE_DATE_EPOCH } from '../oci/reproducible-config.js';
 
 export const MAX_PLATFORMS = 32;
 export const MAX_TAGS = 64;
@@ -75,6 +76,7 @@ export function validateSpec(spec: BuildSpec | undefined): ValidSpec {
   checkSshIds(spec.sshIds);
   checkAnnotations(spec);
   checkCache(spec);
+  checkReproducible(spec);
   const policy =
     spec.emulation === EmulationPolicy.NATIVE_ONLY
       ? 'native-only'
@@ -121,6 +123,17 @@ function checkCache(spec: BuildSpec): void {
     const ref = parseReference(target.ref, { defaultTag: false });
     if (!ref.tag || ref.digest) invalid(`cache-to ref "${target.ref}" needs a tag (and no digest)`);
   }
+}
+
+/** --source-date-epoch and --check-reproducible. */
+function checkReproducible(spec: BuildSpec): void {
+  const epoch = spec.sourceDateEpoch;
+  if (epoch !== undefined && (epoch < 0n || epoch > MAX_SOURCE_DATE_EPOCH))
+    invalid(`source date epoch ${epoch} is not between 0 and ${MAX_SOURCE_DATE_EPOCH}`);
+  if (spec.checkReproducible && epoch === undefined)
+    invalid(
+      'check-reproducible needs a source date epoch (--source-date-epoch or SOURCE_DATE_EPOCH): without one every image records when it was built',
+    );
 }
 
 const SSH_ID = /^[A-Za-z0-9._-]{1,128}$/;

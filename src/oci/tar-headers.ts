@@ -363,7 +363,7 @@ function entryType(typeflag: number): TarEntryType {
 }
 
 /** Links, devices, directories and fifos: Go reads no content for them, whatever the size says. */
-function carriesNoContent(typeflag: number): boolean {
+export function carriesNoContent(typeflag: number): boolean {
   return typeflag >= TYPE_LINK && typeflag <= TYPE_FIFO;
 }
 
@@ -377,7 +377,7 @@ function isZeroBlock(block: Buffer): boolean {
 }
 
 /** The header checksum with the checksum field read as spaces, over unsigned and signed bytes. */
-function checksums(block: Buffer): [number, number] {
+export function checksums(block: Buffer): [number, number] {
   let unsigned = 0;
   let signed = 0;
   for (let i = 0; i < BLOCK_BYTES; i++) {
@@ -418,7 +418,7 @@ function cString(bytes: Buffer, offset: number, length: number): string {
 }
 
 /** Octal, or base-256 when the top bit is set (GNU's encoding of large values). */
-function parseNumeric(block: Buffer, offset: number, length: number): number | undefined {
+export function parseNumeric(block: Buffer, offset: number, length: number): number | undefined {
   const first = block[offset]!;
   if ((first & 0x80) === 0) return parseOctal(block, offset, length);
   const invert = first & 0x40 ? 0xff : 0;
@@ -457,7 +457,7 @@ function parseDecimal(text: string): number | undefined {
 }
 
 /** One `<length> <key>=<value>\n` record at `at`; undefined if malformed, as Go judges it. */
-function paxRecord(
+export function paxRecord(
   data: Buffer,
   at: number,
 ): { key: string; value: string; next: number } | undefined {

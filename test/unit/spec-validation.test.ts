@@ -255,3 +255,22 @@ describe('annotations (--annotation)', () => {
     expect(verdict({ annotations })).toBe(`257 annotations given; at most ${MAX_ANNOTATIONS}`);
   });
 });
+
+describe('reproducible builds (source_date_epoch, check_reproducible)', () => {
+  it('accepts an epoch from 0 to the end of year 9999, and a check with one', () => {
+    expect(verdict({ sourceDateEpoch: 0n })).toBe('accepted');
+    expect(verdict({ sourceDateEpoch: 253_402_300_799n, checkReproducible: true })).toBe(
+      'accepted',
+    );
+  });
+
+  it('refuses an epoch out of range and a check without an epoch, in one line', () => {
+    expect(verdict({ sourceDateEpoch: -1n })).toBe(
+      'source date epoch -1 is not between 0 and 253402300799',
+    );
+    expect(verdict({ sourceDateEpoch: 253_402_300_800n })).toContain('253402300800');
+    expect(verdict({ checkReproducible: true })).toMatch(
+      /^check-reproducible needs a source date epoch/,
+    );
+  });
+});

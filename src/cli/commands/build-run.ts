@@ -10,6 +10,7 @@ import { toProtoPlatform } from '../../rpc/platform.js';
 import { requestIdFor } from '../../rpc/request-id.js';
 import { buildxSpecFields } from '../build-request.js';
 import { parseBuildxFlags, readSecretFile, readSecrets } from '../buildx-flags.js';
+import { resolveSourceDateEpoch, SOURCE_DATE_EPOCH } from '../buildx/source-date-epoch.js';
 import { coordinatorClient } from '../client.js';
 import { startSshRelay } from '../ssh-relay-client.js';
 import { compile } from '../compile.js';
@@ -96,6 +97,18 @@ export async function runBuild(
     env,
   });
   const labels = parseKeyValues((label as string[] | undefined) ?? [], { flag: '--label' });
+  const sourceDateEpoch = resolveSourceDateEpoch({
+    ...(typeof flags.sourceDateEpoch === 'string' && { flag: flags.sourceDateEpoch }),
+    buildArgs,
+    env,
+  });
+  // The agent passes the epoch to BuildKit itself: one value, never two that disagree.
+  delete buildArgs[SOURCE_DATE_EPOCH];
+  if (flags.checkReproducible === true && sourceDateEpoch === undefined)
+    throw new BraidError(
+      'invalid_argument',
+      '--check-reproducible needs --source-date-epoch (or SOURCE_DATE_EPOCH): without it every image records when it was built',
+    );
   const mode = resolveProgressMode(String(progress), process.stderr, env);
   const buildx = parseBuildxFlags(flags, env);
   // Read now: a missing file or unset variable is a usage error before any upload.
@@ -143,6 +156,8 @@ export async function runBuild(
                 : EmulationPolicy.PREFER_NATIVE,
           platformTags: platformTags === true,
           ...buildxSpecFields(buildx),
+          ...(sourceDateEpoch !== undefined && { sourceDateEpoch }),
+          checkReproducible: flags.checkReproducible === true,
         },
         // Follows the build into the coordinator's and the agents' log lines.
         requestId,

@@ -107,6 +107,14 @@ export function buildCommand(env: NodeJS.ProcessEnv): Command {
       collect,
     )
     .option(
+      '--source-date-epoch <seconds>',
+      'reproducible image: clamp file, config and history times to this epoch (default: --build-arg or env SOURCE_DATE_EPOCH)',
+    )
+    .option(
+      '--check-reproducible',
+      'build each platform twice (on two agents when there are two) and fail, naming the files that differ, unless the images are identical',
+    )
+    .option(
       '--allow <entitlement>',
       'extra entitlement: only network.host (for --network host)',
       collect,
