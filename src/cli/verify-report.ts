@@ -18,7 +18,7 @@ export interface VerifyRequirements {
   requireProvenance: boolean;
 }
 
-export type VerifyCheck = 'arch' | 'provenance' | 'native' | 'attestation';
+export type VerifyCheck = 'arch' | 'provenance' | 'native' | 'attestation' | 'index';
 
 export interface VerifyFailure {
   check: VerifyCheck;
@@ -27,7 +27,7 @@ export interface VerifyFailure {
   message: string;
 }
 
-/** The checks that failed, in platform order: arch, provenance, native; then the index's own. */
+/** The checks that failed, in platform order: arch, provenance, native; then the index's own (no image, attestations for no image). */
 export function verifyFailures(
   verification: ImageVerification,
   requirements: VerifyRequirements,
@@ -44,6 +44,13 @@ export function verifyFailures(
     if (requirements.requireNative && p.build.state !== 'native') {
       fail('native', `${notNative(p)}, and --require-native is set`);
     }
+  }
+  if (verification.platforms.length === 0) {
+    failures.push({
+      check: 'index',
+      platform: 'index',
+      message: `${verification.reference} lists no platform image: nothing to verify`,
+    });
   }
   for (const orphan of verification.orphans) {
     failures.push({

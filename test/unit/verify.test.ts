@@ -261,6 +261,11 @@ describe('the checks verify fails, one line each naming the check and the platfo
       `verify: attestation check failed for index: attestation manifest ${digest('orphan')} is for ${digest('gone')}, which is no image in the index`,
     );
   });
+  it('fails an index that lists no platform image at all', () => {
+    expect(verifyFailures(verification([]), none).map(failureLine)).toEqual([
+      'verify: index check failed for index: 127.0.0.1:5000/team/app:1 lists no platform image: nothing to verify',
+    ]);
+  });
 });
 
 describe('the output', () => {
