@@ -3,22 +3,11 @@
  * (or one platform's) manifest, and on the manifests' descriptors in the
  * index — read back by skopeo, not by braid's own parser.
  */
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { pushBaseImage } from '../support/base-image.js';
 import { braid } from '../support/braid-cli.js';
-import { requireCommand, requireEngine, requireQemu } from '../support/components.js';
-import {
-  startTestAgent,
-  startTestCoordinator,
-  waitForAgents,
-  type TestAgent,
-  type TestCoordinator,
-} from '../support/farm.js';
+import { startOneBoxFarm, type OneBoxFarm } from '../support/one-box-farm.js';
 import { run } from '../support/process.js';
-import { startRegistry, type TestRegistry } from '../support/registry.js';
+import type { TestRegistry } from '../support/registry.js';
 
 interface Descriptor {
   digest: string;
@@ -27,33 +16,23 @@ interface Descriptor {
 }
 
 describe('--annotation on the farm', () => {
+  let farm: OneBoxFarm;
   let registry: TestRegistry;
-  let coordinator: TestCoordinator;
-  let agent: TestAgent;
+  let coordinator: OneBoxFarm['coordinator'];
   let skopeo: string;
   let dir: string;
 
   beforeAll(async () => {
-    await requireEngine();
-    await requireQemu('qemu-aarch64');
-    skopeo = await requireCommand('skopeo', 'skopeo');
-    registry = await startRegistry();
-    await pushBaseImage(registry.host, 'base/busybox', 'latest');
-    coordinator = await startTestCoordinator();
-    agent = await startTestAgent(coordinator.address, 'n1', ['--capacity', '2']);
-    await waitForAgents(coordinator.address, ['n1']);
-    dir = await mkdtemp(join(tmpdir(), 'braid-annotations-'));
-    await writeFile(
-      join(dir, 'Dockerfile'),
-      `FROM ${registry.host}/base/busybox:latest\nRUN uname -m > /arch\n`,
-    );
+    farm = await startOneBoxFarm({
+      qemu: 'qemu-aarch64',
+      agentName: 'n1',
+      name: 'annotations',
+    });
+    ({ registry, coordinator, skopeo, dir } = farm);
   }, 600_000);
 
   afterAll(async () => {
-    await agent?.stop();
-    await coordinator?.stop();
-    await registry?.stop();
-    if (dir) await rm(dir, { recursive: true, force: true });
+    await farm?.stop();
   });
 
   async function raw(ref: string): Promise<Record<string, unknown>> {

@@ -4,23 +4,14 @@
  * in-toto statement passes the in-toto and SLSA v1 schemas and names the
  * agent, the engine and whether the platform was built under QEMU.
  */
-import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { pushBaseImage } from '../support/base-image.js';
 import { braid } from '../support/braid-cli.js';
-import { requireCommand, requireEngine, requireQemu } from '../support/components.js';
-import {
-  startTestAgent,
-  startTestCoordinator,
-  waitForAgents,
-  type TestAgent,
-  type TestCoordinator,
-} from '../support/farm.js';
+import { startOneBoxFarm, type OneBoxFarm } from '../support/one-box-farm.js';
 import { run } from '../support/process.js';
 import { schemaErrors } from '../support/provenance-schemas.js';
-import { startRegistry, type TestRegistry } from '../support/registry.js';
+import type { TestRegistry } from '../support/registry.js';
 
 interface Descriptor {
   digest: string;
@@ -44,36 +35,24 @@ interface Statement {
 }
 
 describe('provenance per platform on the farm', () => {
+  let farm: OneBoxFarm;
   let registry: TestRegistry;
-  let coordinator: TestCoordinator;
-  let agent: TestAgent;
+  let coordinator: OneBoxFarm['coordinator'];
   let skopeo: string;
   let dir: string;
 
   beforeAll(async () => {
-    await requireEngine();
-    await requireQemu('qemu-s390x');
-    skopeo = await requireCommand('skopeo', 'skopeo');
-    registry = await startRegistry();
-    await pushBaseImage(registry.host, 'base/busybox', 'latest');
-    coordinator = await startTestCoordinator('127.0.0.1:0', [
-      '--builder-id',
-      'https://builds.example/farm',
-    ]);
-    agent = await startTestAgent(coordinator.address, 'v1', ['--capacity', '2']);
-    await waitForAgents(coordinator.address, ['v1']);
-    dir = await mkdtemp(join(tmpdir(), 'braid-provenance-'));
-    await writeFile(
-      join(dir, 'Dockerfile'),
-      `FROM ${registry.host}/base/busybox:latest\nRUN uname -m > /arch\n`,
-    );
+    farm = await startOneBoxFarm({
+      qemu: 'qemu-s390x',
+      agentName: 'v1',
+      coordinatorArgs: ['--builder-id', 'https://builds.example/farm'],
+      name: 'provenance',
+    });
+    ({ registry, coordinator, skopeo, dir } = farm);
   }, 600_000);
 
   afterAll(async () => {
-    await agent?.stop();
-    await coordinator?.stop();
-    await registry?.stop();
-    if (dir) await rm(dir, { recursive: true, force: true });
+    await farm?.stop();
   });
 
   async function raw<T>(ref: string): Promise<T> {

@@ -6,23 +6,11 @@
  * which must end in one line and the documented exit code.
  */
 import { createHash } from 'node:crypto';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { pushBaseImage } from '../support/base-image.js';
 import { braid } from '../support/braid-cli.js';
-import { requireCommand, requireEngine, requireQemu } from '../support/components.js';
-import {
-  startTestAgent,
-  startTestCoordinator,
-  waitForAgents,
-  type TestAgent,
-  type TestCoordinator,
-} from '../support/farm.js';
-import { run } from '../support/process.js';
+import { startOneBoxFarm, type OneBoxFarm } from '../support/one-box-farm.js';
 import { fixtureJson } from '../support/provenance-schemas.js';
-import { startRegistry, type TestRegistry } from '../support/registry.js';
+import type { TestRegistry } from '../support/registry.js';
 
 const OCI_INDEX = 'application/vnd.oci.image.index.v1+json';
 const OCI_MANIFEST = 'application/vnd.oci.image.manifest.v1+json';
@@ -66,11 +54,8 @@ const sha256 = (bytes: Buffer): string =>
   `sha256:${createHash('sha256').update(bytes).digest('hex')}`;
 
 describe('braid verify', () => {
+  let farm: OneBoxFarm;
   let registry: TestRegistry;
-  let coordinator: TestCoordinator;
-  let agent: TestAgent;
-  let skopeo: string;
-  let dir: string;
   let repo: string;
   let attested: string;
   let plain: string;
@@ -86,16 +71,7 @@ describe('braid verify', () => {
     return lines[0] ?? '';
   };
 
-  async function raw<T>(ref: string): Promise<T> {
-    const inspected = await run(skopeo, [
-      'inspect',
-      '--raw',
-      '--tls-verify=false',
-      `docker://${ref}`,
-    ]);
-    expect(inspected.code, inspected.stderr).toBe(0);
-    return JSON.parse(inspected.stdout) as T;
-  }
+  const raw = <T>(ref: string): Promise<T> => farm.raw<T>(ref);
 
   /** Registry API by hand: a blob (monolithic upload) and a manifest, as any pusher does. */
   async function putBlob(bytes: Buffer): Promise<Descriptor> {
@@ -184,22 +160,13 @@ describe('braid verify', () => {
   }
 
   beforeAll(async () => {
-    await requireEngine();
-    await requireQemu('qemu-s390x');
-    skopeo = await requireCommand('skopeo', 'skopeo');
-    registry = await startRegistry();
-    await pushBaseImage(registry.host, 'base/busybox', 'latest');
-    coordinator = await startTestCoordinator('127.0.0.1:0', [
-      '--builder-id',
-      'https://builds.example/farm',
-    ]);
-    agent = await startTestAgent(coordinator.address, 'v1', ['--capacity', '2']);
-    await waitForAgents(coordinator.address, ['v1']);
-    dir = await mkdtemp(join(tmpdir(), 'braid-verify-'));
-    await writeFile(
-      join(dir, 'Dockerfile'),
-      `FROM ${registry.host}/base/busybox:latest\nRUN uname -m > /arch\n`,
-    );
+    farm = await startOneBoxFarm({
+      qemu: 'qemu-s390x',
+      agentName: 'v1',
+      coordinatorArgs: ['--builder-id', 'https://builds.example/farm'],
+      name: 'verify',
+    });
+    registry = farm.registry;
     repo = `${registry.host}/team/verify`;
     attested = `${repo}:attested`;
     plain = `${repo}:plain`;
@@ -210,14 +177,14 @@ describe('braid verify', () => {
       const built = await braid(
         [
           'build',
-          dir,
+          farm.dir,
           '-t',
           tag,
           '--platform',
           'linux/amd64,linux/s390x',
           ...extra,
           '--coordinator',
-          coordinator.address,
+          farm.coordinator.address,
         ],
         { timeoutMs: 300_000 },
       );
@@ -226,10 +193,7 @@ describe('braid verify', () => {
   }, 600_000);
 
   afterAll(async () => {
-    await agent?.stop();
-    await coordinator?.stop();
-    await registry?.stop();
-    if (dir) await rm(dir, { recursive: true, force: true });
+    await farm?.stop();
   });
 
   it('shows each platform’s digest, agent, native or emulated with its QEMU handler, and base image', async () => {
