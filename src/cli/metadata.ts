@@ -22,7 +22,7 @@
 import { randomBytes } from 'node:crypto';
 import { open, rename, rm } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
-import type { Build } from '../gen/braid/v1/build_pb.js';
+import { JobRole, type Build } from '../gen/braid/v1/build_pb.js';
 import { BraidError } from '../errors.js';
 import { descriptorJson, type DescriptorJson } from './progress/build-view.js';
 import { platformName } from './progress/names.js';
@@ -53,14 +53,17 @@ export function buildMetadata(build: Build): BuildMetadata {
     'image.name': (build.spec?.tags ?? []).join(','),
     'braid.build.id': build.id,
     ...(build.requestId ? { 'braid.request.id': build.requestId } : {}),
-    platforms: build.jobs.map((job) => ({
-      platform: platformName(job.platform),
-      digest: job.image?.digest || null,
-      attestation: job.attestation?.digest || null,
-      agent: job.agent,
-      emulated: job.emulated,
-      durationMs: job.durationMs > 0n ? Number(job.durationMs) : null,
-    })),
+    // The platforms of the index: a reproducibility check's second image is not one.
+    platforms: build.jobs
+      .filter((job) => job.role !== JobRole.REPRODUCIBILITY_CHECK)
+      .map((job) => ({
+        platform: platformName(job.platform),
+        digest: job.image?.digest || null,
+        attestation: job.attestation?.digest || null,
+        agent: job.agent,
+        emulated: job.emulated,
+        durationMs: job.durationMs > 0n ? Number(job.durationMs) : null,
+      })),
   };
   const index = descriptorJson(build.index);
   if (index) {

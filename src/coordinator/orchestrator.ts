@@ -11,6 +11,7 @@ import {
   BuildEventSchema,
   BuildState,
   CacheType,
+  JobRole,
   LogSource,
   PlacementReason,
   type Annotation,
@@ -52,6 +53,14 @@ import {
   writeProvenance,
   type ProvenanceSettings,
 } from './provenance-writer.js';
+import {
+  checkJobs,
+  compareBuilds,
+  imageJobOf,
+  isCheckJob,
+  jobLabel,
+  NotReproducibleError,
+} from './reproducibility-check.js';
 import { validateSpec, type ValidSpec } from './spec-validation.js';
 import {
   TERMINAL_BUILD_STATES,
@@ -230,6 +239,8 @@ export class Orchestrator {
       attempt: 1,
       error: '',
     }));
+    // --check-reproducible: a second build of every platform to compare with.
+    if (spec.checkReproducible) jobs.push(...checkJobs(id, jobs));
     // A platform nobody can build fails the submit at once: nothing is stored.
     const placements = schedule(
       jobs.map((j) => ({ jobId: j.id, platform: j.platform, policy: valid.policy })),
@@ -412,7 +423,7 @@ export class Orchestrator {
     });
     this.coordinatorLog(
       job.buildId,
-      `${formatPlatform(job.platform)}: ${why}; re-queued (attempt ${job.attempt + 1} of ${this.limits.maxJobAttempts})`,
+      `${jobLabel(job)}: ${why}; re-queued (attempt ${job.attempt + 1} of ${this.limits.maxJobAttempts})`,
     );
   }
 
@@ -626,18 +637,27 @@ export class Orchestrator {
   scheduleQueued(): void {
     const open = this.deps.store.unfinishedBuilds().filter((b) => b.state !== BuildState.STITCHING);
     const pending: (PendingJob & { job: JobRecord; lineage: string })[] = [];
+    let checksWaiting = false;
     for (const build of open) {
       const valid = this.specOf(build.id);
       const lineage = this.lineageOf(build.id, build.spec.target);
-      for (const job of this.deps.store.jobsOf(build.id)) {
-        if (job.state === JobState.QUEUED)
-          pending.push({
-            jobId: job.id,
-            platform: job.platform,
-            policy: valid.policy,
-            lineage,
-            job,
-          });
+      const jobs = this.deps.store.jobsOf(build.id);
+      for (const job of jobs) {
+        if (job.state !== JobState.QUEUED) continue;
+        // A check job goes out once its image job has an agent, to another one if it can.
+        const imageAgent = isCheckJob(job) ? imageJobOf(job, jobs)?.agent : undefined;
+        if (imageAgent === '') {
+          checksWaiting = true;
+          continue;
+        }
+        pending.push({
+          jobId: job.id,
+          platform: job.platform,
+          policy: valid.policy,
+          lineage,
+          job,
+          ...(imageAgent !== undefined && { avoidAgent: imageAgent }),
+        });
       }
     }
     if (pending.length === 0) return;
@@ -653,6 +673,7 @@ export class Orchestrator {
         }
       : undefined;
     const placements = schedule(pending, this.deps.agents.views(), { affinity });
+    let assigned = false;
     for (const placement of placements) {
       const item = pending.find((p) => p.jobId === placement.jobId);
       if (!item) continue;
@@ -684,7 +705,10 @@ export class Orchestrator {
         basis: placement.basis,
         text: placement.basisText,
       });
+      assigned = true;
     }
+    // Check jobs whose image job was placed just now go out in the same turn.
+    if (checksWaiting && assigned) this.scheduleQueued();
   }
 
   private assign(
@@ -717,11 +741,14 @@ export class Orchestrator {
     const first = valid.tags[0] as ImageReference;
     const pushRepository = `${first.domain}/${first.repository}`;
     const platformSuffix = formatPlatform(job.platform).replace(/\//g, '-');
-    const pushTags = build.spec.platformTags
-      ? valid.tags
-          .filter((t) => t.domain === first.domain && t.repository === first.repository)
-          .map((t) => `${t.tag ?? 'latest'}-${platformSuffix}`)
-      : [];
+    // A reproducibility check builds from scratch: a cached step would prove nothing.
+    const check = isCheckJob(job);
+    const pushTags =
+      build.spec.platformTags && !check
+        ? valid.tags
+            .filter((t) => t.domain === first.domain && t.repository === first.repository)
+            .map((t) => `${t.tag ?? 'latest'}-${platformSuffix}`)
+        : [];
     session.jobs.add(job.id);
     const placementReason = PLACEMENT_REASONS[placed.basis];
     this.moveJob(job, JobState.ASSIGNED, {
@@ -739,6 +766,7 @@ export class Orchestrator {
         emulated,
         reason,
         placementReason,
+        role: job.role ?? JobRole.UNSPECIFIED,
       },
     });
     this.buildLog(job.buildId).info(
@@ -764,7 +792,7 @@ export class Orchestrator {
         buildArgs: build.spec.buildArgs,
         target: build.spec.target,
         labels: build.spec.labels,
-        noCache: build.spec.noCache,
+        noCache: build.spec.noCache || check,
         pull: build.spec.pull,
         pushRepository,
         pushTags,
@@ -800,7 +828,7 @@ export class Orchestrator {
       // --keep-going: the others run to the end; the build fails once all have.
       this.coordinatorLog(
         job.buildId,
-        `${formatPlatform(job.platform)} failed; the other platforms go on (--keep-going)`,
+        `${jobLabel(job)} failed; the other platforms go on (--keep-going)`,
       );
       this.settleFailedBuild(job.buildId);
       return;
@@ -812,15 +840,15 @@ export class Orchestrator {
         const session = this.deps.agents.get(other.agent);
         session?.send({
           case: 'cancel',
-          value: { jobId: other.id, reason: `${formatPlatform(job.platform)} failed` },
+          value: { jobId: other.id, reason: `${jobLabel(job)} failed` },
         });
         session?.jobs.delete(other.id);
       }
       this.moveJob(other, JobState.CANCELLED, {
-        error: `cancelled: ${formatPlatform(job.platform)} failed`,
+        error: `cancelled: ${jobLabel(job)} failed`,
       });
     }
-    this.finishBuild(job.buildId, BuildState.FAILED, `${formatPlatform(job.platform)}: ${error}`);
+    this.finishBuild(job.buildId, BuildState.FAILED, `${jobLabel(job)}: ${error}`);
   }
 
   /** A build whose every job has ended, some not succeeded, fails naming them; no tag moves. */
@@ -833,7 +861,7 @@ export class Orchestrator {
     this.finishBuild(
       buildId,
       BuildState.FAILED,
-      `${failed.map((j) => `${formatPlatform(j.platform)}: ${j.error || jobStateName(j.state)}`).join('; ')}` +
+      `${failed.map((j) => `${jobLabel(j)}: ${j.error || jobStateName(j.state)}`).join('; ')}` +
         (succeeded > 0 ? ` (${succeeded} of ${jobs.length} platforms succeeded)` : '') +
         '; no tag was moved',
     );
@@ -857,13 +885,23 @@ export class Orchestrator {
   private startStitch(buildId: string, jobs: JobRecord[]): void {
     void this.stitch(buildId, jobs).catch((err: unknown) => {
       this.buildLog(buildId).error({ err: errorLine(err) }, 'stitch failed');
-      this.finishBuild(buildId, BuildState.FAILED, `stitch: ${errorLine(err)}; no tag was moved`);
+      const what = err instanceof NotReproducibleError ? err.message : `stitch: ${errorLine(err)}`;
+      this.finishBuild(buildId, BuildState.FAILED, `${what}; no tag was moved`);
     });
   }
 
-  private async stitch(buildId: string, jobs: JobRecord[]): Promise<void> {
+  private async stitch(buildId: string, allJobs: JobRecord[]): Promise<void> {
     const valid = this.specOf(buildId);
     const first = valid.tags[0] as ImageReference;
+    // --check-reproducible: each platform's two images must be one before anything is pushed.
+    const jobs = allJobs.filter((j) => !isCheckJob(j));
+    if (jobs.length < allJobs.length)
+      await compareBuilds(
+        this.deps.registry,
+        { domain: first.domain, repository: first.repository },
+        allJobs,
+        (line) => this.coordinatorLog(buildId, line),
+      );
     const sources = jobs.map((j) => ({
       ref: { domain: first.domain, repository: first.repository, digest: j.image?.digest ?? '' },
       platform: j.platform,
@@ -973,6 +1011,7 @@ export class Orchestrator {
         image: now.image,
         durationMs: BigInt(now.durationMs),
         attempt: now.attempt,
+        role: job.role ?? JobRole.UNSPECIFIED,
       },
     });
     this.deps.observer?.jobMoved(job, now, this.clock());

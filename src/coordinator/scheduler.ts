@@ -43,6 +43,11 @@ export interface PendingJob {
   policy: EmulationPolicy;
   /** What the job's build cache is keyed by across source edits (see lineage.ts). */
   lineage?: string;
+  /**
+   * Another agent if one can build it (under the job's policy): a
+   * --check-reproducible build goes to a second host when there is one.
+   */
+  avoidAgent?: string;
 }
 
 /**
@@ -172,6 +177,18 @@ function placeJob(
     if (mode === undefined) continue;
     const candidate = { agent, mode, running: running.get(agent.name) ?? agent.running };
     (mode.native ? native : emulating).push(candidate);
+  }
+  if (job.avoidAgent !== undefined) {
+    const isOther = (c: Candidate) => c.agent.name !== job.avoidAgent;
+    const others =
+      native.filter(isOther).length +
+      (job.policy === 'native-only' ? 0 : emulating.filter(isOther).length);
+    if (others > 0) {
+      for (const tier of [native, emulating]) {
+        const at = tier.findIndex((c) => !isOther(c));
+        if (at >= 0) tier.splice(at, 1);
+      }
+    }
   }
 
   /** Among `tier` (the capable agents of the best mode), the least loaded one or a warm one. */

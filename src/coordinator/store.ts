@@ -11,6 +11,7 @@ import {
   BuildSchema,
   BuildSpecSchema,
   BuildState,
+  JobRole,
   JobSchema,
   PlacementReason,
   type Build,
@@ -51,6 +52,8 @@ export interface JobRecord {
   facts?: BuildFacts;
   /** Its provenance attestation manifest in the index, once stitched. */
   attestation?: ImageDescriptor;
+  /** REPRODUCIBILITY_CHECK: --check-reproducible's second build; unset: the platform's image. */
+  role?: JobRole;
 }
 
 export interface BuildRecord {
@@ -95,6 +98,7 @@ interface JobRow {
   placement_detail: string;
   facts: Buffer | null;
   attestation: Buffer | null;
+  role: number;
 }
 
 const SCHEMA = `
@@ -170,6 +174,7 @@ export class BuildStore {
     addColumn(this.db, 'jobs', 'placement_detail', "TEXT NOT NULL DEFAULT ''");
     addColumn(this.db, 'jobs', 'facts', 'BLOB');
     addColumn(this.db, 'jobs', 'attestation', 'BLOB');
+    addColumn(this.db, 'jobs', 'role', 'INTEGER NOT NULL DEFAULT 0');
   }
 
   close(): void {
@@ -194,7 +199,7 @@ export class BuildStore {
       'INSERT INTO builds (id, spec, state, created_at, error, request_id) VALUES (?, ?, ?, ?, ?, ?)',
     );
     const insertJob = this.db.prepare(
-      'INSERT INTO jobs (id, build_id, platform, state, attempt) VALUES (?, ?, ?, ?, ?)',
+      'INSERT INTO jobs (id, build_id, platform, state, attempt, role) VALUES (?, ?, ?, ?, ?, ?)',
     );
     this.db.transaction(() => {
       insertBuild.run(
@@ -206,7 +211,14 @@ export class BuildStore {
         build.requestId,
       );
       for (const job of jobs) {
-        insertJob.run(job.id, build.id, JSON.stringify(job.platform), job.state, job.attempt);
+        insertJob.run(
+          job.id,
+          build.id,
+          JSON.stringify(job.platform),
+          job.state,
+          job.attempt,
+          job.role ?? JobRole.UNSPECIFIED,
+        );
       }
     })();
   }
@@ -421,6 +433,7 @@ export class BuildStore {
       placementDetail: row.placement_detail,
       facts: row.facts ? fromBinary(BuildFactsSchema, row.facts) : undefined,
       attestation: row.attestation ? fromBinary(ImageDescriptorSchema, row.attestation) : undefined,
+      ...(row.role !== JobRole.UNSPECIFIED && { role: row.role as JobRole }),
     };
   }
 }
@@ -451,5 +464,6 @@ export function jobToProto(job: JobRecord): Job {
     placementReason: job.placementReason ?? PlacementReason.UNSPECIFIED,
     placementDetail: job.placementDetail ?? '',
     attestation: job.attestation,
+    role: job.role ?? JobRole.UNSPECIFIED,
   });
 }

@@ -219,4 +219,103 @@ describe('reproducible images (SOURCE_DATE_EPOCH) on two hosts', () => {
     ]);
     expect(tag.code).not.toBe(0);
   });
+
+  describe('--check-reproducible', () => {
+    /** Both agents at once: the shared engine's and the private one's. */
+    async function withBothAgents<T>(work: () => Promise<T>): Promise<T> {
+      const both = [
+        await startTestAgent(coordinator.address, 'check-shared', []),
+        await startTestAgent(coordinator.address, 'check-private', ['--engine', engine.url]),
+      ];
+      agents.push(...both);
+      try {
+        await waitForAgents(coordinator.address, ['check-shared', 'check-private']);
+        return await work();
+      } finally {
+        for (const agent of both) {
+          agents.splice(agents.indexOf(agent), 1);
+          await agent.stop();
+        }
+      }
+    }
+
+    async function checkBuild(contextDir: string, tag: string) {
+      return braid(
+        [
+          'build',
+          contextDir,
+          '-t',
+          tag,
+          '--platform',
+          PLATFORMS.join(','),
+          '--progress',
+          'plain',
+          '--check-reproducible',
+          '--source-date-epoch',
+          String(EPOCH),
+          '--coordinator',
+          coordinator.address,
+        ],
+        { timeoutMs: 600_000 },
+      );
+    }
+
+    it('builds each platform on both hosts, finds them identical and pushes one image per platform', async () => {
+      const tag = `${registry.host}/team/repro:checked`;
+      const built = await withBothAgents(() => checkBuild(context, tag));
+      expect(built.code, built.stderr).toBe(0);
+      const buildId = /build (b[0-9a-z]+)/.exec(built.stderr)?.[1] ?? '';
+      const status = await braid([
+        'status',
+        buildId,
+        '--output',
+        'json',
+        '--coordinator',
+        coordinator.address,
+      ]);
+      expect(status.code, status.stderr).toBe(0);
+      const jobs = (
+        JSON.parse(status.stdout) as {
+          jobs: { platform: string; role: string; agent: string; image: { digest: string } }[];
+        }
+      ).jobs;
+      expect(jobs).toHaveLength(4);
+      for (const platform of PLATFORMS) {
+        const pair = jobs.filter((j) => j.platform === platform);
+        expect(pair.map((j) => j.role).sort()).toEqual(['image', 'reproducibility-check']);
+        // Two hosts, one digest.
+        expect(pair[0]?.agent).not.toBe(pair[1]?.agent);
+        expect(pair[0]?.image.digest).toBe(pair[1]?.image.digest);
+      }
+      const logs = await braid(['logs', buildId, '--coordinator', coordinator.address]);
+      expect(logs.stdout).toMatch(
+        /linux\/amd64 is reproducible: agent check-\S+ and agent check-\S+ both built sha256:/,
+      );
+      // The index holds each platform once.
+      expect(Object.keys(await platformDigests(tag)).sort()).toEqual(PLATFORMS);
+    }, 900_000);
+
+    it('fails a RUN date > /stamp build naming /stamp, and moves no tag', async () => {
+      const stamped = join(dir, 'stamped');
+      await run('mkdir', ['-p', stamped]);
+      await writeFile(
+        join(stamped, 'Dockerfile'),
+        `FROM ${registry.host}/base/busybox:latest\nRUN date +%s%N > /stamp && echo same > /same\n`,
+      );
+      const tag = `${registry.host}/team/repro:stamped`;
+      const built = await withBothAgents(() => checkBuild(stamped, tag));
+      expect(built.code, built.stderr).toBe(1);
+      expect(built.stderr).toMatch(/linux\/amd64 is not reproducible \(agent check-\S+: sha256:/);
+      expect(built.stderr).toMatch(/\/stamp: content sha256:\S+ \(check-\S+\) ≠ sha256:/);
+      expect(built.stderr).not.toMatch(/\/same:/);
+      expect(built.stderr).toContain('no tag was moved');
+      const inspected = await run(skopeo, [
+        'inspect',
+        '--raw',
+        '--tls-verify=false',
+        `docker://${tag}`,
+      ]);
+      expect(inspected.code).not.toBe(0);
+    }, 900_000);
+  });
 });

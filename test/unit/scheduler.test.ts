@@ -562,3 +562,37 @@ describe('formatAge', () => {
     ]);
   });
 });
+
+describe('a reproducibility check job (avoidAgent)', () => {
+  const amd2 = agent('a2', 'linux/amd64');
+  const check = (
+    platform: string,
+    avoidAgent: string,
+    policy: EmulationPolicy = 'prefer-native',
+  ) => ({
+    ...job('c', platform, policy),
+    avoidAgent,
+  });
+
+  it('goes to another native agent even when the avoided one is less loaded', () => {
+    const busy = agent('a2', 'linux/amd64', { running: 3 });
+    expect(schedule([check('linux/amd64', 'a1')], [amd1, busy]).map(outcome)).toEqual(['a2']);
+  });
+
+  it('goes to another agent that emulates it, when none other is native (prefer-native)', () => {
+    expect(schedule([check('linux/arm64', 'r1')], [amd1, arm1]).map(outcome)).toEqual([
+      'a1 via qemu-aarch64',
+    ]);
+  });
+
+  it('stays on the avoided agent when it is the only one the policy allows', () => {
+    expect(schedule([check('linux/amd64', 'a1')], [amd1]).map(outcome)).toEqual(['a1']);
+    expect(
+      schedule([check('linux/arm64', 'r1', 'native-only')], [amd1, arm1]).map(outcome),
+    ).toEqual(['r1']);
+  });
+
+  it('leaves jobs without avoidAgent placed as before', () => {
+    expect(schedule([job('j', 'linux/amd64')], [amd1, amd2]).map(outcome)).toEqual(['a1']);
+  });
+});

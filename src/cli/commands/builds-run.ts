@@ -1,6 +1,6 @@
 import { timestampMs } from '@bufbuild/protobuf/wkt';
 import { clientSettings } from '../../config/settings.js';
-import { BuildService, type Build } from '../../gen/braid/v1/build_pb.js';
+import { BuildService, JobRole, type Build } from '../../gen/braid/v1/build_pb.js';
 import { BraidError } from '../../errors.js';
 import { coordinatorClient } from '../client.js';
 import { compile } from '../compile.js';
@@ -23,7 +23,9 @@ function parseLimit(text: unknown): number {
 function row(build: Build, nowMs: number): string[] {
   const platforms = build.spec?.platforms.length
     ? build.spec.platforms.map(platformName)
-    : build.jobs.map((job) => platformName(job.platform));
+    : build.jobs
+        .filter((job) => job.role !== JobRole.REPRODUCIBILITY_CHECK)
+        .map((job) => platformName(job.platform));
   return [
     build.id,
     buildStateName(build.state),

@@ -5,6 +5,7 @@
  */
 import { timestampDate, type Timestamp } from '@bufbuild/protobuf/wkt';
 import {
+  JobRole,
   PlacementReason,
   ProvenanceMode,
   type AgentInfo,
@@ -44,6 +45,8 @@ export function jobJson(job: Job) {
   return {
     id: job.id,
     platform: platformName(job.platform),
+    /** `image`, or `reproducibility-check` for --check-reproducible's second build. */
+    role: job.role === JobRole.REPRODUCIBILITY_CHECK ? 'reproducibility-check' : 'image',
     state: jobStateName(job.state),
     agent: job.agent || null,
     emulated: job.emulated,

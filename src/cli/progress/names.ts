@@ -2,7 +2,7 @@
  * The names the CLI shows for braid's enums and platforms: lowercase, with
  * `-` for `_` (`succeeded`, `timed-out`), the same in text and JSON output.
  */
-import { BuildState, LogSource } from '../../gen/braid/v1/build_pb.js';
+import { BuildState, JobRole, LogSource } from '../../gen/braid/v1/build_pb.js';
 import { JobState, type Platform } from '../../gen/braid/v1/common_pb.js';
 import { BraidError } from '../../errors.js';
 import { formatPlatform } from '../../oci/platform.js';
@@ -65,6 +65,12 @@ export function isBuildEnded(state: BuildState): boolean {
 
 export function isJobEnded(state: JobState): boolean {
   return state === JobState.SUCCEEDED || state === JobState.FAILED || state === JobState.CANCELLED;
+}
+
+/** A job's row: its platform, or `linux/amd64 (check)` for --check-reproducible's second build. */
+export function jobKey(platform: Platform | undefined, role: JobRole): string {
+  const name = platformName(platform);
+  return role === JobRole.REPRODUCIBILITY_CHECK && name ? `${name} (check)` : name;
 }
 
 /** `linux/arm64`; empty when the message carries no platform (a build-wide line). */

@@ -8,7 +8,7 @@ import type { Build } from '../../gen/braid/v1/build_pb.js';
 import { JobState } from '../../gen/braid/v1/common_pb.js';
 import { renderTable } from '../table.js';
 import { formatDuration } from './format.js';
-import { isJobEnded, jobStateName, modeName, platformName } from './names.js';
+import { isJobEnded, jobKey, jobStateName, modeName } from './names.js';
 import type { BuildTracker } from './tracker.js';
 
 export interface PlatformRow {
@@ -53,7 +53,7 @@ export function platformRowsFromTracker(tracker: BuildTracker, nowMs: number): P
 
 export function platformRowsFromBuild(build: Build, nowMs: number): PlatformRow[] {
   return build.jobs.map((job) => ({
-    platform: platformName(job.platform),
+    platform: jobKey(job.platform, job.role),
     state: job.state,
     agent: job.agent,
     emulated: job.emulated,

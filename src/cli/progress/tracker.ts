@@ -17,7 +17,7 @@ import {
 } from '../../gen/braid/v1/build_pb.js';
 import { JobState, type ImageDescriptor } from '../../gen/braid/v1/common_pb.js';
 import { printableLines } from './format.js';
-import { isBuildEnded, isJobEnded, platformName } from './names.js';
+import { isBuildEnded, isJobEnded, jobKey, platformName } from './names.js';
 
 /** One platform's job as last reported. */
 export interface JobProgress {
@@ -110,7 +110,7 @@ export class BuildTracker {
     this.createdAtMs = build.createdAt ? timestampMs(build.createdAt) : this.createdAtMs;
     this.finishedAtMs = build.finishedAt ? timestampMs(build.finishedAt) : this.finishedAtMs;
     for (const job of build.jobs) {
-      const entry = this.entry(platformName(job.platform), job.id);
+      const entry = this.entry(jobKey(job.platform, job.role), job.id);
       entry.state = job.state;
       entry.agent = job.agent;
       entry.emulated = job.emulated;
@@ -160,7 +160,7 @@ export class BuildTracker {
   }
 
   private applyJobState(change: JobStateChanged, timeMs: number | undefined): void {
-    const job = this.entry(platformName(change.platform), change.jobId);
+    const job = this.entry(jobKey(change.platform, change.role), change.jobId);
     if (change.attempt > job.attempt && job.attempt > 0) {
       // A retry starts its clock, step and result afresh; its log tail continues.
       job.step = '';
@@ -194,7 +194,8 @@ export class BuildTracker {
   }
 
   private applyLog(line: LogLine): void {
-    const platform = platformName(line.platform) || this.platformOfJob(line.jobId);
+    // A job seen before knows its row (a reproducibility check has its own).
+    const platform = this.platformOfJob(line.jobId) || platformName(line.platform);
     if (!platform) {
       this.keep(this.buildTail, printableLines(line.text));
       return;
@@ -213,7 +214,7 @@ export class BuildTracker {
   }
 
   private applyDecision(decision: SchedulingDecision): void {
-    const job = this.entry(platformName(decision.platform), '');
+    const job = this.entry(jobKey(decision.platform, decision.role), '');
     job.agent = decision.agent;
     job.emulated = decision.emulated;
   }
