@@ -1,7 +1,7 @@
 /**
  * braid's logger: pino, one JSON event per line on stderr; pretty lines only
- * when stderr is a terminal. Loggers for build work carry build id, platform
- * and agent on every line.
+ * when stderr is a terminal. Lines about build work name the build, platform
+ * and agent as fields (docs/observability.md lists them).
  */
 import { pino, type Logger, type LevelWithSilent } from 'pino';
 import { createRequire } from 'node:module';
@@ -36,16 +36,4 @@ export function createLogger(options: LoggerOptions): Logger {
     );
   }
   return pino({ level, base, timestamp: pino.stdTimeFunctions.isoTime }, stream);
-}
-
-/** Fields every log line about build work carries. */
-export interface BuildLogFields {
-  buildId: string;
-  platform: string;
-  agent: string;
-}
-
-/** A child logger whose every line names the build, platform and agent. */
-export function buildLogger(parent: Logger, fields: BuildLogFields): Logger {
-  return parent.child(fields);
 }

@@ -432,7 +432,6 @@ function statusCode(status: number): ErrorCode {
   if (status === 403) return 'permission_denied';
   if (status === 404) return 'not_found';
   if (status === 409) return 'failed_precondition';
-  if (status >= 500) return 'internal';
   return 'internal';
 }
 

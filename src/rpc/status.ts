@@ -35,10 +35,6 @@ const FROM_GRPC = new Map<GrpcStatus, ErrorCode>([
 /** Trailer carrying braid's own code, so clients keep the exact code. */
 const CODE_TRAILER = 'braid-error-code';
 
-export function grpcStatusOf(code: ErrorCode): GrpcStatus {
-  return TO_GRPC[code];
-}
-
 /** A thrown value as the status object a grpc-js handler returns. */
 export function toStatusObject(err: unknown): Partial<StatusObject> {
   const braid = err instanceof BraidError ? err : undefined;
