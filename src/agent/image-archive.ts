@@ -11,6 +11,7 @@ import { Readable } from 'node:stream';
 import { extract } from 'tar-stream';
 import { BraidError, type ErrorCode } from '../errors.js';
 import { sha256Digest } from '../oci/digest.js';
+import { readCapped } from '../oci/http-transport.js';
 import { platformFromOci, type Platform } from '../oci/platform.js';
 import { storeLayer, type StoredLayer } from './layer-gzip.js';
 import { reproducibleConfig } from '../oci/reproducible-config.js';
@@ -110,7 +111,7 @@ export async function readImageArchive(
   input.pipe(tar);
   for await (const entry of tar) {
     // tar-stream entries are streamx Readables: async iterables of Buffers.
-    const body = entry as unknown as AsyncIterable<Buffer>;
+    const body = entry as unknown as AsyncIterable<Buffer> & { destroy(): void };
     const name = entryName(entry.header.name);
     const type = entry.header.type ?? 'file';
     const size = entry.header.size ?? 0;
@@ -232,16 +233,15 @@ function looksLikeJson(bytes: Buffer): boolean {
   return first === '{' || first === '[';
 }
 
-async function readAll(entry: AsyncIterable<Buffer>, maxBytes: number): Promise<Buffer> {
-  const chunks: Buffer[] = [];
-  let total = 0;
-  for await (const chunk of entry) {
-    total += chunk.length;
-    if (total > maxBytes)
-      throw new BraidError('resource_exhausted', `archive entry exceeds ${maxBytes} bytes`);
-    chunks.push(chunk);
+async function readAll(
+  entry: AsyncIterable<Buffer> & { destroy(): void },
+  maxBytes: number,
+): Promise<Buffer> {
+  const bytes = await readCapped(entry, maxBytes);
+  if (bytes === undefined) {
+    throw new BraidError('resource_exhausted', `archive entry exceeds ${maxBytes} bytes`);
   }
-  return Buffer.concat(chunks);
+  return bytes;
 }
 
 function parseJson<T>(

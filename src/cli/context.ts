@@ -60,6 +60,7 @@ import { finished } from 'node:stream/promises';
 import dockerignore from '@balena/dockerignore';
 import tar from 'tar-stream';
 import { BraidError } from '../errors.js';
+import { compareText } from '../text.js';
 import {
   contextFromStdin,
   dockerfileFromStdin,
@@ -749,9 +750,4 @@ function formatBytes(bytes: number): string {
     unit++;
   }
   return unit === 0 ? `${bytes} bytes` : `${value.toFixed(1)} ${units[unit]}`;
-}
-
-/** Code-unit order: the same on every machine, whatever the locale. */
-function compareText(a: string, b: string): number {
-  return a < b ? -1 : a > b ? 1 : 0;
 }

@@ -5,6 +5,7 @@
  */
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { AGENT_NAME, agentNameFrom } from '../agent-name.js';
 import { LOG_LEVELS } from '../log.js';
 import { parseGrpcAddress } from '../rpc/address.js';
 import {
@@ -181,17 +182,14 @@ function checkEngineUrl(text: string): string {
 
 /** An agent's name, as the coordinator lists it. */
 export const agentName = string({
-  pattern: /^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$/,
+  pattern: AGENT_NAME,
   message: 'expected letters, digits, ".", "_" or "-"',
 });
 
 /** Settings of `braid agent` (and the agent half of `braid serve`). */
 export function agentFields(env: Env) {
   return {
-    name: withDefault(
-      agentName,
-      (env.HOSTNAME ?? 'agent').replace(/[^A-Za-z0-9_.-]/g, '-').slice(0, 63) || 'agent',
-    ),
+    name: withDefault(agentName, agentNameFrom(env.HOSTNAME ?? 'agent') || 'agent'),
     engine: parsedSetting(checkEngineUrl, 'unix:///var/run/docker.sock'),
     /** Private keys for an ssh:// engine (only these); none: ssh-agent, then ~/.ssh/id_*. */
     sshKey: listSetting(),

@@ -3,6 +3,7 @@
  */
 import { AgentService, type ConnectResponseSchema } from '../gen/braid/v1/agent_pb.js';
 import type { MessageInitShape } from '@bufbuild/protobuf';
+import { AGENT_NAME } from '../agent-name.js';
 import { BraidError, errorLine } from '../errors.js';
 import type { Logger } from '../log.js';
 import { AsyncQueue } from '../rpc/async-queue.js';
@@ -53,7 +54,7 @@ export function agentService(deps: {
             throw new BraidError('invalid_argument', 'an agent session must start with a hello');
           }
           const hello = first.value.body.value;
-          if (!hello.name || !/^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$/.test(hello.name)) {
+          if (!hello.name || !AGENT_NAME.test(hello.name)) {
             throw new BraidError(
               'invalid_argument',
               `agent name "${hello.name}" is not a valid name`,

@@ -9,6 +9,7 @@
  * the cache records of its store and the time.
  */
 import { formatPlatform, platformMatches, platformsEqual, type Platform } from '../oci/platform.js';
+import { compareText, formatAge } from '../text.js';
 
 /**
  * How a job may be placed:
@@ -356,15 +357,6 @@ function ratio(candidate: Candidate): number {
   return candidate.running / candidate.agent.capacity;
 }
 
-/** `45s`, `3m`, `5h`, `2d`: how long ago, as a person says it. */
-export function formatAge(ms: number): string {
-  const s = Math.max(0, Math.floor(ms / 1000));
-  if (s < 60) return `${s}s`;
-  if (s < 3600) return `${Math.floor(s / 60)}m`;
-  if (s < 86_400) return `${Math.floor(s / 3600)}h`;
-  return `${Math.floor(s / 86_400)}d`;
-}
-
 /**
  * The candidate with free capacity and the lowest running/capacity ratio,
  * then the fewest running jobs, then (only under policy any, where both kinds
@@ -441,9 +433,4 @@ export function describeFarm(agents: readonly AgentView[]): string {
       return `${key} (${how.join('; ')})`;
     });
   return `agents offer: ${parts.join(', ')}`;
-}
-
-/** Code-unit order: the same on every machine, whatever the locale. */
-function compareText(a: string, b: string): number {
-  return a < b ? -1 : a > b ? 1 : 0;
 }

@@ -6,7 +6,7 @@
  * upload probe that push-access.ts asks whether braid may push with.
  */
 import { PassThrough, Readable } from 'node:stream';
-import { isIP } from 'node:net';
+import { isLoopbackHost } from '../loopback.js';
 import type { ErrorCode } from '../errors.js';
 import { RegistryAuth, repositoryScope, type AuthScheme } from './auth.js';
 import { NO_CREDENTIALS, type CredentialSource } from './credentials.js';
@@ -198,8 +198,7 @@ export class RegistryClient {
     const bare = host.startsWith('[')
       ? host.slice(1, host.indexOf(']'))
       : host.replace(/:\d+$/, '');
-    if (bare === 'localhost' || bare === '::1') return true;
-    return isIP(bare) === 4 && bare.startsWith('127.');
+    return isLoopbackHost(bare);
   }
 
   baseUrl(domain: string): string {

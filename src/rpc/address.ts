@@ -4,6 +4,7 @@
  */
 import { isIP } from 'node:net';
 import { BraidError } from '../errors.js';
+import { isLoopbackHost } from '../loopback.js';
 
 export type GrpcAddress =
   { kind: 'tcp'; host: string; port: number } | { kind: 'unix'; path: string };
@@ -52,7 +53,5 @@ export function formatGrpcAddress(address: GrpcAddress): string {
 /** True where plaintext never leaves the machine: loopback IPs, localhost, unix sockets. */
 export function isLocalAddress(address: GrpcAddress): boolean {
   if (address.kind === 'unix') return true;
-  const host = address.host.toLowerCase();
-  if (host === 'localhost' || host === '::1') return true;
-  return isIP(host) === 4 && host.startsWith('127.');
+  return isLoopbackHost(address.host);
 }

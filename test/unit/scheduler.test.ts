@@ -3,7 +3,6 @@ import {
   DEFAULT_CACHE_AFFINITY,
   canBuild,
   describeFarm,
-  formatAge,
   schedule,
   type AgentView,
   type CacheAffinity,
@@ -548,18 +547,6 @@ describe('cache affinity', () => {
     expect(outcome(placement)).toBe('a1');
     expect(basis(placement)).toBe('least-loaded');
     expect(placement.reason).toBe('linux/amd64: native on agent a1 (0/4 busy), least loaded');
-  });
-});
-
-describe('formatAge', () => {
-  it('says seconds, minutes, hours or days', () => {
-    expect([0, 45_000, 3 * 60_000, 5 * 3_600_000 + 1, 2 * 86_400_000].map(formatAge)).toEqual([
-      '0s',
-      '45s',
-      '3m',
-      '5h',
-      '2d',
-    ]);
   });
 });
 

@@ -7,6 +7,8 @@
  */
 import { createHash } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
+import { AGENT_NAME, agentNameFrom } from '../../agent-name.js';
+import { isLoopbackHost } from '../../loopback.js';
 import { BraidError } from '../../errors.js';
 import { formatGrpcAddress, isLocalAddress, parseGrpcAddress } from '../../rpc/address.js';
 import { parseSshUrl, type SshTarget } from '../../ssh/ssh-url.js';
@@ -75,8 +77,8 @@ export function parseFarmUrl(url: string): SshTarget {
 
 /** The agent's name from the host's: letters, digits, ".", "_" and "-", at most 63. */
 function nameFromHostname(hostname: string, target: SshTarget): string {
-  const name = (hostname.split('.')[0] ?? '').replace(/[^A-Za-z0-9_.-]/g, '-').slice(0, 63);
-  if (!/^[A-Za-z0-9]/.test(name)) {
+  const name = agentNameFrom(hostname.split('.')[0] ?? '');
+  if (!AGENT_NAME.test(name)) {
     throw new FarmError(
       'invalid_argument',
       target.display,
@@ -410,9 +412,7 @@ function envFor(
 /** A loopback coordinator is the host itself for an agent anywhere but here. */
 function checkReachable(coordinator: string, target: SshTarget): void {
   const address = parseGrpcAddress(coordinator, 'coordinator address');
-  const hostIsHere =
-    target.host === 'localhost' || target.host === '::1' || /^127\./.test(target.host);
-  if (isLocalAddress(address) && !hostIsHere) {
+  if (isLocalAddress(address) && !isLoopbackHost(target.host)) {
     throw new FarmError(
       'invalid_argument',
       target.display,

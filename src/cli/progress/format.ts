@@ -13,14 +13,8 @@ export function formatDuration(ms: number): string {
   return `${Math.floor(totalMinutes / 60)}h${String(totalMinutes % 60).padStart(2, '0')}m`;
 }
 
-/** Coarse age for tables: `12s`, `5m`, `3h`, `2d`. */
-export function formatAge(ms: number): string {
-  const seconds = Math.max(0, Math.floor(ms / 1000));
-  if (seconds < 60) return `${seconds}s`;
-  if (seconds < 3600) return `${Math.floor(seconds / 60)}m`;
-  if (seconds < 86_400) return `${Math.floor(seconds / 3600)}h`;
-  return `${Math.floor(seconds / 86_400)}d`;
-}
+/** Coarse age for tables (`12s`, `5m`, `3h`, `2d`): the coordinator's own words for it. */
+export { formatAge } from '../../text.js';
 
 // CSI and OSC escape sequences, then any other C0 control but tab.
 // eslint-disable-next-line no-control-regex
