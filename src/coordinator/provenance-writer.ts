@@ -80,7 +80,16 @@ export async function writeProvenance(
       dockerfile: { path: build.spec.dockerfile || 'Dockerfile' },
       ...(build.spec.target && { target: build.spec.target }),
       // As BuildKit's min mode: build arg and label values only in max (they may be private).
-      ...(mode === 'max' && { buildArgs: build.spec.buildArgs, labels: build.spec.labels }),
+      // The epoch reaches BuildKit as a build arg, as buildx passes it: recorded as one.
+      ...(mode === 'max' && {
+        buildArgs: {
+          ...build.spec.buildArgs,
+          ...(build.spec.sourceDateEpoch !== undefined && {
+            SOURCE_DATE_EPOCH: String(build.spec.sourceDateEpoch),
+          }),
+        },
+        labels: build.spec.labels,
+      }),
       platforms: build.platforms,
       tags: build.tags.map(formatReference),
       secretIds: build.spec.secretIds,

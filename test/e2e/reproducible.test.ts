@@ -239,10 +239,11 @@ describe('reproducible images (SOURCE_DATE_EPOCH) on two hosts', () => {
       }
     }
 
-    async function checkBuild(contextDir: string, tag: string) {
+    async function checkBuild(contextDir: string, tag: string, extra: string[] = []) {
       return braid(
         [
           'build',
+          ...extra,
           contextDir,
           '-t',
           tag,
@@ -262,7 +263,9 @@ describe('reproducible images (SOURCE_DATE_EPOCH) on two hosts', () => {
 
     it('builds each platform on both hosts, finds them identical and pushes one image per platform', async () => {
       const tag = `${registry.host}/team/repro:checked`;
-      const built = await withBothAgents(() => checkBuild(context, tag));
+      const built = await withBothAgents(() =>
+        checkBuild(context, tag, ['--provenance', 'mode=max']),
+      );
       expect(built.code, built.stderr).toBe(0);
       const buildId = /build (b[0-9a-z]+)/.exec(built.stderr)?.[1] ?? '';
       const status = await braid([
@@ -293,6 +296,37 @@ describe('reproducible images (SOURCE_DATE_EPOCH) on two hosts', () => {
       );
       // The index holds each platform once.
       expect(Object.keys(await platformDigests(tag)).sort()).toEqual(PLATFORMS);
+      // mode=max provenance records the epoch as the build arg BuildKit got.
+      const index = await raw<{
+        manifests: (Descriptor & { annotations?: Record<string, string> })[];
+      }>(tag);
+      const attestation = index.manifests.find(
+        (m) => m.annotations?.['vnd.docker.reference.type'] === 'attestation-manifest',
+      );
+      const out = join(dir, 'attestation');
+      const copied = await run(skopeo, [
+        'copy',
+        '--src-tls-verify=false',
+        '--quiet',
+        `docker://${registry.host}/team/repro@${attestation?.digest ?? ''}`,
+        `dir:${out}`,
+      ]);
+      expect(copied.code, copied.stderr).toBe(0);
+      const layer = (
+        JSON.parse(await readFile(join(out, 'manifest.json'), 'utf8')) as {
+          layers: { digest: string }[];
+        }
+      ).layers[0]?.digest.replace('sha256:', '');
+      const statement = JSON.parse(await readFile(join(out, layer ?? ''), 'utf8')) as {
+        predicate: {
+          buildDefinition: { externalParameters: { request: { args: Record<string, string> } } };
+        };
+      };
+      expect(
+        statement.predicate.buildDefinition.externalParameters.request.args[
+          'build-arg:SOURCE_DATE_EPOCH'
+        ],
+      ).toBe(String(EPOCH));
     }, 900_000);
 
     it('fails a RUN date > /stamp build naming /stamp, and moves no tag', async () => {
