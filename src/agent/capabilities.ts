@@ -37,6 +37,16 @@ export interface BinfmtReader {
   read(name: string): Promise<string>;
 }
 
+/**
+ * The handlers of an engine host nobody can read from here (a tcp:// engine
+ * on another machine): none. This host's handlers are not that host's, and
+ * advertising them would draw emulated jobs the engine cannot run.
+ */
+export const NO_BINFMT: BinfmtReader = {
+  list: () => Promise.resolve([]),
+  read: (name) => Promise.reject(new Error(`no binfmt entry ${name}`)),
+};
+
 export function binfmtReader(dir = BINFMT_DIR): BinfmtReader {
   return {
     list: () => readdir(dir).catch(() => []),

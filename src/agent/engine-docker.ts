@@ -9,9 +9,11 @@ import type { Duplex } from 'node:stream';
 import Docker from 'dockerode';
 import type DockerModem from 'docker-modem';
 import type { ErrorCode } from '../errors.js';
+import { isLoopbackHost } from '../loopback.js';
 import { formatPlatform, parsePlatform } from '../oci/platform.js';
 import { BUILDKIT_TRACE_ID, BuildkitTrace, decodeTrace } from './buildkit-trace.js';
 import { BuildkitSession, type SessionHeaders } from './buildkit-session.js';
+import { NO_BINFMT, type BinfmtReader } from './capabilities.js';
 import type { BuildOptions, Engine, EngineInfo, ProgressListener } from './engine.js';
 import { EngineError } from './engine-error.js';
 import { readJsonStream, type AuxMessage } from './json-stream.js';
@@ -46,6 +48,12 @@ export class DockerEngine implements Engine {
   private readonly endpoint: Pick<DockerEngineOptions, 'socketPath' | 'host' | 'port' | 'agent'>;
   private readonly requestTimeoutMs: number;
   private readonly errorLogLines: number;
+  /**
+   * Set only for a tcp:// engine on another host: its host's QEMU handlers
+   * cannot be read through the Engine API, so it offers its native platform
+   * alone (absent: the engine runs here, and this host's handlers are its).
+   */
+  readonly binfmt?: () => BinfmtReader;
 
   constructor(options: DockerEngineOptions) {
     this.url = options.url;
@@ -65,6 +73,13 @@ export class DockerEngine implements Engine {
     };
     this.requestTimeoutMs = options.requestTimeoutMs ?? 30_000;
     this.errorLogLines = options.errorLogLines ?? 20;
+    if (
+      options.host !== undefined &&
+      options.agent === undefined &&
+      !isLoopbackHost(options.host)
+    ) {
+      this.binfmt = () => NO_BINFMT;
+    }
   }
 
   async info(): Promise<EngineInfo> {
