@@ -233,6 +233,11 @@ export async function startCoordinator(
       );
     },
   }).catch((err: unknown) => {
+    // Nothing listens: what started before the server goes, so the process can exit 1 cleanly.
+    stopping.abort();
+    clearInterval(deadlines);
+    store.close();
+    tokens.close();
     if (local) rmSync(local.dir, { recursive: true, force: true });
     throw err;
   });

@@ -2,7 +2,7 @@
  * Start and stop a grpc-js server on one address (TLS or plaintext), with
  * braid's limits, and optionally a private plaintext unix socket beside it.
  */
-import { Server, ServerCredentials } from '@grpc/grpc-js';
+import { Server, ServerCredentials, setLogger } from '@grpc/grpc-js';
 import { BraidError } from '../errors.js';
 import { formatGrpcAddress, type GrpcAddress } from './address.js';
 import { serverCredentials, type ServerTls } from './credentials.js';
@@ -42,17 +42,36 @@ export interface StartServerOptions {
   register(server: Server): void;
 }
 
+// grpc-js prints "E No address added ..." on stderr before it fails a bind,
+// whose error we report ourselves in one line; its other lines still show.
+setLogger({
+  error: (message?: unknown, ...rest: unknown[]) => {
+    if (!String(message).startsWith('No address added')) console.error(`E ${message}`, ...rest);
+  },
+  info: (message?: unknown, ...rest: unknown[]) => console.error(`I ${message}`, ...rest),
+  debug: (message?: unknown, ...rest: unknown[]) => console.error(`D ${message}`, ...rest),
+});
+
+const LISTEN_ERRORS: Record<string, string> = {
+  EADDRINUSE: 'address already in use',
+  EADDRNOTAVAIL: 'address not available on this host',
+  EACCES: 'permission denied',
+};
+
 function bind(server: Server, target: string, creds: ServerCredentials): Promise<number> {
   return new Promise<number>((resolve, reject) => {
-    server.bindAsync(target, creds, (err, bound) =>
-      err
-        ? reject(
-            new BraidError('unavailable', `cannot listen on ${target}: ${err.message}`, {
-              cause: err,
-            }),
-          )
-        : resolve(bound),
-    );
+    server.bindAsync(target, creds, (err, bound) => {
+      if (!err) {
+        resolve(bound);
+        return;
+      }
+      // "No address added out of total 1 resolved errors: [listen EADDRINUSE: ...]"
+      const errno = /\b(E[A-Z]{4,})\b/.exec(err.message)?.[1];
+      const reason = (errno && LISTEN_ERRORS[errno]) || err.message;
+      reject(
+        new BraidError('unavailable', `cannot listen on ${target}: ${reason}`, { cause: err }),
+      );
+    });
   });
 }
 
@@ -68,7 +87,10 @@ export async function startServer(options: StartServerOptions): Promise<RunningS
     'grpc.keepalive_permit_without_calls': 1,
   });
   options.register(server);
-  const port = await bind(server, formatGrpcAddress(address), creds);
+  const port = await bind(server, formatGrpcAddress(address), creds).catch((err: unknown) => {
+    server.forceShutdown();
+    throw err;
+  });
   if (options.privateSocket) {
     await bind(server, `unix:${options.privateSocket}`, ServerCredentials.createInsecure()).catch(
       (err: unknown) => {
