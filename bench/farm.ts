@@ -32,6 +32,15 @@
  * a run pair during which other processes used > 1 CPU-s is marked, repeated
  * (at most BENCH_RUNS extra pairs) and left out of the medians.
  *
+ * BENCH_COMPARE=provenance: braid against itself instead of the seeds, the
+ * same build with `--provenance=false` and with the default (`mode=min`: the
+ * agent records the build's facts, the coordinator writes one SLSA statement
+ * per platform and pushes it as an attestation manifest beside the image at
+ * the stitch), alternating which goes first; medians of BENCH_RUNS pairs and
+ * the wall-time ratio (target: provenance costs <= 2% of wall time). Every
+ * min run is checked to have one attestation per platform in its index, and
+ * every off run none.
+ *
  * Everything started here is stopped by its handle; images built or pulled
  * through the engine for the bench's registry are removed by reference.
  */
@@ -58,6 +67,8 @@ import { startRegistry } from '../test/support/registry.js';
 const RUNS = Number(process.env.BENCH_RUNS ?? 5);
 const WORK = Number(process.env.BENCH_WORK ?? 200_000);
 const CAPACITY = Number(process.env.BENCH_CAPACITY ?? 4);
+/** '' (braid against the seeds) or 'provenance' (braid without and with provenance). */
+const COMPARE = process.env.BENCH_COMPARE ?? '';
 /** Before each measurement: wait up to this long for the box to be quiet. */
 const QUIET_MAX_WAIT_MS = Number(process.env.BENCH_QUIET_WAIT_S ?? 120) * 1000;
 /** Quiet: other processes and the engine used less than this over 2 s. */
@@ -84,6 +95,8 @@ for (const [name, value] of [
   if (!Number.isInteger(value) || value < 1) throw new Error(`${name} must be a positive integer`);
 }
 if (!(QUIET_MAX_WAIT_MS >= 0)) throw new Error('BENCH_QUIET_WAIT_S must be a number >= 0');
+if (COMPARE !== '' && COMPARE !== 'provenance')
+  throw new Error(`BENCH_COMPARE must be "provenance" or unset, not "${COMPARE}"`);
 
 function median(values: number[]): number {
   const sorted = [...values].sort((a, b) => a - b);
@@ -399,7 +412,12 @@ interface BraidRun {
   parts: Record<OverheadPart, number>;
   cpu: Cpu;
   quiet: { waitedMs: number; quiet: boolean };
+  /** Attestation manifests in the pushed index. */
+  attestations: number;
 }
+
+/** braid build's --provenance: 'min' is its default, 'off' is --provenance=false. */
+type ProvenanceSetting = 'min' | 'off';
 
 const OVERHEAD_PARTS = [
   'client start, pack, upload, submit',
@@ -442,10 +460,15 @@ interface StatusJson {
   }[];
 }
 
-async function braidRun(farm: Farm, runIndex: number): Promise<BraidRun> {
+async function braidRun(
+  farm: Farm,
+  runIndex: number,
+  provenance: ProvenanceSetting = 'min',
+): Promise<BraidRun> {
   const quiet = await waitQuiet(farm.cpu);
-  const tag = `${farm.registryHost}/bench/braid-hello:r${runIndex}`;
-  const metadataFile = join(farm.workDir, `metadata-r${runIndex}.json`);
+  const name = `r${runIndex}${COMPARE ? `-${provenance}` : ''}`;
+  const tag = `${farm.registryHost}/bench/braid-hello:${name}`;
+  const metadataFile = join(farm.workDir, `metadata-${name}.json`);
   const cpuBefore = farm.cpu.now();
   const startEpoch = Date.now();
   const { ms: wallMs } = await mustRun(
@@ -468,6 +491,7 @@ async function braidRun(farm: Farm, runIndex: number): Promise<BraidRun> {
       'plain',
       '--metadata-file',
       metadataFile,
+      ...(provenance === 'off' ? ['--provenance=false'] : []),
       '--coordinator',
       farm.coordinator,
     ],
@@ -475,6 +499,8 @@ async function braidRun(farm: Farm, runIndex: number): Promise<BraidRun> {
     BUILD_TIMEOUT_MS,
   );
   const cpu = cpuMinus(farm.cpu.now(), cpuBefore);
+  // Not timed: the index as pushed, to count its attestation manifests.
+  const attestations = await attestationCount(farm.registryHost, 'bench/braid-hello', name);
   const endEpoch = startEpoch + wallMs;
   const metadata = JSON.parse(await readFile(metadataFile, 'utf8')) as {
     'braid.build.id': string;
@@ -531,7 +557,23 @@ async function braidRun(farm: Farm, runIndex: number): Promise<BraidRun> {
     'stitch + index push': finished - lastJobEnd,
     'build done -> client exit': endEpoch - finished,
   };
-  return { wallMs, platforms, slowest, parts, cpu, quiet };
+  return { wallMs, platforms, slowest, parts, cpu, quiet, attestations };
+}
+
+/** Attestation manifests in the index under `tag`, read straight from the registry. */
+async function attestationCount(host: string, repository: string, tag: string): Promise<number> {
+  const res = await fetch(`http://${host}/v2/${repository}/manifests/${tag}`, {
+    headers: {
+      accept:
+        'application/vnd.oci.image.index.v1+json, application/vnd.docker.distribution.manifest.list.v2+json',
+    },
+    signal: AbortSignal.timeout(SHORT_TIMEOUT_MS),
+  });
+  if (res.status !== 200) throw new Error(`GET ${repository}:${tag}: HTTP ${res.status}`);
+  const index = (await res.json()) as { manifests?: { annotations?: Record<string, string> }[] };
+  return (index.manifests ?? []).filter(
+    (m) => m.annotations?.['vnd.docker.reference.type'] === 'attestation-manifest',
+  ).length;
 }
 
 async function seedsRun(farm: Farm, runIndex: number): Promise<SeedsRun> {
@@ -594,6 +636,17 @@ interface Pair {
 const disturbed = (r: { cpu: Cpu; quiet: { quiet: boolean } }): boolean =>
   r.cpu.other > DISTURBED_CPU_SECONDS || !r.quiet.quiet;
 const pairDisturbed = (p: Pair): boolean => disturbed(p.braid) || disturbed(p.seeds);
+
+/** BENCH_COMPARE=provenance: the same build without and with provenance. */
+interface ProvenancePair {
+  attempt: number;
+  first: ProvenanceSetting;
+  off: BraidRun;
+  min: BraidRun;
+}
+
+const provenancePairDisturbed = (p: ProvenancePair): boolean =>
+  disturbed(p.off) || disturbed(p.min);
 
 // --- the report ------------------------------------------------------------------------
 
@@ -712,6 +765,126 @@ function report(used: Pair[], attempts: Pair[], engineVersion: string): void {
   console.log(out.join('\n'));
 }
 
+function reportProvenance(
+  used: ProvenancePair[],
+  attempts: ProvenancePair[],
+  engineVersion: string,
+): void {
+  const out: string[] = [];
+  const line = (text = '') => out.push(text);
+  const med = (runs: BraidRun[], f: (r: BraidRun) => number) => median(runs.map(f));
+  const offRuns = used.map((p) => p.off);
+  const minRuns = used.map((p) => p.min);
+  const stitch = (r: BraidRun) => r.parts['stitch + index push'];
+  const slowestMs = (r: BraidRun) => r.platforms[r.slowest].ms;
+  const pushMs = (r: BraidRun) => Math.max(...PLATFORMS.map((p) => r.platforms[p].pushMs));
+  const offWall = med(offRuns, (r) => r.wallMs);
+  const minWall = med(minRuns, (r) => r.wallMs);
+  const cost = minWall / offWall - 1;
+  const pairCost = median(used.map((p) => p.min.wallMs / p.off.wallMs - 1));
+  const stitchCost = med(minRuns, stitch) - med(offRuns, stitch);
+  const ms8 = (ms: number) => msText(ms).padStart(9);
+  const row = (label: string, f: (r: BraidRun) => number) =>
+    line(
+      `  ${label.padEnd(44)}${ms8(med(offRuns, f))}${ms8(med(minRuns, f))}${ms8(med(minRuns, f) - med(offRuns, f))}`,
+    );
+
+  line(
+    `bench:farm BENCH_COMPARE=provenance — examples/hello for ${PLATFORMS.join(', ')}; build arg WORK=${WORK}; ` +
+      `no cache; medians of ${used.length} pairs`,
+  );
+  line(
+    `  one box: ${cpus().length} CPUs, Docker engine ${engineVersion} (BuildKit), loopback docker-registry; ` +
+      `braid serve: coordinator + one local agent, capacity ${CAPACITY}, build network none`,
+  );
+  line();
+  line(`  ${''.padEnd(44)}${'off'.padStart(9)}${'min'.padStart(9)}${'min-off'.padStart(9)}`);
+  row('wall (braid build process)', (r) => r.wallMs);
+  row('slowest platform job (agent)', slowestMs);
+  row('longest push by digest (agent)', pushMs);
+  row('stitch + index push (coordinator)', stitch);
+  line(
+    `  ${'attestation manifests per index'.padEnd(44)}${String(median(offRuns.map((r) => r.attestations))).padStart(9)}${String(median(minRuns.map((r) => r.attestations))).padStart(9)}`,
+  );
+  line();
+  line(
+    `provenance cost (median wall min / median wall off - 1): ${pct(cost)} ` +
+      `(target <= 2%: ${cost <= 0.02 ? 'met' : 'NOT met'}); median of per-pair ratios ${pct(pairCost)}`,
+  );
+  line(
+    `  of which at the stitch (statements written and pushed by the coordinator): ${msText(stitchCost)} ` +
+      `= ${pct(stitchCost / offWall)} of the wall time`,
+  );
+  const left = attempts.filter((p) => !used.includes(p));
+  const usedDisturbed = used.filter(provenancePairDisturbed).length;
+  line(
+    `${used.length} pairs in the medians${usedDisturbed ? `, ${usedDisturbed} of them DISTURBED (not enough clean pairs)` : ', none disturbed'}` +
+      `${left.length ? `; ${left.length} disturbed pair(s) left out and repeated` : ''}. Disturbed: other processes on ` +
+      `this box used > ${DISTURBED_CPU_SECONDS} CPU-s during a measurement, or the box was not quiet before it.`,
+  );
+  line();
+  line('raw runs (seconds; CPU-s spent during each measurement):');
+  const cpuShort = (c: Cpu) =>
+    `engine+QEMU ${c.engine.toFixed(1)}, tools ${c.bench.toFixed(1)}, other ${c.other.toFixed(1)} CPU-s`;
+  for (const pair of attempts) {
+    line(
+      `  pair ${pair.attempt} (${pair.first} first)${used.includes(pair) ? '' : '  -- left out of the medians'}`,
+    );
+    for (const [label, r] of [
+      ['off', pair.off],
+      ['min', pair.min],
+    ] as const) {
+      line(
+        `    ${label}  wall ${(r.wallMs / 1000).toFixed(2)}  slowest ${arch(r.slowest)} ${(slowestMs(r) / 1000).toFixed(2)}; ` +
+          `stitch ${msText(stitch(r))}; ${r.attestations} attestations; ${cpuShort(r.cpu)}` +
+          `${disturbed(r) ? '  << DISTURBED' : ''}`,
+      );
+    }
+  }
+  console.log(out.join('\n'));
+}
+
+/** BENCH_COMPARE=provenance: pairs of braid runs, off and min, alternating who goes first. */
+async function provenancePairs(farm: Farm, engineVersion: string): Promise<void> {
+  const attempts: ProvenancePair[] = [];
+  for (
+    let i = 1;
+    attempts.filter((p) => !provenancePairDisturbed(p)).length < RUNS && i <= 2 * RUNS;
+    i++
+  ) {
+    const first: ProvenanceSetting = i % 2 === 1 ? 'off' : 'min';
+    const runs: Partial<Record<ProvenanceSetting, BraidRun>> = {};
+    for (const setting of first === 'off' ? (['off', 'min'] as const) : (['min', 'off'] as const))
+      runs[setting] = await braidRun(farm, i, setting);
+    const pair: ProvenancePair = {
+      attempt: i,
+      first,
+      off: runs.off as BraidRun,
+      min: runs.min as BraidRun,
+    };
+    // The comparison means nothing unless the min run wrote provenance and the off run none.
+    if (pair.off.attestations !== 0 || pair.min.attestations !== PLATFORMS.length) {
+      throw new Error(
+        `pair ${i}: ${pair.off.attestations} attestations with --provenance=false, ` +
+          `${pair.min.attestations} with min (want 0 and ${PLATFORMS.length})`,
+      );
+    }
+    attempts.push(pair);
+    console.error(
+      `pair ${i}: off ${secs(pair.off.wallMs)}, min ${secs(pair.min.wallMs)}` +
+        `${provenancePairDisturbed(pair) ? ' -- disturbed by other processes' : ''}`,
+    );
+  }
+  const clean = attempts.filter((p) => !provenancePairDisturbed(p));
+  const used =
+    clean.length >= RUNS
+      ? clean.slice(0, RUNS)
+      : [...clean, ...attempts.filter(provenancePairDisturbed).slice(0, RUNS - clean.length)].sort(
+          (x, y) => x.attempt - y.attempt,
+        );
+  reportProvenance(used, attempts, engineVersion);
+}
+
 // --- main ----------------------------------------------------------------------------------
 
 async function main(): Promise<void> {
@@ -788,6 +961,10 @@ async function main(): Promise<void> {
       env,
     };
 
+    if (COMPARE === 'provenance') {
+      await provenancePairs(farm, engineVersion);
+      return;
+    }
     // A pair in which another process on the box took CPU is repeated (at most
     // BENCH_RUNS extra pairs) and left out of the medians, unless too few clean ones.
     const attempts: Pair[] = [];
