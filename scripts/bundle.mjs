@@ -188,7 +188,17 @@ await replaceFile(
 // Runs braid from this directory alone (`node cli.mjs agent ...`): what a farm host starts.
 await replaceFile(
   join(outdir, 'cli.mjs'),
-  "#!/usr/bin/env node\nimport { main } from './braid.mjs';\n\nawait main(process.argv, process.env);\n",
+  [
+    '#!/usr/bin/env node',
+    "import module from 'node:module';",
+    '',
+    '// Node 22.1+: compiled code cached on disk for the next start (as bin/braid.js does).',
+    'module.enableCompileCache?.();',
+    "const { main } = await import('./braid.mjs');",
+    '',
+    'await main(process.argv, process.env);',
+    '',
+  ].join('\n'),
 );
 await chmod(join(outdir, 'cli.mjs'), 0o755);
 const removeStale = async (dir) => {

@@ -3,7 +3,7 @@
  * when stderr is a terminal. Lines about build work name the build, platform
  * and agent as fields (docs/observability.md lists them).
  */
-import { pino, type Logger, type LevelWithSilent } from 'pino';
+import type { Logger, LevelWithSilent } from 'pino';
 import { createRequire } from 'node:module';
 
 export type { Logger };
@@ -27,6 +27,9 @@ export function createLogger(options: LoggerOptions): Logger {
     options.format === 'pretty' || (options.format === 'auto' && stream.isTTY === true);
   const base = { component: options.component };
   const level: LevelWithSilent = options.level;
+  // pino loads with the first logger: client commands that never log (and
+  // import LOG_LEVELS only to check a flag) do not pay its ~20 ms at start.
+  const { pino } = createRequire(import.meta.url)('pino') as typeof import('pino');
   if (usePretty) {
     // pino-pretty loads only for a terminal.
     const pretty = createRequire(import.meta.url)('pino-pretty') as typeof import('pino-pretty');
