@@ -13,6 +13,7 @@ import { registryClientFor } from '../oci/registry-factory.js';
 import { formatGrpcAddress } from '../rpc/address.js';
 import { createClient } from '../rpc/client.js';
 import { clientTransport } from '../rpc/credentials.js';
+import { isUnrecoverable } from '../rpc/retryable.js';
 import {
   binfmtReader,
   describeCapabilities,
@@ -33,13 +34,6 @@ export interface RunningAgent {
   /** Cancel running jobs and leave now. */
   stop(): void;
 }
-
-const UNRETRYABLE_ENGINE_CODES = new Set([
-  'failed_precondition',
-  'unauthenticated',
-  'permission_denied',
-  'invalid_argument',
-]);
 
 export async function startAgent(
   config: Omit<AgentConfig, 'logLevel' | 'logFormat'>,
@@ -69,7 +63,7 @@ export async function startAgent(
   } catch (err) {
     await engine.close();
     // A refused host key or login says so itself; "not reachable" would mislead.
-    if (err instanceof BraidError && UNRETRYABLE_ENGINE_CODES.has(err.code)) throw err;
+    if (isUnrecoverable(err)) throw err;
     throw new BraidError(
       'unavailable',
       `Docker engine at ${config.engine} is not reachable (${errorLine(err)}); ${

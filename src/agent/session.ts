@@ -3,27 +3,71 @@
  * heartbeats going, run assigned jobs within capacity, and reconnect with
  * capped, jittered backoff when the coordinator goes away. Errors a retry
  * cannot fix (bad name, name in use, refused credentials) end the loop.
+ *
+ * The session is in one state at a time (SessionState). `move` is the only
+ * way from one to another: it refuses a move the table does not allow with
+ * IllegalSessionMoveError and logs each move once.
  */
 import { create, type MessageInitShape } from '@bufbuild/protobuf';
 import { timestampFromDate } from '@bufbuild/protobuf/wkt';
-import { AgentService, ConnectRequestSchema, type AssignJob } from '../gen/braid/v1/agent_pb.js';
+import {
+  ConnectRequestSchema,
+  type AssignJob,
+  type ConnectResponse,
+} from '../gen/braid/v1/agent_pb.js';
 import { LogSource } from '../gen/braid/v1/build_pb.js';
 import { ImageDescriptorSchema, JobState } from '../gen/braid/v1/common_pb.js';
-import { BraidError, RpcError, errorLine } from '../errors.js';
+import { BraidError, errorLine } from '../errors.js';
 import type { Logger } from '../log.js';
 import { formatPlatform, type Platform } from '../oci/platform.js';
-import type { ServiceClient } from '../rpc/client.js';
+import { backoffDelayMs } from '../oci/retry.js';
 import { fromProtoPlatform, toProtoPlatform } from '../rpc/platform.js';
+import { isUnrecoverable } from '../rpc/retryable.js';
 import { BRAID_VERSION } from '../version.js';
 import type { EmulatedPlatform } from './capabilities.js';
 import { LogShipper } from './log-shipper.js';
 import type { JobOutcome, JobReporter } from './job-runner.js';
 
-type AgentClient = ServiceClient<(typeof AgentService)['method']>;
-type Call = ReturnType<AgentClient['connect']>;
 type ConnectRequestInit = MessageInitShape<typeof ConnectRequestSchema>;
 
-const MAX_UNACKED = 256;
+/** The session's stream to the coordinator: AgentService.Connect, or a test's fake. */
+export interface SessionCall extends AsyncIterable<ConnectResponse> {
+  /** Send one message; resolves when the transport took it. */
+  send(message: ConnectRequestInit): Promise<void>;
+  /** End the call from this side; the iteration then ends without error. */
+  cancel(): void;
+}
+
+export type SessionState =
+  /** Dialling and saying hello; `attempt` counts from 1 after each stable session. */
+  | { kind: 'connecting'; attempt: number }
+  /** Welcomed by the coordinator: taking jobs. */
+  | { kind: 'joined'; since: number }
+  /** The session ended; the next attempt comes after `delayMs`. */
+  | { kind: 'waiting'; attempt: number; delayMs: number; lastError: string }
+  /** No new jobs; the running ones finish by `deadline`, then are cancelled. Reconnects still deliver their results. */
+  | { kind: 'draining'; deadline: number }
+  | { kind: 'stopped'; reason: string };
+
+export type SessionStateKind = SessionState['kind'];
+
+/** The moves the session may make; every other one is a bug. */
+const MOVES: { readonly [K in SessionStateKind]: readonly SessionStateKind[] } = {
+  connecting: ['joined', 'waiting', 'draining', 'stopped'],
+  joined: ['waiting', 'draining', 'stopped'],
+  waiting: ['connecting', 'draining', 'stopped'],
+  draining: ['stopped'],
+  stopped: [],
+};
+
+export class IllegalSessionMoveError extends BraidError {
+  constructor(
+    readonly from: SessionStateKind,
+    readonly to: SessionStateKind,
+  ) {
+    super('failed_precondition', `the agent session cannot move from ${from} to ${to}`);
+  }
+}
 
 export interface SessionOptions {
   name: string;
@@ -34,83 +78,231 @@ export interface SessionOptions {
   engineVersion: string;
   /** The engine's identity (Docker /info ID), for the coordinator's cache affinity. */
   engineId?: string;
-  client: AgentClient;
+  /** Opens session streams: the AgentService client, or a test's fake. */
+  client: { connect(): SessionCall };
   log: Logger;
   runJob: (job: AssignJob, report: JobReporter, signal: AbortSignal) => Promise<JobOutcome>;
-  /** Reconnect backoff. */
+  /** Reconnect backoff: `baseMs` doubling to `maxMs`, jittered (default 500 ms to 60 s). */
   backoff?: { baseMs: number; maxMs: number };
+  /** A joined session that lasted this long resets the backoff (default 30 s). */
+  stableAfterMs?: number;
   random?: () => number;
+  now?: () => number;
+  /** How long a drain waits for the coordinator to acknowledge the last results (default 5 s). */
+  ackWaitMs?: number;
+  /** Waits `ms`, or less when `signal` aborts; never rejects. */
+  sleep?: (ms: number, signal: AbortSignal) => Promise<void>;
 }
 
-const FATAL_CODES = new Set([
-  'unauthenticated',
-  'permission_denied',
-  'unimplemented',
-  'invalid_argument',
-  'already_exists',
-]);
+const MAX_UNACKED = 256;
+
+/** A wait that ends early on abort and leaves no listener behind either way. */
+export function abortableSleep(ms: number, signal: AbortSignal): Promise<void> {
+  return new Promise<void>((resolve) => {
+    if (signal.aborted) return resolve();
+    const done = () => {
+      clearTimeout(timer);
+      signal.removeEventListener('abort', done);
+      resolve();
+    };
+    const timer = setTimeout(done, ms);
+    signal.addEventListener('abort', done, { once: true });
+  });
+}
+
+interface RunningJob {
+  readonly controller: AbortController;
+  /** Settles once the job's result was handed to the transport. */
+  readonly done: Promise<void>;
+}
 
 export class AgentSessionLoop {
-  private readonly running = new Map<string, AbortController>();
+  private current: SessionState = { kind: 'connecting', attempt: 1 };
+  private readonly running = new Map<string, RunningJob>();
   /** Results sent but not yet acknowledged: re-sent on every new session. */
   private readonly unacked = new Map<string, ConnectRequestInit>();
-  private call: Call | undefined;
-  private draining = false;
-  private stopped = false;
+  /** Aborted on stop: ends a backoff wait at once. */
+  private readonly stopping = new AbortController();
+  private call: SessionCall | undefined;
+  private drained: Promise<void> | undefined;
+  /** Told when the coordinator acknowledges a result. */
+  private readonly ackListeners = new Set<() => void>();
+  /** When the session in progress was welcomed (undefined before). */
+  private joinedAt: number | undefined;
+  private readonly now: () => number;
+  private readonly sleep: (ms: number, signal: AbortSignal) => Promise<void>;
 
-  constructor(private readonly options: SessionOptions) {}
+  constructor(private readonly options: SessionOptions) {
+    this.now = options.now ?? Date.now;
+    this.sleep = options.sleep ?? abortableSleep;
+  }
 
-  /** Run until stopped or a fatal error; resolves on stop, rejects on fatal. */
+  get state(): SessionStateKind {
+    return this.current.kind;
+  }
+
+  /** Not narrowed by the compiler: the state changes across every await. */
+  private isStopped(): boolean {
+    return this.current.kind === 'stopped';
+  }
+
+  /** Jobs running now. */
+  get runningJobs(): number {
+    return this.running.size;
+  }
+
+  /** Run until stopped or an unrecoverable error; resolves on stop, rejects with that error. */
   async run(signal: AbortSignal): Promise<void> {
-    const backoff = this.options.backoff ?? { baseMs: 500, maxMs: 60_000 };
-    const random = this.options.random ?? Math.random;
+    const { options } = this;
+    const backoff = options.backoff ?? { baseMs: 500, maxMs: 60_000 };
+    const stableAfterMs = options.stableAfterMs ?? 30_000;
+    const random = options.random ?? Math.random;
+    const onAbort = () => this.stop('the agent is stopping');
+    signal.addEventListener('abort', onAbort, { once: true });
+    if (signal.aborted) onAbort();
+    /** Sessions in a row that failed or did not last. */
     let failures = 0;
-    signal.addEventListener('abort', () => this.stop(), { once: true });
-    while (!this.stopped) {
-      const connectedAt = Date.now();
-      try {
-        await this.session();
-        if (this.stopped) return;
-        this.options.log.warn('coordinator ended the session; reconnecting');
-      } catch (err) {
-        if (this.stopped) return;
-        const code = err instanceof BraidError ? err.code : 'unavailable';
-        if (FATAL_CODES.has(code)) throw err;
-        this.options.log.warn({ err: errorLine(err) }, 'session lost; reconnecting');
-      }
-      // A session that lasted is not a failure streak.
-      failures = Date.now() - connectedAt > 30_000 ? 1 : failures + 1;
-      const ceiling = Math.min(backoff.maxMs, backoff.baseMs * 2 ** Math.min(failures - 1, 16));
-      const delay = Math.round(ceiling / 2 + random() * (ceiling / 2));
-      await new Promise<void>((resolve) => {
-        const timer = setTimeout(resolve, delay);
-        signal.addEventListener(
-          'abort',
-          () => {
-            clearTimeout(timer);
-            resolve();
+    try {
+      while (this.current.kind !== 'stopped') {
+        if (this.current.kind === 'waiting')
+          this.move({ kind: 'connecting', attempt: this.current.attempt });
+        let lost: string;
+        let joinedAt: number | undefined;
+        try {
+          joinedAt = await this.session();
+          lost = 'the coordinator ended the session';
+        } catch (err) {
+          if (this.isStopped()) break;
+          if (isUnrecoverable(err)) {
+            this.stop(errorLine(err), err);
+            throw err;
+          }
+          lost = errorLine(err);
+          joinedAt = this.joinedAt;
+        }
+        if (this.isStopped()) break;
+        failures =
+          joinedAt !== undefined && this.now() - joinedAt >= stableAfterMs ? 1 : failures + 1;
+        const delayMs = backoffDelayMs(
+          {
+            maxAttempts: Number.POSITIVE_INFINITY,
+            baseDelayMs: backoff.baseMs,
+            maxDelayMs: backoff.maxMs,
           },
-          { once: true },
+          Math.min(failures, 30),
+          random,
         );
-      });
+        if (this.current.kind === 'draining') {
+          // Draining stays draining: reconnect only to hand in the running jobs' results.
+          options.log.warn(
+            { err: lost, retryInMs: delayMs },
+            'session lost while draining; reconnecting to deliver results',
+          );
+        } else {
+          this.move({ kind: 'waiting', attempt: failures + 1, delayMs, lastError: lost });
+        }
+        await this.sleep(delayMs, this.stopping.signal);
+      }
+    } finally {
+      signal.removeEventListener('abort', onAbort);
     }
   }
 
-  /** Stop taking jobs; finish the running ones within `graceMs`, then cancel them. */
-  async drain(graceMs: number): Promise<void> {
-    this.draining = true;
-    const deadline = Date.now() + graceMs;
-    while (this.running.size > 0 && Date.now() < deadline)
-      await new Promise((r) => setTimeout(r, 100));
-    for (const controller of this.running.values()) controller.abort('agent shutting down');
-    while (this.running.size > 0) await new Promise((r) => setTimeout(r, 50));
-    this.stop();
+  /**
+   * Stop taking jobs; wait for the running ones up to `graceMs`, then cancel
+   * them and wait for their results; then stop. A second call waits for the first.
+   */
+  drain(graceMs: number): Promise<void> {
+    if (this.drained) return this.drained;
+    if (this.current.kind === 'stopped') return Promise.resolve();
+    this.move(
+      { kind: 'draining', deadline: this.now() + graceMs },
+      { runningJobs: this.running.size, graceMs },
+    );
+    const jobIds = [...this.running.keys()];
+    const jobs = [...this.running.values()];
+    const finished = Promise.allSettled(jobs.map((job) => job.done));
+    this.drained = (async () => {
+      const inTime = await this.within(
+        graceMs,
+        finished.then(() => true),
+      );
+      if (!inTime) {
+        for (const job of jobs) job.controller.abort('agent shutting down');
+        await finished;
+      }
+      // A result handed to the transport is not yet received: stopping now
+      // would cancel the stream under it, and the coordinator would re-queue the job.
+      await this.within(this.options.ackWaitMs ?? 5_000, this.acknowledged(jobIds));
+      this.stop('drained');
+    })();
+    return this.drained;
   }
 
-  stop(): void {
-    this.stopped = true;
-    for (const controller of this.running.values()) controller.abort('agent stopped');
+  /** `promise`'s value, or undefined once `ms` passed (or the session stopped). */
+  private async within<T>(ms: number, promise: Promise<T>): Promise<T | undefined> {
+    const timer = new AbortController();
+    const stopped = this.stopping.signal;
+    const onStop = () => timer.abort();
+    stopped.addEventListener('abort', onStop, { once: true });
+    try {
+      return await Promise.race([promise, this.sleep(ms, timer.signal).then(() => undefined)]);
+    } finally {
+      timer.abort();
+      stopped.removeEventListener('abort', onStop);
+    }
+  }
+
+  /** Resolves once the coordinator acknowledged the results of all of `jobIds`. */
+  private acknowledged(jobIds: readonly string[]): Promise<void> {
+    return new Promise<void>((resolve) => {
+      const check = () => {
+        if (jobIds.some((id) => this.unacked.has(id))) return;
+        this.ackListeners.delete(check);
+        resolve();
+      };
+      this.ackListeners.add(check);
+      check();
+    });
+  }
+
+  /** Cancel the running jobs and leave now. Idempotent. */
+  stop(reason = 'stopped', error?: unknown): void {
+    if (this.current.kind === 'stopped') return;
+    this.move({ kind: 'stopped', reason }, error === undefined ? {} : { fatal: true });
+    this.stopping.abort();
+    this.ackListeners.clear();
+    for (const job of this.running.values()) job.controller.abort('agent stopped');
     this.call?.cancel();
+  }
+
+  /** The only way between states: refuses moves MOVES does not allow, logs each move once. */
+  private move(next: SessionState, fields: Record<string, unknown> = {}): void {
+    const from = this.current.kind;
+    if (!MOVES[from].includes(next.kind)) throw new IllegalSessionMoveError(from, next.kind);
+    this.current = next;
+    const log = this.options.log;
+    switch (next.kind) {
+      case 'connecting':
+        log.debug({ attempt: next.attempt }, 'connecting to the coordinator');
+        break;
+      case 'joined':
+        log.info(fields, 'joined the coordinator');
+        break;
+      case 'waiting':
+        log.warn(
+          { err: next.lastError, attempt: next.attempt, retryInMs: next.delayMs },
+          'session lost; reconnecting',
+        );
+        break;
+      case 'draining':
+        log.info(fields, 'session draining: no new jobs; running jobs may finish');
+        break;
+      case 'stopped':
+        if (fields.fatal) log.error({ err: next.reason }, 'session stopped: not retrying');
+        else log.info({ reason: next.reason }, 'session stopped');
+        break;
+    }
   }
 
   private send(message: ConnectRequestInit): Promise<void> {
@@ -119,10 +311,12 @@ export class AgentSessionLoop {
     return call.send(message).catch(() => undefined);
   }
 
-  private async session(): Promise<void> {
+  /** One session, hello to end; resolves with when it was welcomed (undefined: never). */
+  private async session(): Promise<number | undefined> {
     const { options } = this;
     const call = options.client.connect();
     this.call = call;
+    this.joinedAt = undefined;
     let heartbeat: NodeJS.Timeout | undefined;
     try {
       await call.send(
@@ -149,16 +343,20 @@ export class AgentSessionLoop {
       for await (const message of call) {
         const body = message.body;
         if (body.case === 'welcome') {
-          options.log.info(
-            {
-              coordinatorVersion: body.value.coordinatorVersion,
-              native: formatPlatform(options.native),
-              emulated: options.emulated.map((e) => formatPlatform(e.platform)),
-              capacity: options.capacity,
-            },
-            'joined the coordinator',
-          );
+          this.joinedAt = this.now();
+          if (this.current.kind === 'connecting') {
+            this.move(
+              { kind: 'joined', since: this.joinedAt },
+              {
+                coordinatorVersion: body.value.coordinatorVersion,
+                native: formatPlatform(options.native),
+                emulated: options.emulated.map((e) => formatPlatform(e.platform)),
+                capacity: options.capacity,
+              },
+            );
+          }
           const interval = Math.max(100, body.value.heartbeatIntervalMs || 5000);
+          if (heartbeat) clearInterval(heartbeat);
           heartbeat = setInterval(() => {
             void this.send({
               body: {
@@ -174,21 +372,23 @@ export class AgentSessionLoop {
           for (const result of this.unacked.values()) void this.send(result);
         } else if (body.case === 'ack') {
           this.unacked.delete(body.value.jobId);
+          for (const listener of [...this.ackListeners]) listener();
         } else if (body.case === 'assign') {
-          void this.startJob(body.value);
+          this.startJob(body.value);
         } else if (body.case === 'cancel') {
-          const controller = this.running.get(body.value.jobId);
-          if (controller) {
+          const job = this.running.get(body.value.jobId);
+          if (job) {
             options.log.info(
               { jobId: body.value.jobId, reason: body.value.reason },
               'job cancelled by the coordinator',
             );
-            controller.abort(body.value.reason || 'cancelled');
+            job.controller.abort(body.value.reason || 'cancelled');
           }
         }
       }
+      return this.joinedAt;
     } catch (err) {
-      if (err instanceof RpcError && err.code === 'cancelled' && this.stopped) return;
+      if (this.isStopped()) return this.joinedAt;
       throw err;
     } finally {
       if (heartbeat) clearInterval(heartbeat);
@@ -206,10 +406,29 @@ export class AgentSessionLoop {
     return this.send(message);
   }
 
-  private async startJob(job: AssignJob): Promise<void> {
-    const { options } = this;
+  private startJob(job: AssignJob): void {
+    if (this.current.kind === 'draining' || this.current.kind === 'stopped') {
+      // Handed back: the coordinator places it elsewhere.
+      void this.sendResult({
+        body: {
+          case: 'result',
+          value: {
+            jobId: job.jobId,
+            error: `agent ${this.options.name} is shutting down`,
+          },
+        },
+      });
+      return;
+    }
     const controller = new AbortController();
-    this.running.set(job.jobId, controller);
+    const done = this.runJob(job, controller.signal).finally(() => {
+      this.running.delete(job.jobId);
+    });
+    this.running.set(job.jobId, { controller, done });
+  }
+
+  private async runJob(job: AssignJob, signal: AbortSignal): Promise<void> {
+    const { options } = this;
     const shipper = new LogShipper({
       jobId: job.jobId,
       send: (chunk) => this.send({ body: { case: 'log', value: chunk } }),
@@ -226,8 +445,6 @@ export class AgentSessionLoop {
       log: (line, source = LogSource.BUILD) => shipper.add(line, source),
     };
     try {
-      if (this.draining)
-        throw new BraidError('unavailable', `agent ${options.name} is shutting down`);
       await this.send({
         body: {
           case: 'update',
@@ -238,7 +455,7 @@ export class AgentSessionLoop {
         `${job.emulated ? 'emulated' : 'native'} build of ${formatPlatform(fromProtoPlatform(job.platform))} on agent ${options.name}`,
         LogSource.AGENT,
       );
-      const outcome = await options.runJob(job, report, controller.signal);
+      const outcome = await options.runJob(job, report, signal);
       await shipper.flush();
       await this.sendResult({
         body: {
@@ -268,8 +485,6 @@ export class AgentSessionLoop {
       await this.sendResult({
         body: { case: 'result', value: { jobId: job.jobId, error: errorLine(err) } },
       });
-    } finally {
-      this.running.delete(job.jobId);
     }
   }
 }

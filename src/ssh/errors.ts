@@ -3,6 +3,7 @@
  * operator can do about it, in one line.
  */
 import { BraidError, type ErrorCode } from '../errors.js';
+import { isUnrecoverable } from '../rpc/retryable.js';
 
 export class SshError extends BraidError {
   /** The host as the user named it: `ssh://user@host:port`, or the URL text when it did not parse. */
@@ -14,13 +15,7 @@ export class SshError extends BraidError {
   }
 }
 
-/** Codes a reconnect cannot fix: refused host key, refused credentials, bad settings. */
+/** A reconnect cannot fix it: a refused host key, refused credentials, bad settings (src/rpc/retryable.ts). */
 export function isFatalSshError(err: unknown): boolean {
-  return (
-    err instanceof SshError &&
-    (err.code === 'failed_precondition' ||
-      err.code === 'unauthenticated' ||
-      err.code === 'permission_denied' ||
-      err.code === 'invalid_argument')
-  );
+  return err instanceof SshError && isUnrecoverable(err);
 }
