@@ -6,8 +6,8 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { braid } from '../support/braid-cli.js';
 import { startOneBoxFarm, type OneBoxFarm } from '../support/one-box-farm.js';
-import { run } from '../support/process.js';
 import type { TestRegistry } from '../support/registry.js';
+import { rawManifest } from '../support/skopeo.js';
 
 interface Descriptor {
   digest: string;
@@ -35,16 +35,7 @@ describe('--annotation on the farm', () => {
     await farm?.stop();
   });
 
-  async function raw(ref: string): Promise<Record<string, unknown>> {
-    const inspected = await run(skopeo, [
-      'inspect',
-      '--raw',
-      '--tls-verify=false',
-      `docker://${ref}`,
-    ]);
-    expect(inspected.code, inspected.stderr).toBe(0);
-    return JSON.parse(inspected.stdout) as Record<string, unknown>;
-  }
+  const raw = (ref: string) => rawManifest<Record<string, unknown>>(skopeo, ref);
 
   it('puts each annotation where its type says, and only on the platform it names', async () => {
     const tag = `${registry.host}/team/annotated:1`;

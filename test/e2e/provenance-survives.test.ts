@@ -21,6 +21,7 @@ import {
 } from '../support/farm.js';
 import { run } from '../support/process.js';
 import { startRegistry, type TestRegistry } from '../support/registry.js';
+import { attestationStatement, rawManifest, skopeoRun as runSkopeo } from '../support/skopeo.js';
 
 interface Descriptor {
   digest: string;
@@ -59,35 +60,11 @@ describe('provenance that survives copies and new indexes', () => {
   let dir: string;
   let built: { tag: string; digest: string; index: Index };
 
-  async function skopeoRun(args: string[]): Promise<string> {
-    const result = await run(skopeo, args, { timeoutMs: 120_000 });
-    expect(result.code, `skopeo ${args.join(' ')}: ${result.stderr}`).toBe(0);
-    return result.stdout;
-  }
-
-  async function raw<T>(ref: string): Promise<T> {
-    return JSON.parse(
-      await skopeoRun(['inspect', '--raw', '--tls-verify=false', `docker://${ref}`]),
-    ) as T;
-  }
-
+  const skopeoRun = (args: string[]) => runSkopeo(skopeo, args);
+  const raw = <T>(ref: string) => rawManifest<T>(skopeo, ref);
   /** The in-toto statement of an attestation manifest, copied out of `repository` by skopeo. */
-  async function statementOf(repository: string, digest: string): Promise<Statement> {
-    const out = join(dir, `${repository.replace(/[/:]/g, '_')}-${digest.replace(':', '-')}`);
-    await skopeoRun([
-      'copy',
-      '--src-tls-verify=false',
-      '--quiet',
-      `docker://${repository}@${digest}`,
-      `dir:${out}`,
-    ]);
-    const manifest = JSON.parse(await readFile(join(out, 'manifest.json'), 'utf8')) as {
-      layers: Descriptor[];
-    };
-    expect(manifest.layers.map((l) => l.mediaType)).toEqual(['application/vnd.in-toto+json']);
-    const layer = manifest.layers[0]?.digest.replace('sha256:', '') ?? '';
-    return JSON.parse(await readFile(join(out, layer), 'utf8')) as Statement;
-  }
+  const statementOf = async (repository: string, digest: string) =>
+    (await attestationStatement<Statement>(skopeo, repository, digest, dir)).statement;
 
   const images = (index: Index) => index.manifests.filter((m) => m.platform?.os !== 'unknown');
   const attestations = (index: Index) =>

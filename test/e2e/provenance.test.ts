@@ -4,12 +4,10 @@
  * in-toto statement passes the in-toto and SLSA v1 schemas and names the
  * agent, the engine and whether the platform was built under QEMU.
  */
-import { readFile } from 'node:fs/promises';
-import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { braid } from '../support/braid-cli.js';
 import { startOneBoxFarm, type OneBoxFarm } from '../support/one-box-farm.js';
-import { run } from '../support/process.js';
+import { attestationStatement, rawManifest } from '../support/skopeo.js';
 import { schemaErrors } from '../support/provenance-schemas.js';
 import type { TestRegistry } from '../support/registry.js';
 
@@ -55,37 +53,18 @@ describe('provenance per platform on the farm', () => {
     await farm?.stop();
   });
 
-  async function raw<T>(ref: string): Promise<T> {
-    const inspected = await run(skopeo, [
-      'inspect',
-      '--raw',
-      '--tls-verify=false',
-      `docker://${ref}`,
-    ]);
-    expect(inspected.code, inspected.stderr).toBe(0);
-    return JSON.parse(inspected.stdout) as T;
-  }
+  const raw = <T>(ref: string) => rawManifest<T>(skopeo, ref);
 
   /** The in-toto layer of an attestation manifest, copied out by skopeo. */
   async function statementOf(repository: string, digest: string): Promise<Statement> {
-    const out = join(dir, digest.replace(':', '-'));
-    const copied = await run(skopeo, [
-      'copy',
-      '--src-tls-verify=false',
-      '--quiet',
-      `docker://${repository}@${digest}`,
-      `dir:${out}`,
-    ]);
-    expect(copied.code, copied.stderr).toBe(0);
-    const manifest = JSON.parse(await readFile(join(out, 'manifest.json'), 'utf8')) as {
-      layers: Descriptor[];
-    };
-    expect(manifest.layers.map((l) => l.mediaType)).toEqual(['application/vnd.in-toto+json']);
-    expect(manifest.layers[0]?.annotations?.['in-toto.io/predicate-type']).toBe(
-      'https://slsa.dev/provenance/v1',
+    const { statement, layer } = await attestationStatement<Statement>(
+      skopeo,
+      repository,
+      digest,
+      dir,
     );
-    const layer = manifest.layers[0]?.digest.replace('sha256:', '') ?? '';
-    return JSON.parse(await readFile(join(out, layer), 'utf8')) as Statement;
+    expect(layer.annotations?.['in-toto.io/predicate-type']).toBe('https://slsa.dev/provenance/v1');
+    return statement;
   }
 
   it('lists one attestation per platform after the images, naming the agent and the emulation', async () => {

@@ -22,6 +22,7 @@ import {
 import { startPrivateEngine, type PrivateEngine } from '../support/private-engine.js';
 import { run } from '../support/process.js';
 import { startRegistry, type TestRegistry } from '../support/registry.js';
+import { attestationStatement, rawManifest } from '../support/skopeo.js';
 
 const EPOCH = 1_700_000_000;
 const PLATFORMS = ['linux/amd64', 'linux/arm64'];
@@ -116,16 +117,7 @@ describe('reproducible images (SOURCE_DATE_EPOCH) on two hosts', () => {
     return platformDigests(tag);
   }
 
-  async function raw<T>(ref: string): Promise<T> {
-    const inspected = await run(skopeo, [
-      'inspect',
-      '--raw',
-      '--tls-verify=false',
-      `docker://${ref}`,
-    ]);
-    expect(inspected.code, inspected.stderr).toBe(0);
-    return JSON.parse(inspected.stdout) as T;
-  }
+  const raw = <T>(ref: string) => rawManifest<T>(skopeo, ref);
 
   async function platformDigests(tag: string): Promise<Record<string, string>> {
     const index = await raw<{ manifests: Descriptor[] }>(tag);
@@ -303,25 +295,11 @@ describe('reproducible images (SOURCE_DATE_EPOCH) on two hosts', () => {
       const attestation = index.manifests.find(
         (m) => m.annotations?.['vnd.docker.reference.type'] === 'attestation-manifest',
       );
-      const out = join(dir, 'attestation');
-      const copied = await run(skopeo, [
-        'copy',
-        '--src-tls-verify=false',
-        '--quiet',
-        `docker://${registry.host}/team/repro@${attestation?.digest ?? ''}`,
-        `dir:${out}`,
-      ]);
-      expect(copied.code, copied.stderr).toBe(0);
-      const layer = (
-        JSON.parse(await readFile(join(out, 'manifest.json'), 'utf8')) as {
-          layers: { digest: string }[];
-        }
-      ).layers[0]?.digest.replace('sha256:', '');
-      const statement = JSON.parse(await readFile(join(out, layer ?? ''), 'utf8')) as {
+      const { statement } = await attestationStatement<{
         predicate: {
           buildDefinition: { externalParameters: { request: { args: Record<string, string> } } };
         };
-      };
+      }>(skopeo, `${registry.host}/team/repro`, attestation?.digest ?? '', dir);
       expect(
         statement.predicate.buildDefinition.externalParameters.request.args[
           'build-arg:SOURCE_DATE_EPOCH'
