@@ -13,6 +13,7 @@ import { registryClientFor } from '../oci/registry-factory.js';
 import { formatGrpcAddress } from '../rpc/address.js';
 import { createClient } from '../rpc/client.js';
 import { clientTransport } from '../rpc/credentials.js';
+import { startProbeServer, type ProbeServer, type Readiness } from '../rpc/http-probe-server.js';
 import { isUnrecoverable } from '../rpc/retryable.js';
 import {
   binfmtReader,
@@ -24,6 +25,8 @@ import { ContextCache } from './context-cache.js';
 import { createEngine } from './engine.js';
 import { EmulatorVersions, localVersionProbe } from './emulator-version.js';
 import { runJob } from './job-runner.js';
+import { AgentMetrics } from './agent-metrics.js';
+import { EngineWatch } from './engine-watch.js';
 import { AgentSessionLoop } from './session.js';
 
 export interface RunningAgent {
@@ -36,7 +39,8 @@ export interface RunningAgent {
 }
 
 export async function startAgent(
-  config: Omit<AgentConfig, 'logLevel' | 'logFormat'>,
+  config: Omit<AgentConfig, 'logLevel' | 'logFormat' | 'metricsAddress'> &
+    Partial<Pick<AgentConfig, 'metricsAddress'>>,
   log: Logger,
   env: Readonly<Record<string, string | undefined>>,
 ): Promise<RunningAgent> {
@@ -122,6 +126,17 @@ export async function startAgent(
     },
     'agent starting',
   );
+  // Metrics only when someone can read them: no engine checks otherwise.
+  const watch = config.metricsAddress ? new EngineWatch(engine, { log: agentLog }) : undefined;
+  watch?.record(true);
+  const metrics =
+    watch &&
+    new AgentMetrics(
+      config.name,
+      config.capacity,
+      { runningJobs: () => session.runningJobs, engine: () => watch.last },
+      { processMetrics: true },
+    );
   const session = new AgentSessionLoop({
     name: config.name,
     capacity: config.capacity,
@@ -134,8 +149,8 @@ export async function startAgent(
     engineId: info.id,
     client,
     log: agentLog,
-    runJob: (job, report, signal) =>
-      runJob(
+    runJob: async (job, report, signal) => {
+      const outcome = await runJob(
         job,
         {
           engine,
@@ -153,8 +168,32 @@ export async function startAgent(
         },
         report,
         signal,
-      ),
+      );
+      metrics?.jobFinished(job, outcome);
+      return outcome;
+    },
   });
+  let probe: ProbeServer | undefined;
+  if (config.metricsAddress && metrics && watch) {
+    const readiness = (): Readiness =>
+      session.state === 'joined'
+        ? { ready: true }
+        : { ready: false, reason: `the session with the coordinator is ${session.state}` };
+    try {
+      probe = await startProbeServer({
+        address: config.metricsAddress,
+        metrics,
+        readiness,
+        log: agentLog,
+      });
+    } catch (err) {
+      client.close();
+      await engine.close();
+      throw err;
+    }
+    watch.start();
+    agentLog.info({ metricsAddress: probe.url }, 'serving /metrics, /healthz and /readyz');
+  }
   const abort = new AbortController();
   // An engine that refuses for good (a remote host's key changed) fails every
   // job: the agent leaves the farm with that line instead of taking more.
@@ -169,8 +208,9 @@ export async function startAgent(
   const done = session
     .run(abort.signal)
     .finally(async () => {
+      watch?.stop();
       client.close();
-      await engine.close();
+      await Promise.all([engine.close(), probe?.stop()]);
     })
     .then(() => {
       if (fatal) throw fatal;

@@ -7,7 +7,7 @@ import { createReadStream } from 'node:fs';
 import { timestampFromMs } from '@bufbuild/protobuf/wkt';
 import { LogSource, ProvenanceMode } from '../gen/braid/v1/build_pb.js';
 import type { AssignJob } from '../gen/braid/v1/agent_pb.js';
-import { BraidError, errorLine } from '../errors.js';
+import { BraidError, errorLine, type ErrorCode } from '../errors.js';
 import type { Logger } from '../log.js';
 import { formatPlatform, type Platform } from '../oci/platform.js';
 import type { CredentialSource } from '../oci/credentials.js';
@@ -28,6 +28,9 @@ export interface JobReporter {
   log(line: string, source?: LogSource): void;
 }
 
+/** The parts of a job, in order. */
+export type JobStage = 'fetch' | 'build' | 'push';
+
 export interface JobOutcome {
   image?: {
     digest: string;
@@ -36,6 +39,8 @@ export interface JobOutcome {
     platform: ReturnType<typeof fromProtoPlatform>;
   };
   error?: string;
+  /** Where a failed job failed, and the error's code (for the agent's metrics). */
+  failure?: { stage: JobStage; code: ErrorCode };
   durationMs: number;
   fetchMs: number;
   buildMs: number;
@@ -91,6 +96,7 @@ export async function runJob(
   let buildMs = 0;
   let pushMs = 0;
   let imageId: string | undefined;
+  let stage: JobStage = 'fetch';
   // Asked while the job runs (once per handler, cached): its answer waits for no one.
   const emulatorVersion =
     job.emulated && job.provenance !== ProvenanceMode.DISABLED && deps.emulatorVersion
@@ -107,6 +113,7 @@ export async function runJob(
       LogSource.AGENT,
     );
     if (signal.aborted) throw new BraidError('cancelled', 'cancelled');
+    stage = 'build';
     const buildStart = clock();
     const recorder = new BuildFactsRecorder(job.provenance === ProvenanceMode.MAX);
     const epoch = job.sourceDateEpoch === undefined ? undefined : Number(job.sourceDateEpoch);
@@ -154,6 +161,7 @@ export async function runJob(
     imageId = built.imageId;
     buildMs = clock() - buildStart;
     report.step('pushing');
+    stage = 'push';
     const pushStart = clock();
     const repository = splitRepository(job.pushRepository);
     const pushed = await pushImage({
@@ -203,7 +211,19 @@ export async function runJob(
       ? `cancelled: ${String(signal.reason ?? 'by the coordinator')}`
       : errorLine(err);
     log.warn({ err: error }, 'job failed');
-    return { error, durationMs: clock() - started, fetchMs, buildMs, pushMs };
+    const code: ErrorCode = signal.aborted
+      ? 'cancelled'
+      : err instanceof BraidError
+        ? err.code
+        : 'internal';
+    return {
+      error,
+      failure: { stage, code },
+      durationMs: clock() - started,
+      fetchMs,
+      buildMs,
+      pushMs,
+    };
   } finally {
     // The pushed image lives in the registry; nothing stays behind in the engine.
     if (imageId)

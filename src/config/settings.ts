@@ -229,6 +229,8 @@ export function agentSettings(env: Env) {
     ...clientTlsFields,
     /** Join token (`braid_join_...`), sent as `authorization: Bearer`. */
     joinToken: optionalSecretSetting(),
+    /** HTTP address of the agent's /metrics, /healthz and /readyz; unset: not served. */
+    metricsAddress: optionalAddressSetting('metrics address'),
     ...agentFields(env),
     ...logSettings,
   };

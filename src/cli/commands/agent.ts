@@ -54,6 +54,10 @@ export function agentCommand(env: NodeJS.ProcessEnv): Command {
       'run an agent: join a coordinator and build the platforms of the local engine (native and QEMU)',
     )
     .option('--join-token <token>', 'join token (braid_join_...) (env BRAID_JOIN_TOKEN)')
+    .option(
+      '--metrics-address <host:port>',
+      'serve /metrics, /healthz and /readyz over HTTP here (env BRAID_METRICS_ADDRESS; default: off)',
+    )
     .action(async (flags: Record<string, unknown>) => {
       const { runAgent } = await import('./agent-run.js');
       await runAgent(flags, env);
