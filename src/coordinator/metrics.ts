@@ -12,13 +12,13 @@ import { formatPlatform } from '../oci/platform.js';
 import { RegistryError } from '../oci/errors.js';
 import type { RegistryClient, RegistryClientOptions } from '../oci/registry.js';
 import { BRAID_VERSION } from '../version.js';
+import type { BuildRecord, JobRecord } from './store.js';
 import {
+  buildStateName,
+  jobStateName,
   TERMINAL_BUILD_STATES,
   TERMINAL_JOB_STATES,
-  type BuildRecord,
-  type JobRecord,
-} from './store.js';
-import { buildStateName, jobStateName } from './transitions.js';
+} from './transitions.js';
 
 /** Where the scrape-time gauges read the farm's state. */
 export interface MetricsSources {

@@ -29,6 +29,7 @@ import { toProtoPlatform } from '../rpc/platform.js';
 import type { Platform } from '../oci/platform.js';
 import type { CacheRecord } from './scheduler.js';
 import { openDatabase } from './sqlite.js';
+import { TERMINAL_BUILD_STATES, TERMINAL_JOB_STATES } from './transitions.js';
 
 export interface JobRecord {
   id: string;
@@ -149,18 +150,8 @@ CREATE TABLE IF NOT EXISTS build_events (
 const toMs = (d: Date | undefined) => (d ? d.getTime() : null);
 const fromMs = (ms: number | null) => (ms === null ? undefined : new Date(ms));
 
-export const TERMINAL_BUILD_STATES: ReadonlySet<BuildState> = new Set([
-  BuildState.SUCCEEDED,
-  BuildState.FAILED,
-  BuildState.CANCELLED,
-  BuildState.TIMED_OUT,
-]);
-
-export const TERMINAL_JOB_STATES: ReadonlySet<JobState> = new Set([
-  JobState.SUCCEEDED,
-  JobState.FAILED,
-  JobState.CANCELLED,
-]);
+// The terminal sets are the transition tables' (transitions.ts); re-exported for the store's users.
+export { TERMINAL_BUILD_STATES, TERMINAL_JOB_STATES };
 
 export class BuildStore {
   private readonly db: Database.Database;
@@ -179,6 +170,23 @@ export class BuildStore {
 
   close(): void {
     this.db.close();
+  }
+
+  /**
+   * Run `writes` as one SQLite transaction: every write inside commits
+   * together, or none does when it throws. Re-entrant: a group inside a
+   * group joins the outer one. Synchronous on purpose — nothing may await
+   * between a job's move and its event.
+   */
+  atomically<T>(writes: () => T): T {
+    if (this.db.inTransaction) return writes();
+    try {
+      return this.db.transaction(writes)();
+    } catch (err) {
+      // Sequences handed out inside the rolled-back group were never stored.
+      this.nextSequence.clear();
+      throw err;
+    }
   }
 
   /** Whether the database is open (false once closed): the coordinator's readiness. */

@@ -49,6 +49,20 @@ const JOB_MOVES: Record<JobState, readonly JobState[]> = {
   [JobState.CANCELLED]: [],
 };
 
+/** The states a move table leaves no way out of (UNSPECIFIED is no state at all). */
+function endsOf<S extends number>(moves: Record<S, readonly S[]>): ReadonlySet<S> {
+  const ends = (Object.keys(moves) as unknown as S[])
+    .map((key) => Number(key) as S)
+    .filter((state) => state !== 0 && moves[state].length === 0);
+  return new Set(ends);
+}
+
+/** Builds that ended: no move leaves them. */
+export const TERMINAL_BUILD_STATES: ReadonlySet<BuildState> = endsOf(BUILD_MOVES);
+
+/** Jobs that ended: no move leaves them. */
+export const TERMINAL_JOB_STATES: ReadonlySet<JobState> = endsOf(JOB_MOVES);
+
 export function buildStateName(state: BuildState): string {
   return (BuildState[state] ?? String(state)).toLowerCase();
 }

@@ -6,6 +6,8 @@ import { BuildState, JobRole, LogSource } from '../../gen/braid/v1/build_pb.js';
 import { JobState, type Platform } from '../../gen/braid/v1/common_pb.js';
 import { BraidError } from '../../errors.js';
 import { formatPlatform } from '../../oci/platform.js';
+// The ends of the coordinator's transition tables: one definition of "ended".
+import { TERMINAL_BUILD_STATES, TERMINAL_JOB_STATES } from '../../coordinator/transitions.js';
 
 /** A protobuf enum value as braid prints it: `TIMED_OUT` -> `timed-out`. */
 export function enumName(names: Record<number, string>, value: number): string {
@@ -52,19 +54,12 @@ export function parseBuildState(text: string): BuildState {
   return parseEnumName<BuildState>(BuildState, text.trim(), text, 'build state');
 }
 
-const TERMINAL_BUILD_STATES: ReadonlySet<BuildState> = new Set([
-  BuildState.SUCCEEDED,
-  BuildState.FAILED,
-  BuildState.CANCELLED,
-  BuildState.TIMED_OUT,
-]);
-
 export function isBuildEnded(state: BuildState): boolean {
   return TERMINAL_BUILD_STATES.has(state);
 }
 
 export function isJobEnded(state: JobState): boolean {
-  return state === JobState.SUCCEEDED || state === JobState.FAILED || state === JobState.CANCELLED;
+  return TERMINAL_JOB_STATES.has(state);
 }
 
 /** A job's row: its platform, or `linux/amd64 (check)` for --check-reproducible's second build. */
