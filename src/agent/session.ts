@@ -47,7 +47,8 @@ export type SessionState =
   | { kind: 'waiting'; attempt: number; delayMs: number; lastError: string }
   /** No new jobs; the running ones finish by `deadline`, then are cancelled. Reconnects still deliver their results. */
   | { kind: 'draining'; deadline: number }
-  | { kind: 'stopped'; reason: string };
+  /** For good; `fatal` when an unrecoverable error ended it. */
+  | { kind: 'stopped'; reason: string; fatal: boolean };
 
 export type SessionStateKind = SessionState['kind'];
 
@@ -174,7 +175,7 @@ export class AgentSessionLoop {
         } catch (err) {
           if (this.isStopped()) break;
           if (isUnrecoverable(err)) {
-            this.stop(errorLine(err), err);
+            this.end(errorLine(err), true);
             throw err;
           }
           lost = errorLine(err);
@@ -267,9 +268,13 @@ export class AgentSessionLoop {
   }
 
   /** Cancel the running jobs and leave now. Idempotent. */
-  stop(reason = 'stopped', error?: unknown): void {
+  stop(reason = 'stopped'): void {
+    this.end(reason, false);
+  }
+
+  private end(reason: string, fatal: boolean): void {
     if (this.current.kind === 'stopped') return;
-    this.move({ kind: 'stopped', reason }, error === undefined ? {} : { fatal: true });
+    this.move({ kind: 'stopped', reason, fatal });
     this.stopping.abort();
     this.ackListeners.clear();
     for (const job of this.running.values()) job.controller.abort('agent stopped');
@@ -299,7 +304,7 @@ export class AgentSessionLoop {
         log.info(fields, 'session draining: no new jobs; running jobs may finish');
         break;
       case 'stopped':
-        if (fields.fatal) log.error({ err: next.reason }, 'session stopped: not retrying');
+        if (next.fatal) log.error({ err: next.reason }, 'session stopped: not retrying');
         else log.info({ reason: next.reason }, 'session stopped');
         break;
     }
