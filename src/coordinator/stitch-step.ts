@@ -112,10 +112,20 @@ export class StitchStep {
     if (record && this.deps.provenance && provenanceMode(record.spec)) {
       const repo = { domain: first.domain, repository: first.repository };
       const build = { ...record, platforms: valid.platforms, tags: valid.tags };
-      for (const job of jobs) {
-        // The job as stored now: its result's facts are on it.
-        const stored = store.getJob(job.id) ?? job;
-        const entry = await writeProvenance(registry, repo, build, stored, this.deps.provenance);
+      const settings = this.deps.provenance;
+      // One attestation per platform, pushed at once (each is a few registry round trips).
+      const written = await Promise.all(
+        jobs.map(async (job) => {
+          // The job as stored now: its result's facts are on it.
+          const stored = store.getJob(job.id) ?? job;
+          return {
+            job,
+            stored,
+            entry: await writeProvenance(registry, repo, build, stored, settings),
+          };
+        }),
+      );
+      for (const { job, stored, entry } of written) {
         store.updateJob(job.id, {
           attestation: create(ImageDescriptorSchema, {
             digest: entry.descriptor.digest,
