@@ -14,6 +14,7 @@ import { serverTlsFiles } from '../config/tls-files.js';
 import { BraidError } from '../errors.js';
 import type { Logger } from '../log.js';
 import { archGuardVerifier } from '../oci/image-verifier.js';
+import { verifiedImagesInMemory } from '../oci/verified-images.js';
 import { registryClientFor } from '../oci/registry-factory.js';
 import { formatPlatform } from '../oci/platform.js';
 import { formatGrpcAddress, isLocalAddress, type GrpcAddress } from '../rpc/address.js';
@@ -143,7 +144,13 @@ export async function startCoordinator(
     registry,
     log,
     verifyImage: config.archCheck
-      ? archGuardVerifier(registry, { budgetBytes: config.archCheckBudgetBytes, log })
+      ? archGuardVerifier(registry, {
+          budgetBytes: config.archCheckBudgetBytes,
+          log,
+          // A manifest digest pins its layers: an image passed once is not read again
+          // (builds of unchanged platforms, re-tags, --check-reproducible's twins).
+          verified: verifiedImagesInMemory(),
+        })
       : undefined,
     limits: {
       maxJobAttempts: config.maxJobAttempts,

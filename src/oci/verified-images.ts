@@ -44,3 +44,23 @@ export function verifiedImagesIn(dir: string): VerifiedImages {
     },
   };
 }
+
+/**
+ * The same record in memory, for a long-running process (the coordinator):
+ * at most `maxEntries` passes, the oldest forgotten first.
+ */
+export function verifiedImagesInMemory(maxEntries = 50_000): VerifiedImages {
+  const passed = new Set<string>();
+  const keyOf = (digest: string, platform: string, budgetBytes: number) =>
+    `v${GUARD_RULES_VERSION}\0${budgetBytes}\0${platform}\0${digest}`;
+  return {
+    has: async (digest, platform, budgetBytes) => passed.has(keyOf(digest, platform, budgetBytes)),
+    async add(digest, platform, budgetBytes) {
+      if (!isValidDigest(digest)) return;
+      const key = keyOf(digest, platform, budgetBytes);
+      passed.delete(key);
+      passed.add(key);
+      if (passed.size > maxEntries) passed.delete(passed.values().next().value as string);
+    },
+  };
+}

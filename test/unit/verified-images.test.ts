@@ -2,7 +2,7 @@ import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { verifiedImagesIn } from '../../src/oci/verified-images.js';
+import { verifiedImagesIn, verifiedImagesInMemory } from '../../src/oci/verified-images.js';
 
 const DIGEST = `sha256:${'a'.repeat(64)}`;
 const MiB = 1024 * 1024;
@@ -38,5 +38,24 @@ describe('the arch guard passes remembered on disk', () => {
     const unwritable = verifiedImagesIn(join(dir, 'a-file', 'cache'));
     await expect(unwritable.add(DIGEST, 'linux/amd64', MiB)).resolves.toBeUndefined();
     expect(await unwritable.has(DIGEST, 'linux/amd64', MiB)).toBe(false);
+  });
+});
+
+describe('the arch guard passes remembered in memory (the coordinator)', () => {
+  it('knows a pass for the same digest, platform and budget, and forgets the oldest beyond its bound', async () => {
+    const passes = verifiedImagesInMemory(2);
+    const other = `sha256:${'b'.repeat(64)}`;
+    const third = `sha256:${'c'.repeat(64)}`;
+    await passes.add(DIGEST, 'linux/amd64', MiB);
+    expect(await passes.has(DIGEST, 'linux/amd64', MiB)).toBe(true);
+    expect(await passes.has(DIGEST, 'linux/arm64', MiB)).toBe(false);
+    expect(await passes.has(DIGEST, 'linux/amd64', 2 * MiB)).toBe(false);
+    await passes.add('not-a-digest', 'linux/amd64', MiB);
+    expect(await passes.has('not-a-digest', 'linux/amd64', MiB)).toBe(false);
+    await passes.add(other, 'linux/amd64', MiB);
+    await passes.add(third, 'linux/amd64', MiB);
+    expect(await passes.has(DIGEST, 'linux/amd64', MiB)).toBe(false);
+    expect(await passes.has(other, 'linux/amd64', MiB)).toBe(true);
+    expect(await passes.has(third, 'linux/amd64', MiB)).toBe(true);
   });
 });
