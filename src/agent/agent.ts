@@ -39,8 +39,8 @@ export interface RunningAgent {
 }
 
 export async function startAgent(
-  config: Omit<AgentConfig, 'logLevel' | 'logFormat' | 'metricsAddress'> &
-    Partial<Pick<AgentConfig, 'metricsAddress'>>,
+  config: Omit<AgentConfig, 'logLevel' | 'logFormat' | 'metricsListen'> &
+    Partial<Pick<AgentConfig, 'metricsListen'>>,
   log: Logger,
   env: Readonly<Record<string, string | undefined>>,
 ): Promise<RunningAgent> {
@@ -127,7 +127,7 @@ export async function startAgent(
     'agent starting',
   );
   // Metrics only when someone can read them: no engine checks otherwise.
-  const watch = config.metricsAddress ? new EngineWatch(engine, { log: agentLog }) : undefined;
+  const watch = config.metricsListen ? new EngineWatch(engine, { log: agentLog }) : undefined;
   watch?.record(true);
   const metrics =
     watch &&
@@ -174,14 +174,14 @@ export async function startAgent(
     },
   });
   let probe: ProbeServer | undefined;
-  if (config.metricsAddress && metrics && watch) {
+  if (config.metricsListen && metrics && watch) {
     const readiness = (): Readiness =>
       session.state === 'joined'
         ? { ready: true }
         : { ready: false, reason: `the session with the coordinator is ${session.state}` };
     try {
       probe = await startProbeServer({
-        address: config.metricsAddress,
+        address: config.metricsListen,
         metrics,
         readiness,
         log: agentLog,
@@ -192,7 +192,7 @@ export async function startAgent(
       throw err;
     }
     watch.start();
-    agentLog.info({ metricsAddress: probe.url }, 'serving /metrics, /healthz and /readyz');
+    agentLog.info({ metricsListen: probe.url }, 'serving /metrics, /healthz and /readyz');
   }
   const abort = new AbortController();
   // An engine that refuses for good (a remote host's key changed) fails every

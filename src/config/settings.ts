@@ -230,7 +230,7 @@ export function agentSettings(env: Env) {
     /** Join token (`braid_join_...`), sent as `authorization: Bearer`. */
     joinToken: optionalSecretSetting(),
     /** HTTP address of the agent's /metrics, /healthz and /readyz; unset: not served. */
-    metricsAddress: optionalAddressSetting('metrics address'),
+    metricsListen: optionalAddressSetting('metrics listen address'),
     ...agentFields(env),
     ...logSettings,
   };

@@ -1,5 +1,5 @@
 /**
- * An agent's own /metrics (braid agent --metrics-address), scraped with a
+ * An agent's own /metrics (braid agent --metrics-listen), scraped with a
  * real HTTP GET from a real agent process joined to a real coordinator on
  * 127.0.0.1, before and after a build that succeeds and one whose push fails.
  */
@@ -27,12 +27,12 @@ ARG MARK=0
 COPY message.txt /message.txt
 `;
 
-/** The probe URL the agent logs once it serves it (`metricsAddress` on a JSON log line). */
+/** The probe URL the agent logs once it serves it (`metricsListen` on a JSON log line). */
 function agentProbeUrl(stderr: string): string | undefined {
   for (const line of stderr.split('\n')) {
     if (!line.startsWith('{')) continue;
-    const entry = JSON.parse(line) as { metricsAddress?: unknown };
-    if (typeof entry.metricsAddress === 'string') return entry.metricsAddress;
+    const entry = JSON.parse(line) as { metricsListen?: unknown };
+    if (typeof entry.metricsListen === 'string') return entry.metricsListen;
   }
   return undefined;
 }
@@ -62,7 +62,7 @@ describe("an agent's /metrics", () => {
     agent = await startTestAgent(
       coordinator.address,
       'metered',
-      ['--metrics-address', '127.0.0.1:0', '--capacity', '3'],
+      ['--metrics-listen', '127.0.0.1:0', '--capacity', '3'],
       { BRAID_REGISTRY_RETRIES: '1' },
     );
     probe = await waitFor(

@@ -55,8 +55,8 @@ export function agentCommand(env: NodeJS.ProcessEnv): Command {
     )
     .option('--join-token <token>', 'join token (braid_join_...) (env BRAID_JOIN_TOKEN)')
     .option(
-      '--metrics-address <host:port>',
-      'serve /metrics, /healthz and /readyz over HTTP here (env BRAID_METRICS_ADDRESS; default: off)',
+      '--metrics-listen <host:port>',
+      'serve /metrics, /healthz and /readyz over HTTP here (env BRAID_METRICS_LISTEN; default: off)',
     )
     .action(async (flags: Record<string, unknown>) => {
       const { runAgent } = await import('./agent-run.js');

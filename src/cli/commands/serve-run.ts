@@ -34,6 +34,8 @@ export async function runServe(
       tlsCert: undefined,
       tlsKey: undefined,
       joinToken: local.joinToken,
+      // --metrics-listen is the coordinator's here: one endpoint, not two on one address.
+      metricsListen: undefined,
     },
     log.child({ component: 'agent' }),
     env,
