@@ -312,7 +312,9 @@ describe('reproducible images (SOURCE_DATE_EPOCH) on two hosts', () => {
       await run('mkdir', ['-p', stamped]);
       await writeFile(
         join(stamped, 'Dockerfile'),
-        `FROM ${registry.host}/base/busybox:latest\nRUN date +%s%N > /stamp && echo same > /same\n`,
+        // The date alone can match when both hosts run the step in the same second
+        // (busybox's date has no %N): random bytes after it never do.
+        `FROM ${registry.host}/base/busybox:latest\nRUN (date; head -c 16 /dev/urandom) > /stamp && echo same > /same\n`,
       );
       const tag = `${registry.host}/team/repro:stamped`;
       const built = await withBothAgents(() => checkBuild(stamped, tag));
