@@ -1,17 +1,13 @@
 /**
  * A build's event log as the orchestrator writes it: append an event (the
- * store assigns its sequence) and wake the WatchBuild streams of that build.
+ * live builds number it) and, once it is stored, wake the WatchBuild
+ * streams of that build, which read the log from the store.
  */
 import type { MessageInitShape } from '@bufbuild/protobuf';
-import {
-  BuildEventSchema,
-  BuildState,
-  LogSource,
-  type BuildEvent,
-} from '../gen/braid/v1/build_pb.js';
+import { BuildEventSchema, LogSource, type BuildEvent } from '../gen/braid/v1/build_pb.js';
 import { BraidError } from '../errors.js';
+import type { LiveBuilds } from './live-builds.js';
 import type { BuildStore } from './store.js';
-import { TERMINAL_BUILD_STATES } from './transitions.js';
 
 export type EventBody = MessageInitShape<typeof BuildEventSchema>['body'];
 
@@ -23,15 +19,19 @@ export class BuildEvents {
   private readonly watchers = new Map<string, Set<() => void>>();
 
   constructor(
+    private readonly live: LiveBuilds,
     private readonly store: BuildStore,
     private readonly clock: () => Date,
   ) {}
 
   append(buildId: string, body: EventBody): void {
-    this.store.appendEvent(buildId, body, this.clock());
-    // Inside a store group the watchers run after it commits: they resume on a later turn.
-    const set = this.watchers.get(buildId);
-    if (set) for (const wake of [...set]) wake();
+    if (!this.live.appendEvent(buildId, body, this.clock())) return;
+    if (!this.watchers.has(buildId)) return;
+    // The watchers read the store: they are woken once the event is in it.
+    this.live.afterCommit(() => {
+      const set = this.watchers.get(buildId);
+      if (set) for (const wake of [...set]) wake();
+    });
   }
 
   /** A line of the coordinator's own in the build's log. */
@@ -46,7 +46,8 @@ export class BuildEvents {
     follow: boolean,
     signal: AbortSignal,
   ): AsyncGenerator<BuildEvent> {
-    if (!this.store.getBuildRecord(id)) throw new BraidError('not_found', `no build "${id}"`);
+    if (!this.live.build(id) && !(await this.store.getBuild(id)))
+      throw new BraidError('not_found', `no build "${id}"`);
     let cursor = after;
     for (;;) {
       // Register before reading, so an event appended in between still wakes us.
@@ -56,15 +57,16 @@ export class BuildEvents {
       set.add(wake);
       this.watchers.set(id, set);
       try {
-        const events = this.store.eventsAfter(id, cursor, WATCH_PAGE);
+        const events = await this.store.eventsAfter(id, cursor, WATCH_PAGE);
         for (const event of events) {
           cursor = event.sequence;
           yield event;
         }
         if (events.length === WATCH_PAGE) continue;
-        const state = this.store.getBuildRecord(id)?.state ?? BuildState.FAILED;
-        if (!follow || TERMINAL_BUILD_STATES.has(state)) {
-          if (this.store.eventsAfter(id, cursor, 1).length === 0) return;
+        // A build leaves memory once its final state and event are stored.
+        const ended = this.live.build(id) === undefined;
+        if (!follow || ended) {
+          if ((await this.store.eventsAfter(id, cursor, 1)).length === 0) return;
           continue;
         }
         if (signal.aborted) return;

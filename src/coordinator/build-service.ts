@@ -79,15 +79,15 @@ export function buildService(deps: {
         yield { event };
       }
     },
-    getBuild(request) {
-      return { build: deps.orchestrator.getBuild(request.buildId) };
+    async getBuild(request) {
+      return { build: await deps.orchestrator.getBuild(request.buildId) };
     },
-    listBuilds(request) {
+    async listBuilds(request) {
       const limit = request.limit > 0 ? Math.min(request.limit, 1000) : 50;
-      return { builds: deps.orchestrator.listBuilds(limit, request.states) };
+      return { builds: await deps.orchestrator.listBuilds(limit, request.states) };
     },
-    cancelBuild(request) {
-      return { build: deps.orchestrator.cancel(request.buildId, request.reason) };
+    async cancelBuild(request) {
+      return { build: await deps.orchestrator.cancel(request.buildId, request.reason) };
     },
     listAgents() {
       return { agents: deps.agents.info() };

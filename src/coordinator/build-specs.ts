@@ -1,17 +1,18 @@
 /**
- * The validated specs of builds in flight, parsed once from the stored
+ * The validated specs of builds in flight, parsed once from the build's
  * spec, and the cache lineage each implies (lineage.ts).
  */
 import { BraidError } from '../errors.js';
 import type { ImageReference } from '../oci/reference.js';
 import { buildLineage } from './lineage.js';
 import { validateSpec, type ValidSpec } from './spec-validation.js';
-import type { BuildStore } from './store.js';
+import type { LiveBuilds } from './live-builds.js';
 
 export class BuildSpecs {
   private readonly specs = new Map<string, ValidSpec>();
+  private readonly lineages = new Map<string, string>();
 
-  constructor(private readonly store: BuildStore) {}
+  constructor(private readonly live: LiveBuilds) {}
 
   remember(buildId: string, valid: ValidSpec): void {
     this.specs.set(buildId, valid);
@@ -19,12 +20,13 @@ export class BuildSpecs {
 
   forget(buildId: string): void {
     this.specs.delete(buildId);
+    this.lineages.delete(buildId);
   }
 
   of(buildId: string): ValidSpec {
     let valid = this.specs.get(buildId);
     if (!valid) {
-      const record = this.store.getBuildRecord(buildId);
+      const record = this.live.build(buildId);
       if (!record) throw new BraidError('not_found', `no build "${buildId}"`);
       valid = validateSpec(record.spec);
       this.specs.set(buildId, valid);
@@ -33,12 +35,18 @@ export class BuildSpecs {
   }
 
   /** The lineage of a build's cache (lineage.ts). */
-  lineageOf(buildId: string, target?: string): string {
-    const valid = this.of(buildId);
-    return buildLineage(
-      valid.tags[0] as ImageReference,
-      valid.dockerfile,
-      target ?? this.store.getBuildRecord(buildId)?.spec.target ?? '',
-    );
+  lineageOf(buildId: string): string {
+    let lineage = this.lineages.get(buildId);
+    if (lineage === undefined) {
+      const valid = this.of(buildId);
+      lineage = buildLineage(
+        valid.tags[0] as ImageReference,
+        valid.dockerfile,
+        this.live.build(buildId)?.spec.target ?? '',
+      );
+      // Builds in flight only: forget() drops it when the build ends.
+      if (this.live.build(buildId)) this.lineages.set(buildId, lineage);
+    }
+    return lineage;
   }
 }

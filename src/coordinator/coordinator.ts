@@ -11,7 +11,7 @@ import { BuildService } from '../gen/braid/v1/build_pb.js';
 import { AgentService } from '../gen/braid/v1/agent_pb.js';
 import type { CoordinatorConfig } from '../config/settings.js';
 import { serverTlsFiles } from '../config/tls-files.js';
-import { BraidError } from '../errors.js';
+import { BraidError, errorLine } from '../errors.js';
 import type { Logger } from '../log.js';
 import { archGuardVerifier } from '../oci/image-verifier.js';
 import { verifiedImagesInMemory } from '../oci/verified-images.js';
@@ -33,7 +33,7 @@ import { CoordinatorMetrics, meteredRegistry } from './metrics.js';
 import { Orchestrator } from './orchestrator.js';
 import { SshRelay } from './ssh-relay.js';
 import { pushPreflightFor } from './push-preflight.js';
-import { BuildStore } from './store.js';
+import { SqliteBuildStore } from './sqlite-build-store.js';
 import { systemService } from './system-service.js';
 import { newToken } from './token-format.js';
 import { TokenStore } from './token-store.js';
@@ -84,7 +84,7 @@ export async function startCoordinator(
   const startedAt = new Date();
   const events = new EventLog({ retained: config.eventsRetained });
   const stopping = new AbortController();
-  const store = new BuildStore(join(config.dataDir, 'braid.db'));
+  const store = new SqliteBuildStore(join(config.dataDir, 'braid.db'));
   const tokens = new TokenStore(join(config.dataDir, 'braid.db'));
   const local = options.localAgent
     ? {
@@ -109,15 +109,13 @@ export async function startCoordinator(
   await contexts.init();
   const agents = new AgentRegistry();
   // Metrics only when someone can read them.
-  const metrics = config.metricsListen
+  const metrics: CoordinatorMetrics | undefined = config.metricsListen
     ? new CoordinatorMetrics(
         {
-          queuedJobs: () =>
-            store.isOpen()
-              ? store
-                  .queuedJobsByPlatform()
-                  .map((q) => ({ platform: formatPlatform(q.platform), count: q.count }))
-              : [],
+          queuedJobs: (): { platform: string; count: number }[] =>
+            orchestrator
+              .queuedJobsByPlatform()
+              .map((q) => ({ platform: formatPlatform(q.platform), count: q.count })),
           agents: () =>
             agents.all().map((a) => ({
               native: formatPlatform(fromProtoPlatform(a.hello.nativePlatform)),
@@ -139,6 +137,11 @@ export async function startCoordinator(
   let boundAddress = formatGrpcAddress(config.listen);
   const orchestrator = new Orchestrator({
     store,
+    onStoreFailure: (err) => {
+      // Memory is ahead of the store now: stop (the error is thrown on), and a restart resumes from it.
+      log.fatal({ err: errorLine(err) }, 'the build store refused a write; stopping');
+      throw err;
+    },
     contexts,
     agents,
     registry,
@@ -186,7 +189,7 @@ export async function startCoordinator(
     },
     checkPush: pushPreflight && ((tags) => pushPreflight.checkTags(tags)),
   });
-  orchestrator.recover();
+  await orchestrator.recover();
   const deadlines = setInterval(() => orchestrator.checkDeadlines(), 1000);
   deadlines.unref();
   const guard = { guard: auth.guard };
@@ -243,7 +246,7 @@ export async function startCoordinator(
     // Nothing listens: what started before the server goes, so the process can exit 1 cleanly.
     stopping.abort();
     clearInterval(deadlines);
-    store.close();
+    void store.close();
     tokens.close();
     if (local) rmSync(local.dir, { recursive: true, force: true });
     throw err;
@@ -268,7 +271,7 @@ export async function startCoordinator(
     }).catch(async (err: unknown) => {
       clearInterval(deadlines);
       await running.stop(0);
-      store.close();
+      void store.close();
       tokens.close();
       if (local) rmSync(local.dir, { recursive: true, force: true });
       throw err;
@@ -321,7 +324,7 @@ export async function startCoordinator(
       serving = false;
       // Before the store closes: a scrape reads it.
       await probe?.stop();
-      store.close();
+      void store.close();
       tokens.close();
       if (local) rmSync(local.dir, { recursive: true, force: true });
       log.info('coordinator stopped');

@@ -14,7 +14,8 @@ import type { AgentRegistry } from './agent-registry.js';
 import type { BuildEvents } from './build-events.js';
 import type { BuildObserver } from './metrics.js';
 import { jobLabel } from './reproducibility-check.js';
-import type { BuildRecord, BuildStore, JobRecord } from './store.js';
+import type { LiveBuilds } from './live-builds.js';
+import type { BuildRecord, JobRecord } from './store.js';
 import {
   buildStateName,
   checkBuildMove,
@@ -33,6 +34,8 @@ export interface OrchestratorLimits {
   reattachGraceMs: number;
   /** How long a queued job waits for an agent that can build it (after a loss or restart). */
   waitForAgentMs: number;
+  /** Stitches (verify, provenance, index push) run at once; the rest wait, oldest first. */
+  maxConcurrentStitches: number;
 }
 
 export const DEFAULT_LIMITS: OrchestratorLimits = {
@@ -41,10 +44,11 @@ export const DEFAULT_LIMITS: OrchestratorLimits = {
   buildTimeoutMs: 4 * 3_600_000,
   reattachGraceMs: 30_000,
   waitForAgentMs: 5 * 60_000,
+  maxConcurrentStitches: 8,
 };
 
 export interface JobLifecycleDeps {
-  store: BuildStore;
+  live: LiveBuilds;
   agents: AgentRegistry;
   events: BuildEvents;
   log: Logger;
@@ -68,8 +72,8 @@ export class JobLifecycle {
   moveJob(job: JobRecord, to: JobState, patch: Partial<JobRecord> = {}): void {
     checkJobMove(job.id, job.state, to);
     const now = { ...job, ...patch, state: to };
-    this.deps.store.atomically(() => {
-      this.deps.store.updateJob(job.id, { ...patch, state: to });
+    this.deps.live.atomically(() => {
+      this.deps.live.updateJob(job.id, { ...patch, state: to });
       this.deps.events.append(job.buildId, {
         case: 'jobState',
         value: {
@@ -106,8 +110,8 @@ export class JobLifecycle {
   moveBuild(build: BuildRecord, to: BuildState, message: string, index?: ImageDescriptor): void {
     checkBuildMove(build.id, build.state, to);
     const terminal = TERMINAL_BUILD_STATES.has(to);
-    this.deps.store.atomically(() => {
-      this.deps.store.updateBuild(build.id, {
+    this.deps.live.atomically(() => {
+      this.deps.live.updateBuild(build.id, {
         state: to,
         ...(terminal ? { finishedAt: this.deps.clock() } : {}),
         ...(index ? { index } : {}),
@@ -134,14 +138,14 @@ export class JobLifecycle {
 
   /** Move a build that has not ended yet; one that has is left as it is. */
   finishBuild(buildId: string, to: BuildState, message: string, index?: ImageDescriptor): void {
-    const build = this.deps.store.getBuildRecord(buildId);
+    const build = this.deps.live.build(buildId);
     if (!build || TERMINAL_BUILD_STATES.has(build.state)) return;
     this.moveBuild(build, to, message, index);
   }
 
   /** A build in QUEUED starts RUNNING when its first job does. */
   buildStarted(buildId: string): void {
-    const build = this.deps.store.getBuildRecord(buildId);
+    const build = this.deps.live.build(buildId);
     if (build?.state === BuildState.QUEUED) this.moveBuild(build, BuildState.RUNNING, 'building');
   }
 
@@ -173,7 +177,7 @@ export class JobLifecycle {
 
   /** Put a job back in the queue for another agent; its late result, if any, is ignored. */
   requeue(job: JobRecord, why: string): void {
-    this.deps.store.atomically(() => {
+    this.deps.live.atomically(() => {
       this.moveJob(job, JobState.QUEUED, {
         agent: '',
         emulated: false,
@@ -196,9 +200,9 @@ export class JobLifecycle {
    * are stopped; with it, the build fails once every job has ended.
    */
   failJob(job: JobRecord, error: string): void {
-    this.deps.store.atomically(() => {
+    this.deps.live.atomically(() => {
       this.moveJob(job, JobState.FAILED, { error, finishedAt: this.deps.clock() });
-      const build = this.deps.store.getBuildRecord(job.buildId);
+      const build = this.deps.live.build(job.buildId);
       if (!build || TERMINAL_BUILD_STATES.has(build.state)) return;
       if (build.spec.keepGoing) {
         this.deps.events.log(
@@ -209,7 +213,7 @@ export class JobLifecycle {
         return;
       }
       // One platform failed: stop the others, move no tag.
-      for (const other of this.deps.store.jobsOf(job.buildId)) {
+      for (const other of this.deps.live.jobsOf(job.buildId)) {
         if (other.id === job.id || TERMINAL_JOB_STATES.has(other.state)) continue;
         this.stopJob(
           other,
@@ -229,8 +233,8 @@ export class JobLifecycle {
     jobs: { state: StoppedState; reason: string; error: string },
     message: string,
   ): void {
-    this.deps.store.atomically(() => {
-      for (const job of this.deps.store.jobsOf(buildId)) {
+    this.deps.live.atomically(() => {
+      for (const job of this.deps.live.jobsOf(buildId)) {
         if (TERMINAL_JOB_STATES.has(job.state)) continue;
         this.stopJob(job, jobs.state, jobs.reason, jobs.error);
       }
@@ -240,7 +244,7 @@ export class JobLifecycle {
 
   /** A build whose every job has ended, some not succeeded, fails naming them; no tag moves. */
   settleFailedBuild(buildId: string): void {
-    const jobs = this.deps.store.jobsOf(buildId);
+    const jobs = this.deps.live.jobsOf(buildId);
     if (!jobs.every((j) => TERMINAL_JOB_STATES.has(j.state))) return;
     const failed = jobs.filter((j) => j.state !== JobState.SUCCEEDED);
     if (failed.length === 0) return;
@@ -258,7 +262,7 @@ export class JobLifecycle {
   buildLog(buildId: string): Logger {
     let log = this.buildLogs.get(buildId);
     if (!log) {
-      const record = this.deps.store.getBuildRecord(buildId);
+      const record = this.deps.live.build(buildId);
       log = this.deps.log.child({ buildId, requestId: record?.requestId || undefined });
       // Builds in flight only: a late report about an ended build gets a logger it does not keep.
       if (record && !TERMINAL_BUILD_STATES.has(record.state)) this.buildLogs.set(buildId, log);

@@ -20,7 +20,7 @@ import type { JobLogChunk, JobResult, JobUpdate } from '../gen/braid/v1/agent_pb
 import { ImageDescriptorSchema, JobState } from '../gen/braid/v1/common_pb.js';
 import { BraidError } from '../errors.js';
 import type { Logger } from '../log.js';
-import { formatPlatform, platformsEqual } from '../oci/platform.js';
+import { formatPlatform, platformsEqual, type Platform } from '../oci/platform.js';
 import { formatReference, parseReference, type ImageReference } from '../oci/reference.js';
 import type { RegistryClient } from '../oci/registry.js';
 import type { PublishOptions } from '../oci/stitch.js';
@@ -42,13 +42,22 @@ import { SecretVault, checkSecrets, type BuildSecretValue } from './secret-vault
 import { validateSpec } from './spec-validation.js';
 import type { SshJob, SshRelay } from './ssh-relay.js';
 import { StitchStep } from './stitch-step.js';
-import type { BuildRecord, BuildStore, JobRecord } from './store.js';
+import { LiveBuilds } from './live-builds.js';
+import {
+  buildToProto,
+  queuedJob,
+  type BuildRecord,
+  type BuildStore,
+  type JobRecord,
+} from './store.js';
 import { TERMINAL_BUILD_STATES, TERMINAL_JOB_STATES } from './transitions.js';
 
 export { DEFAULT_LIMITS, type OrchestratorLimits } from './job-lifecycle.js';
 
 export interface OrchestratorDeps {
   store: BuildStore;
+  /** A commit an asynchronous store refused (memory is then ahead of it): the coordinator stops. */
+  onStoreFailure?: (err: unknown) => void;
   contexts: ContextStore;
   agents: AgentRegistry;
   registry: RegistryClient;
@@ -92,6 +101,8 @@ export class Orchestrator {
   private readonly placement: Placement;
   private readonly deadlines: Deadlines;
   private readonly stitching: StitchStep;
+  /** The builds in flight, in memory; the store's only writer. */
+  readonly live: LiveBuilds;
 
   constructor(private readonly deps: OrchestratorDeps) {
     this.limits = { ...DEFAULT_LIMITS, ...deps.limits };
@@ -101,10 +112,12 @@ export class Orchestrator {
     const { store, agents } = deps;
     const clock = this.clock;
     const limits = this.limits;
-    this.specs = new BuildSpecs(store);
-    this.events = new BuildEvents(store, clock);
+    const live = new LiveBuilds(store, deps.onStoreFailure);
+    this.live = live;
+    this.specs = new BuildSpecs(live);
+    this.events = new BuildEvents(live, store, clock);
     this.lifecycle = new JobLifecycle({
-      store,
+      live,
       agents,
       events: this.events,
       log: deps.log,
@@ -119,7 +132,7 @@ export class Orchestrator {
       },
     });
     this.placement = new Placement({
-      store,
+      live,
       agents,
       events: this.events,
       lifecycle: this.lifecycle,
@@ -130,15 +143,16 @@ export class Orchestrator {
       limits,
       cacheAffinity: this.cacheAffinity,
     });
-    this.deadlines = new Deadlines({ store, agents, lifecycle: this.lifecycle, clock, limits });
+    this.deadlines = new Deadlines({ live, agents, lifecycle: this.lifecycle, clock, limits });
     this.stitching = new StitchStep({
-      store,
+      live,
       registry: deps.registry,
       events: this.events,
       lifecycle: this.lifecycle,
       specs: this.specs,
       verifyImage: deps.verifyImage,
       provenance: deps.provenance,
+      maxConcurrent: limits.maxConcurrentStitches,
     });
   }
 
@@ -149,12 +163,12 @@ export class Orchestrator {
    * never had acknowledged), so finished work is not rebuilt; unclaimed
    * ones are re-queued. A build that was stitching stitches again.
    */
-  recover(): void {
-    const deadline = this.clock().getTime() + this.limits.reattachGraceMs;
-    const unfinished = this.deps.store.unfinishedBuilds();
-    for (const build of unfinished) {
+  async recover(): Promise<void> {
+    const now = this.clock().getTime();
+    const deadline = now + this.limits.reattachGraceMs;
+    const unfinished = await this.live.load(new Date(now - this.cacheAffinity.maxAgeMs));
+    for (const { build, jobs } of unfinished) {
       this.events.log(build.id, 'coordinator restarted; resuming the build');
-      const jobs = this.deps.store.jobsOf(build.id);
       for (const job of jobs) {
         if (job.state === JobState.ASSIGNED || job.state === JobState.RUNNING) {
           this.deadlines.adoptOrphan(job.id, deadline);
@@ -194,19 +208,9 @@ export class Orchestrator {
       );
     }
     const id = this.newId();
-    const jobs: JobRecord[] = valid.platforms.map((platform, i) => ({
-      id: `${id}-${i + 1}`,
-      buildId: id,
-      platform,
-      state: JobState.QUEUED,
-      agent: '',
-      emulated: false,
-      emulator: '',
-      currentStep: '',
-      durationMs: 0,
-      attempt: 1,
-      error: '',
-    }));
+    const jobs: JobRecord[] = valid.platforms.map((platform, i) =>
+      queuedJob(`${id}-${i + 1}`, id, platform),
+    );
     // --check-reproducible: a second build of every platform to compare with.
     if (spec.checkReproducible) jobs.push(...checkJobs(id, jobs));
     // A platform nobody can build fails the submit at once: nothing is stored.
@@ -238,9 +242,11 @@ export class Orchestrator {
       error: '',
       requestId,
     };
+    // Its jobs join the queue under the build's policy.
+    this.specs.remember(id, valid);
     // The build, its jobs and its first event are stored together.
-    this.deps.store.atomically(() => {
-      this.deps.store.createBuild(record, jobs);
+    this.live.atomically(() => {
+      this.live.createBuild(record, jobs);
       this.events.append(id, {
         case: 'buildState',
         value: {
@@ -253,29 +259,37 @@ export class Orchestrator {
     // Before any job is placed: only the submitter may then serve its SSH agents.
     if (spec.sshIds.length > 0) this.deps.sshRelay?.expect(id, submitter);
     this.deps.observer?.jobsQueued(jobs, record.createdAt);
-    this.specs.remember(id, valid);
     this.lifecycle
       .buildLog(id)
       .info({ platforms: valid.platforms.map(formatPlatform), tags: spec.tags }, 'build submitted');
     this.scheduleQueued();
+    // The submitter hears of the build once it is stored.
+    await this.live.flushed();
     return this.getBuild(id);
   }
 
-  getBuild(id: string): Build {
-    const record = this.deps.store.getBuildRecord(id);
-    if (!record) throw new BraidError('not_found', `no build "${id}"`);
-    return this.deps.store.toProto(record);
+  /** A build in flight from memory, an ended one from the store. */
+  async getBuild(id: string): Promise<Build> {
+    const record = this.live.build(id);
+    if (record) return buildToProto(record, this.live.jobsOf(id));
+    const stored = await this.deps.store.getBuild(id);
+    if (!stored) throw new BraidError('not_found', `no build "${id}"`);
+    return buildToProto(stored, await this.deps.store.jobsOf(id));
   }
 
-  listBuilds(limit: number, states: readonly BuildState[]): Build[] {
-    return this.deps.store.listBuilds(limit, states).map((r) => this.deps.store.toProto(r));
+  async listBuilds(limit: number, states: readonly BuildState[]): Promise<Build[]> {
+    const records = await this.deps.store.listBuilds(limit, states);
+    return Promise.all(records.map((r) => this.getBuild(r.id)));
   }
 
-  cancel(id: string, reason: string): Build {
-    const record = this.deps.store.getBuildRecord(id);
-    if (!record) throw new BraidError('not_found', `no build "${id}"`);
-    if (TERMINAL_BUILD_STATES.has(record.state) || record.state === BuildState.STITCHING) {
-      return this.deps.store.toProto(record);
+  async cancel(id: string, reason: string): Promise<Build> {
+    const record = this.live.build(id);
+    if (
+      !record ||
+      TERMINAL_BUILD_STATES.has(record.state) ||
+      record.state === BuildState.STITCHING
+    ) {
+      return this.getBuild(id);
     }
     const why = reason || 'cancelled by user';
     this.lifecycle.endBuild(
@@ -316,7 +330,7 @@ export class Orchestrator {
     );
     this.deps.onAgent?.('connected', session.name, '');
     for (const jobId of session.hello.heldJobIds) {
-      const job = this.deps.store.getJob(jobId);
+      const job = this.live.job(jobId);
       const live = job && (job.state === JobState.ASSIGNED || job.state === JobState.RUNNING);
       if (!live || job.agent !== session.name) continue;
       session.jobs.add(jobId);
@@ -334,7 +348,7 @@ export class Orchestrator {
     this.deps.log.warn({ agent: session.name, reason, jobs: [...session.jobs] }, 'agent lost');
     this.deps.onAgent?.('disconnected', session.name, reason);
     for (const jobId of session.jobs) {
-      const job = this.deps.store.getJob(jobId);
+      const job = this.live.job(jobId);
       if (!job || TERMINAL_JOB_STATES.has(job.state)) continue;
       this.lifecycle.retryOrFail(job, `agent ${session.name} was lost (${reason})`);
     }
@@ -358,7 +372,7 @@ export class Orchestrator {
     }
     if (update.state === JobState.RUNNING && job.state === JobState.ASSIGNED) {
       // The job's move and the build's move it causes commit together.
-      this.deps.store.atomically(() => {
+      this.live.atomically(() => {
         this.lifecycle.moveJob(job, JobState.RUNNING, {
           startedAt: this.clock(),
           currentStep: update.step,
@@ -366,7 +380,7 @@ export class Orchestrator {
         this.lifecycle.buildStarted(job.buildId);
       });
     } else if (update.step) {
-      this.deps.store.updateJob(job.id, { currentStep: update.step.slice(0, 200) });
+      this.live.updateJob(job.id, { currentStep: update.step.slice(0, 200) });
     }
   }
 
@@ -378,7 +392,7 @@ export class Orchestrator {
     }
     const platform = toProtoPlatform(job.platform);
     let dropped = chunk.dropped;
-    this.deps.store.atomically(() => {
+    this.live.atomically(() => {
       for (const line of chunk.lines) {
         this.events.append(job.buildId, {
           case: 'log',
@@ -397,7 +411,7 @@ export class Orchestrator {
 
   jobResult(session: AgentSession, result: JobResult): void {
     // Stored or ignored as late, the agent may forget it now; another agent's job gets no answer.
-    const named = this.deps.store.getJob(result.jobId);
+    const named = this.live.job(result.jobId);
     if (!named || named.agent === session.name || named.agent === '') {
       session.send({ case: 'ack', value: { jobId: result.jobId } });
     }
@@ -418,7 +432,7 @@ export class Orchestrator {
         );
       } else {
         const image = result.image;
-        this.deps.store.atomically(() => {
+        this.live.atomically(() => {
           this.lifecycle.moveJob(job, JobState.SUCCEEDED, {
             image: create(ImageDescriptorSchema, image),
             finishedAt: this.clock(),
@@ -442,8 +456,8 @@ export class Orchestrator {
 
   /** What the SSH relay needs of a job: its build, the build's SSH ids and the platform. */
   sshJob(jobId: string): SshJob | undefined {
-    const job = this.deps.store.getJob(jobId);
-    const build = job && this.deps.store.getBuildRecord(job.buildId);
+    const job = this.live.job(jobId);
+    const build = job && this.live.build(job.buildId);
     if (!job || !build || TERMINAL_BUILD_STATES.has(build.state)) return undefined;
     return {
       buildId: build.id,
@@ -452,10 +466,15 @@ export class Orchestrator {
     };
   }
 
-  /** The context digest of a job's build (what its agent may fetch). */
+  /** The context digest of a job's build in flight (what its agent may fetch). */
   contextOfJob(jobId: string): string | undefined {
-    const job = this.deps.store.getJob(jobId);
-    return job ? this.deps.store.getBuildRecord(job.buildId)?.spec.contextDigest : undefined;
+    const job = this.live.job(jobId);
+    return job ? this.live.build(job.buildId)?.spec.contextDigest : undefined;
+  }
+
+  /** Jobs waiting for an agent, by platform (the coordinator's metrics). */
+  queuedJobsByPlatform(): { platform: Platform; count: number }[] {
+    return this.placement.queuedByPlatform();
   }
 
   // --- internals -----------------------------------------------------------------
@@ -470,14 +489,14 @@ export class Orchestrator {
     // A lost session is fenced off even while it still lists the job.
     if (this.deps.agents.get(session.name) !== session || !session.jobs.has(jobId))
       return undefined;
-    const job = this.deps.store.getJob(jobId);
+    const job = this.live.job(jobId);
     if (!job || job.agent !== session.name || TERMINAL_JOB_STATES.has(job.state)) return undefined;
     return job;
   }
 
   /** A report about another agent's job is worth a warning; a late one about its own is not. */
   private ignoredReport(session: AgentSession, jobId: string): void {
-    const job = this.deps.store.getJob(jobId);
+    const job = this.live.job(jobId);
     if (job && job.agent && job.agent !== session.name) {
       this.lifecycle
         .buildLog(job.buildId)
@@ -494,7 +513,7 @@ export class Orchestrator {
   private recordCache(job: JobRecord, session: AgentSession): void {
     if (!session.hello.engineId) return;
     const now = this.clock();
-    this.deps.store.recordCache(
+    this.live.recordCache(
       {
         agent: session.name,
         engineId: session.hello.engineId,

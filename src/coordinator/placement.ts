@@ -3,15 +3,9 @@
  * scheduler picks, and the agent is sent what it needs to build it. A job
  * no connected agent can build waits a bounded time, then fails.
  */
-import {
-  AnnotationLevel,
-  BuildState,
-  CacheType,
-  JobRole,
-  PlacementReason,
-} from '../gen/braid/v1/build_pb.js';
+import { AnnotationLevel, CacheType, JobRole, PlacementReason } from '../gen/braid/v1/build_pb.js';
 import { JobState } from '../gen/braid/v1/common_pb.js';
-import { formatPlatform } from '../oci/platform.js';
+import { formatPlatform, type Platform } from '../oci/platform.js';
 import type { ImageReference } from '../oci/reference.js';
 import { toProtoPlatform } from '../rpc/platform.js';
 import type { AgentRegistry, AgentSession } from './agent-registry.js';
@@ -20,15 +14,12 @@ import type { BuildEvents } from './build-events.js';
 import type { BuildSpecs } from './build-specs.js';
 import type { JobLifecycle, OrchestratorLimits } from './job-lifecycle.js';
 import { imageJobOf, isCheckJob } from './reproducibility-check.js';
-import {
-  schedule,
-  type CacheAffinitySettings,
-  type PendingJob,
-  type PlacementBasis,
-} from './scheduler.js';
+import { JobQueue, type JobClass } from './job-queue.js';
+import type { LiveBuilds } from './live-builds.js';
+import { placeJob, type CacheAffinitySettings, type PlacementBasis } from './scheduler.js';
 import type { SecretVault } from './secret-vault.js';
 import type { SshRelay } from './ssh-relay.js';
-import type { BuildStore, JobRecord } from './store.js';
+import type { JobRecord } from './store.js';
 
 const PLACEMENT_REASONS: Record<PlacementBasis, PlacementReason> = {
   'only-capable': PlacementReason.ONLY_CAPABLE,
@@ -37,7 +28,7 @@ const PLACEMENT_REASONS: Record<PlacementBasis, PlacementReason> = {
 };
 
 export interface PlacementDeps {
-  store: BuildStore;
+  live: LiveBuilds;
   agents: AgentRegistry;
   events: BuildEvents;
   lifecycle: JobLifecycle;
@@ -50,89 +41,148 @@ export interface PlacementDeps {
 }
 
 export class Placement {
-  /** Queued jobs no connected agent can build, since when (ms). */
-  private readonly unplaceable = new Map<string, number>();
+  private readonly queue = new JobQueue();
 
-  constructor(private readonly deps: PlacementDeps) {}
+  constructor(private readonly deps: PlacementDeps) {
+    // The queue follows the jobs' moves: nothing is scanned to find what waits.
+    deps.live.onJobChange((before, after) => {
+      const wasQueued = before?.state === JobState.QUEUED;
+      const isQueued = after?.state === JobState.QUEUED;
+      if (wasQueued && !isQueued) this.queue.remove(before.id, deps.live.ordinal(before.id));
+      if (isQueued && !wasQueued) {
+        this.queue.add(
+          after.id,
+          deps.live.ordinal(after.id),
+          after.platform,
+          deps.specs.of(after.buildId).policy,
+          after.role,
+        );
+      }
+    });
+  }
 
-  /** Place every queued job the farm has room for. */
+  /** Jobs waiting for an agent, by platform. */
+  queuedByPlatform(): { platform: Platform; count: number }[] {
+    return this.queue.countsByPlatform();
+  }
+
+  /**
+   * Place every queued job the farm has room for, oldest first. Each class
+   * of jobs (platform, policy, role) is looked at from its head: once its
+   * head must wait, so does the rest of it in this pass.
+   */
   scheduleQueued(): void {
-    const { store, specs } = this.deps;
-    const open = store.unfinishedBuilds().filter((b) => b.state !== BuildState.STITCHING);
-    const pending: (PendingJob & { job: JobRecord; lineage: string })[] = [];
-    let checksWaiting = false;
-    for (const build of open) {
-      const valid = specs.of(build.id);
-      const lineage = specs.lineageOf(build.id, build.spec.target);
-      const jobs = store.jobsOf(build.id);
-      for (const job of jobs) {
-        if (job.state !== JobState.QUEUED) continue;
-        // A check job goes out once its image job has an agent, to another one if it can.
-        const imageAgent = isCheckJob(job) ? imageJobOf(job, jobs)?.agent : undefined;
-        if (imageAgent === '') {
-          checksWaiting = true;
-          continue;
+    if (this.queue.size === 0) return;
+    const { live, cacheAffinity, limits } = this.deps;
+    const views = this.deps.agents.views();
+    const running = new Map(views.map((v) => [v.name, v.running] as const));
+    const now = this.deps.clock();
+    const done = new Set<JobClass>();
+    for (;;) {
+      // The class whose next placeable job is the oldest.
+      let next: { jobClass: JobClass; job: JobRecord; avoidAgent?: string } | undefined;
+      let nextOrdinal = Number.POSITIVE_INFINITY;
+      for (const jobClass of this.queue.nonEmpty()) {
+        if (done.has(jobClass)) continue;
+        const head = this.headOf(jobClass);
+        if (head === undefined) continue;
+        const ordinal = live.ordinal(head.job.id);
+        if (ordinal < nextOrdinal) {
+          next = { jobClass, ...head };
+          nextOrdinal = ordinal;
         }
-        pending.push({
+      }
+      if (next === undefined) return;
+      const { jobClass, job } = next;
+      const lineage = this.deps.specs.lineageOf(job.buildId);
+      const affinity = cacheAffinity.enabled
+        ? {
+            ...cacheAffinity,
+            now,
+            records: live.cacheRecords(lineage, new Date(now.getTime() - cacheAffinity.maxAgeMs)),
+          }
+        : undefined;
+      const placement = placeJob(
+        {
           jobId: job.id,
           platform: job.platform,
-          policy: valid.policy,
+          policy: jobClass.policy,
           lineage,
-          job,
-          ...(imageAgent !== undefined && { avoidAgent: imageAgent }),
-        });
-      }
-    }
-    if (pending.length === 0) return;
-    const { cacheAffinity, limits } = this.deps;
-    const now = this.deps.clock();
-    const affinity = cacheAffinity.enabled
-      ? {
-          ...cacheAffinity,
-          now,
-          records: store.cacheRecords(
-            pending.map((p) => p.lineage),
-            new Date(now.getTime() - cacheAffinity.maxAgeMs),
-          ),
-        }
-      : undefined;
-    const placements = schedule(pending, this.deps.agents.views(), { affinity });
-    let assigned = false;
-    for (const placement of placements) {
-      const item = pending.find((p) => p.jobId === placement.jobId);
-      if (!item) continue;
-      const { job } = item;
+          ...(next.avoidAgent !== undefined && { avoidAgent: next.avoidAgent }),
+        },
+        views,
+        running,
+        affinity,
+      );
       if (placement.kind === 'impossible') {
         // Mid-build, an agent that can build it may be reconnecting: wait, within a bound.
-        const nowMs = this.deps.clock().getTime();
-        const since = this.unplaceable.get(job.id);
-        if (since === undefined) {
-          this.unplaceable.set(job.id, nowMs);
-          this.deps.events.log(
-            job.buildId,
-            `${placement.reason}; waiting up to ${limits.waitForAgentMs} ms for one to connect`,
-          );
-        } else if (nowMs - since > limits.waitForAgentMs) {
-          this.unplaceable.delete(job.id);
-          this.deps.lifecycle.failJob(
-            job,
-            `${placement.reason}; none connected within ${limits.waitForAgentMs} ms`,
-          );
-        }
+        done.add(jobClass);
+        this.waitForCapableAgent(jobClass, placement.reason, limits.waitForAgentMs);
         continue;
       }
-      this.unplaceable.delete(job.id);
-      if (placement.kind === 'wait') continue;
+      jobClass.unplaceableSince.clear();
+      if (placement.kind === 'wait') {
+        done.add(jobClass);
+        continue;
+      }
       const session = this.deps.agents.get(placement.agent);
-      if (!session) continue;
+      if (!session) {
+        done.add(jobClass);
+        continue;
+      }
+      running.set(placement.agent, (running.get(placement.agent) ?? 0) + 1);
       this.assign(job, session, placement.emulated, placement.handler ?? '', placement.reason, {
         basis: placement.basis,
         text: placement.basisText,
       });
-      assigned = true;
+      // A job that could not be handed out (its secrets are gone) failed and left the queue;
+      // one still queued would be picked again and again.
+      if (this.queue.has(job.id)) done.add(jobClass);
     }
-    // Check jobs whose image job was placed just now go out in the same turn.
-    if (checksWaiting && assigned) this.scheduleQueued();
+  }
+
+  /** The next job of a class that may be placed now, and the agent it should avoid. */
+  private headOf(jobClass: JobClass): { job: JobRecord; avoidAgent?: string } | undefined {
+    const { live } = this.deps;
+    for (const entry of jobClass.entries) {
+      const job = live.job(entry.jobId);
+      if (job === undefined) continue;
+      if (!jobClass.check) return { job };
+      // A check job goes out once its image job has an agent, to another one if it can.
+      const imageAgent = imageJobOf(job, live.jobsOf(job.buildId))?.agent;
+      if (imageAgent === '') continue;
+      return { job, ...(imageAgent !== undefined && { avoidAgent: imageAgent }) };
+    }
+    return undefined;
+  }
+
+  /**
+   * No connected agent can build the class: each of its jobs waits up to
+   * `waitMs` from when this was first seen (the build's log says so), then fails.
+   */
+  private waitForCapableAgent(jobClass: JobClass, reason: string, waitMs: number): void {
+    const nowMs = this.deps.clock().getTime();
+    const expired: JobRecord[] = [];
+    for (const { jobId } of jobClass.entries) {
+      const job = this.deps.live.job(jobId);
+      if (job === undefined) continue;
+      const since = jobClass.unplaceableSince.get(jobId);
+      if (since === undefined) {
+        jobClass.unplaceableSince.set(jobId, nowMs);
+        this.deps.events.log(
+          job.buildId,
+          `${reason}; waiting up to ${waitMs} ms for one to connect`,
+        );
+      } else if (nowMs - since > waitMs) {
+        expired.push(job);
+      }
+    }
+    for (const job of expired) {
+      // An earlier failure in this loop may have ended the job's build already.
+      const now = this.deps.live.job(job.id);
+      if (now?.state !== JobState.QUEUED) continue;
+      this.deps.lifecycle.failJob(now, `${reason}; none connected within ${waitMs} ms`);
+    }
   }
 
   private assign(
@@ -143,8 +193,8 @@ export class Placement {
     reason: string,
     placed: { basis: PlacementBasis; text: string },
   ): void {
-    const { store, lifecycle } = this.deps;
-    const build = store.getBuildRecord(job.buildId);
+    const { live, lifecycle } = this.deps;
+    const build = live.build(job.buildId);
     if (!build) return;
     const secrets = build.spec.secretIds.length > 0 ? this.deps.secrets.get(build.id) : [];
     if (secrets === undefined) {
@@ -175,7 +225,7 @@ export class Placement {
             .map((t) => `${t.tag ?? 'latest'}-${platformSuffix}`)
         : [];
     const placementReason = PLACEMENT_REASONS[placed.basis];
-    store.atomically(() => {
+    live.atomically(() => {
       lifecycle.moveJob(job, JobState.ASSIGNED, {
         agent: session.name,
         emulated,
@@ -195,7 +245,7 @@ export class Placement {
         },
       });
     });
-    // Only once the move is stored does the agent hold the job.
+    // The agent's slot is taken now; it hears of the job once the move is stored.
     session.jobs.add(job.id);
     lifecycle.buildLog(job.buildId).info(
       {
@@ -208,8 +258,8 @@ export class Placement {
       },
       `placed job ${job.id} on agent ${session.name}: ${placed.text}`,
     );
-    session.send({
-      case: 'assign',
+    const assignment = {
+      case: 'assign' as const,
       value: {
         jobId: job.id,
         buildId: job.buildId,
@@ -245,6 +295,10 @@ export class Placement {
           job.platform,
         ),
       },
+    };
+    live.afterCommit(() => {
+      // Stopped or re-queued before its move was stored: it is no longer this agent's.
+      if (session.jobs.has(job.id)) session.send(assignment);
     });
   }
 }

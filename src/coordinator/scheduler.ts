@@ -164,7 +164,12 @@ export function schedule(
   });
 }
 
-function placeJob(
+/**
+ * Places one job among `agents`, whose loads are `running` (by agent name;
+ * an agent missing there counts its own `running`). The caller counts an
+ * assignment toward the agent's load for the jobs it places next.
+ */
+export function placeJob(
   job: PendingJob,
   agents: readonly AgentView[],
   running: ReadonlyMap<string, number>,

@@ -25,11 +25,12 @@ import {
   type ProvenanceSettings,
 } from './provenance-writer.js';
 import { compareBuilds, isCheckJob, NotReproducibleError } from './reproducibility-check.js';
-import type { BuildStore, JobRecord } from './store.js';
+import type { LiveBuilds } from './live-builds.js';
+import type { JobRecord } from './store.js';
 import { TERMINAL_BUILD_STATES } from './transitions.js';
 
 export interface StitchDeps {
-  store: BuildStore;
+  live: LiveBuilds;
   registry: RegistryClient;
   events: BuildEvents;
   lifecycle: JobLifecycle;
@@ -38,20 +39,30 @@ export interface StitchDeps {
   verifyImage?: PublishOptions['verifyImage'];
   /** Names the builder in provenance; without it no provenance is written. */
   provenance?: ProvenanceSettings | undefined;
+  /** Stitches run at once; the others wait their turn, oldest first. */
+  maxConcurrent: number;
 }
 
 export class StitchStep {
+  private active = 0;
+  private readonly waiting: (() => void)[] = [];
+
   constructor(private readonly deps: StitchDeps) {}
+
+  /** Stitches running and waiting for a turn. */
+  get load(): { active: number; waiting: number } {
+    return { active: this.active, waiting: this.waiting.length };
+  }
 
   /** When every job of the build succeeded: move it to STITCHING and stitch. */
   maybeStitch(buildId: string): void {
-    const { store, lifecycle } = this.deps;
-    const jobs = store.jobsOf(buildId);
+    const { live, lifecycle } = this.deps;
+    const jobs = live.jobsOf(buildId);
     if (!jobs.every((j) => j.state === JobState.SUCCEEDED)) return;
-    const build = store.getBuildRecord(buildId);
+    const build = live.build(buildId);
     if (!build || build.state === BuildState.STITCHING || TERMINAL_BUILD_STATES.has(build.state))
       return;
-    store.atomically(() => {
+    live.atomically(() => {
       if (build.state === BuildState.QUEUED)
         lifecycle.moveBuild(build, BuildState.RUNNING, 'building');
       lifecycle.moveBuild(
@@ -63,21 +74,43 @@ export class StitchStep {
     this.start(buildId, jobs);
   }
 
-  /** Stitch in the background; a failure fails the build, and no tag moves. */
+  /**
+   * Stitch in the background, once a turn is free: a burst of builds
+   * finishing together stitches a few at a time, so the first ones end
+   * first. A failure fails the build, and no tag moves.
+   */
   start(buildId: string, jobs: JobRecord[]): void {
-    // On a later turn: the move to STITCHING commits before the stitch reads or writes.
-    void Promise.resolve()
-      .then(() => this.stitch(buildId, jobs))
-      .catch((err: unknown) => {
-        this.deps.lifecycle.buildLog(buildId).error({ err: errorLine(err) }, 'stitch failed');
-        const what =
-          err instanceof NotReproducibleError ? err.message : `stitch: ${errorLine(err)}`;
-        this.deps.lifecycle.finishBuild(buildId, BuildState.FAILED, `${what}; no tag was moved`);
-      });
+    // Once the move to STITCHING is stored, on a later turn.
+    this.deps.live.afterCommit(() => {
+      void this.turn()
+        .then(() => this.stitch(buildId, jobs))
+        .catch((err: unknown) => {
+          this.deps.lifecycle.buildLog(buildId).error({ err: errorLine(err) }, 'stitch failed');
+          const what =
+            err instanceof NotReproducibleError ? err.message : `stitch: ${errorLine(err)}`;
+          this.deps.lifecycle.finishBuild(buildId, BuildState.FAILED, `${what}; no tag was moved`);
+        })
+        .finally(() => this.release());
+    });
+  }
+
+  private turn(): Promise<void> {
+    if (this.active < this.deps.maxConcurrent) {
+      this.active += 1;
+      return Promise.resolve();
+    }
+    return new Promise((resolve) => this.waiting.push(resolve));
+  }
+
+  /** The turn passes to the oldest waiting stitch. */
+  private release(): void {
+    const next = this.waiting.shift();
+    if (next) next();
+    else this.active -= 1;
   }
 
   private async stitch(buildId: string, allJobs: JobRecord[]): Promise<void> {
-    const { store, registry, events } = this.deps;
+    const { live, registry, events } = this.deps;
     const log = (line: string) => events.log(buildId, line);
     const valid = this.deps.specs.of(buildId);
     const first = valid.tags[0] as ImageReference;
@@ -94,7 +127,7 @@ export class StitchStep {
       ref: { domain: first.domain, repository: first.repository, digest: j.image?.digest ?? '' },
       platform: j.platform,
     }));
-    const annotations = store.getBuildRecord(buildId)?.spec.annotations ?? [];
+    const annotations = live.build(buildId)?.spec.annotations ?? [];
     const entries = (await resolveSources(registry, sources)).map((entry) => {
       if (!entry.platform) return entry;
       const added = annotationsAt(annotations, AnnotationLevel.MANIFEST_DESCRIPTOR, entry.platform);
@@ -108,7 +141,7 @@ export class StitchStep {
             },
           };
     });
-    const record = store.getBuildRecord(buildId);
+    const record = live.build(buildId);
     if (record && this.deps.provenance && provenanceMode(record.spec)) {
       const repo = { domain: first.domain, repository: first.repository };
       const build = { ...record, platforms: valid.platforms, tags: valid.tags };
@@ -117,7 +150,7 @@ export class StitchStep {
       const written = await Promise.all(
         jobs.map(async (job) => {
           // The job as stored now: its result's facts are on it.
-          const stored = store.getJob(job.id) ?? job;
+          const stored = live.job(job.id) ?? job;
           return {
             job,
             stored,
@@ -126,7 +159,7 @@ export class StitchStep {
         }),
       );
       for (const { job, stored, entry } of written) {
-        store.updateJob(job.id, {
+        live.updateJob(job.id, {
           attestation: create(ImageDescriptorSchema, {
             digest: entry.descriptor.digest,
             sizeBytes: BigInt(entry.descriptor.size),
@@ -150,7 +183,7 @@ export class StitchStep {
     // --cache-to type=registry: the same index, whose images carry inline
     // cache, under the cache ref — before the tags, so a refused cache push
     // moves no tag (unless ignore-error).
-    for (const cache of store.getBuildRecord(buildId)?.spec.cacheTo ?? []) {
+    for (const cache of live.build(buildId)?.spec.cacheTo ?? []) {
       if (cache.type !== CacheType.REGISTRY) continue;
       try {
         await publishIndex(registry, plan, [parseReference(cache.ref)], publish);

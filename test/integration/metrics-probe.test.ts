@@ -10,7 +10,8 @@ import Database from 'better-sqlite3';
 import { pack } from 'tar-stream';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { BuildService, BuildSpecSchema, BuildState } from '../../src/gen/braid/v1/build_pb.js';
-import { BuildStore } from '../../src/coordinator/store.js';
+import { SqliteBuildStore } from '../../src/coordinator/sqlite-build-store.js';
+import { buildToProto } from '../../src/coordinator/store.js';
 import { RpcError } from '../../src/errors.js';
 import { createClient, type ServiceClient } from '../../src/rpc/client.js';
 import { braid, startTestCoordinator, type TestCoordinator } from '../support/braid-cli.js';
@@ -278,7 +279,7 @@ describe('request ids in a database made before them', () => {
     await rm(dir, { recursive: true, force: true });
   });
 
-  it('keeps the old builds (with an empty request id) and stores new ones', () => {
+  it('keeps the old builds (with an empty request id) and stores new ones', async () => {
     const file = join(dir, 'braid.db');
     // The builds table as coordinators before request ids made it.
     const old = new Database(file);
@@ -292,30 +293,33 @@ describe('request ids in a database made before them', () => {
       .run('bold', Buffer.from(toBinary(BuildSpecSchema, spec)), BuildState.SUCCEEDED, 1000);
     old.close();
 
-    const store = new BuildStore(file);
+    const store = new SqliteBuildStore(file);
     try {
-      const before = store.getBuildRecord('bold');
+      const before = await store.getBuild('bold');
       expect(before?.requestId).toBe('');
       expect(before?.spec.contextDigest).toBe(spec.contextDigest);
-      store.createBuild(
+      await store.commit([
         {
-          id: 'bnew',
-          spec,
-          state: BuildState.QUEUED,
-          createdAt: new Date(2000),
-          error: '',
-          requestId: 'ci-run-42',
+          kind: 'createBuild',
+          build: {
+            id: 'bnew',
+            spec,
+            state: BuildState.QUEUED,
+            createdAt: new Date(2000),
+            error: '',
+            requestId: 'ci-run-42',
+          },
+          jobs: [],
         },
-        [],
-      );
-      const fresh = store.getBuildRecord('bnew');
-      expect(fresh ? store.toProto(fresh).requestId : undefined).toBe('ci-run-42');
+      ]);
+      const fresh = await store.getBuild('bnew');
+      expect(fresh ? buildToProto(fresh, []).requestId : undefined).toBe('ci-run-42');
     } finally {
-      store.close();
+      await store.close();
     }
     // Opening it again migrates nothing twice.
-    const again = new BuildStore(file);
-    expect(again.getBuildRecord('bnew')?.requestId).toBe('ci-run-42');
-    again.close();
+    const again = new SqliteBuildStore(file);
+    expect((await again.getBuild('bnew'))?.requestId).toBe('ci-run-42');
+    await again.close();
   });
 });

@@ -7,7 +7,10 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { BuildSpecSchema, PlacementReason } from '../../src/gen/braid/v1/build_pb.js';
 import { JobState } from '../../src/gen/braid/v1/common_pb.js';
 import { buildLineage } from '../../src/coordinator/lineage.js';
-import { BuildStore } from '../../src/coordinator/store.js';
+import { LiveBuilds } from '../../src/coordinator/live-builds.js';
+import type { CacheRecord } from '../../src/coordinator/scheduler.js';
+import { SqliteBuildStore } from '../../src/coordinator/sqlite-build-store.js';
+import { buildToProto } from '../../src/coordinator/store.js';
 import { parsePlatform } from '../../src/oci/platform.js';
 import { parseReference } from '../../src/oci/reference.js';
 
@@ -35,18 +38,18 @@ const LINEAGE = '127.0.0.1:5000/team/hello (Dockerfile)';
 
 describe('the store keeps cache records and placement reasons', () => {
   let dir: string;
-  let store: BuildStore | undefined;
+  let store: SqliteBuildStore | undefined;
 
   beforeEach(async () => {
     dir = await mkdtemp(join(tmpdir(), 'braid-cache-store-'));
   });
   afterEach(async () => {
-    store?.close();
+    await store?.close();
     store = undefined;
     await rm(dir, { recursive: true, force: true });
   });
 
-  it('opens a database made by an older coordinator and reads its jobs as placed for no stated reason', () => {
+  it('opens a database made by an older coordinator and reads its jobs as placed for no stated reason', async () => {
     const file = join(dir, 'braid.db');
     const old = new Database(file);
     old.exec(OLD_SCHEMA);
@@ -59,27 +62,33 @@ describe('the store keeps cache records and placement reasons', () => {
       .run('b1-1', 'b1', JSON.stringify(amd64), JobState.SUCCEEDED, 'a1');
     old.close();
 
-    store = new BuildStore(file);
-    const job = store.getJob('b1-1');
+    store = new SqliteBuildStore(file);
+    const [job] = await store.jobsOf('b1');
     expect(job?.agent).toBe('a1');
     expect(job?.placementReason).toBe(PlacementReason.UNSPECIFIED);
-    const record = store.getBuildRecord('b1');
-    expect(record && store.toProto(record).jobs[0]?.placementReason).toBe(
+    const record = await store.getBuild('b1');
+    expect(record && buildToProto(record, [job!]).jobs[0]?.placementReason).toBe(
       PlacementReason.UNSPECIFIED,
     );
 
-    store.updateJob('b1-1', {
-      placementReason: PlacementReason.CACHE_AFFINITY,
-      placementDetail: 'cache affinity (built lineage L for linux/amd64 3m ago)',
-    });
-    const again = store.getBuildRecord('b1');
-    const placed = again && store.toProto(again).jobs[0];
+    await store.commit([
+      {
+        kind: 'updateJob',
+        id: 'b1-1',
+        patch: {
+          placementReason: PlacementReason.CACHE_AFFINITY,
+          placementDetail: 'cache affinity (built lineage L for linux/amd64 3m ago)',
+        },
+      },
+    ]);
+    const [placed] = await store.jobsOf('b1');
     expect(placed?.placementReason).toBe(PlacementReason.CACHE_AFFINITY);
     expect(placed?.placementDetail).toBe('cache affinity (built lineage L for linux/amd64 3m ago)');
   });
 
-  it('keeps the latest record per lineage, platform and agent, and forgets old ones', () => {
-    store = new BuildStore(join(dir, 'braid.db'));
+  it('keeps the latest record per lineage, platform and agent, and forgets old ones, in memory and stored', async () => {
+    store = new SqliteBuildStore(join(dir, 'braid.db'));
+    const live = new LiveBuilds(store);
     const at = (ms: number) => new Date(ms);
     const record = (agent: string, engineId: string, finishedAt: Date, lineage = LINEAGE) => ({
       agent,
@@ -88,27 +97,40 @@ describe('the store keeps cache records and placement reasons', () => {
       lineage,
       finishedAt,
     });
-    store.recordCache(record('a1', 'engine-1', at(1000)), at(0));
-    store.recordCache(record('a1', 'engine-2', at(2000)), at(0));
-    store.recordCache(record('a2', 'engine-3', at(3000)), at(0));
-    store.recordCache(record('a3', 'engine-4', at(3000), 'other (Dockerfile)'), at(0));
+    live.recordCache(record('a1', 'engine-1', at(1000)), at(0));
+    live.recordCache(record('a1', 'engine-2', at(2000)), at(0));
+    live.recordCache(record('a2', 'engine-3', at(3000)), at(0));
+    live.recordCache(record('a3', 'engine-4', at(3000), 'other (Dockerfile)'), at(0));
 
-    const found = store
-      .cacheRecords([LINEAGE], at(0))
-      .map((r) => [r.agent, r.engineId, r.finishedAt.getTime(), r.platform.architecture])
-      .sort();
-    expect(found).toEqual([
+    const rows = (records: CacheRecord[]) =>
+      records
+        .map((r) => [r.agent, r.engineId, r.finishedAt.getTime(), r.platform.architecture])
+        .sort();
+    const expected = [
       ['a1', 'engine-2', 2000, 'amd64'],
       ['a2', 'engine-3', 3000, 'amd64'],
-    ]);
-    expect(store.cacheRecords([LINEAGE], at(2500)).map((r) => r.agent)).toEqual(['a2']);
-    expect(store.cacheRecords([], at(0))).toEqual([]);
+    ];
+    expect(rows(live.cacheRecords(LINEAGE, at(0)))).toEqual(expected);
+    expect(rows((await store.cacheRecords(at(0))).filter((r) => r.lineage === LINEAGE))).toEqual(
+      expected,
+    );
+    expect(live.cacheRecords(LINEAGE, at(2500)).map((r) => r.agent)).toEqual(['a2']);
+    expect(live.cacheRecords('nothing built', at(0))).toEqual([]);
 
-    // Recording prunes what is older than the given bound.
-    store.recordCache(record('a4', 'engine-5', at(5000)), at(2500));
+    // Recording prunes what is older than the given bound, in memory and in the store.
+    live.recordCache(record('a4', 'engine-5', at(5000)), at(2500));
     expect(
-      store
-        .cacheRecords([LINEAGE], at(0))
+      live
+        .cacheRecords(LINEAGE, at(0))
+        .map((r) => r.agent)
+        .sort(),
+    ).toEqual(['a2', 'a4']);
+    // A coordinator started on the same store remembers the same.
+    const restarted = new LiveBuilds(store);
+    await restarted.load(at(0));
+    expect(
+      restarted
+        .cacheRecords(LINEAGE, at(0))
         .map((r) => r.agent)
         .sort(),
     ).toEqual(['a2', 'a4']);

@@ -20,7 +20,8 @@ import type { RegistryClient } from '../../src/oci/registry.js';
 import { AgentRegistry, type AgentSession } from '../../src/coordinator/agent-registry.js';
 import type { ContextStore } from '../../src/coordinator/context-store.js';
 import { Orchestrator, type OrchestratorLimits } from '../../src/coordinator/orchestrator.js';
-import { BuildStore } from '../../src/coordinator/store.js';
+import { SqliteBuildStore } from '../../src/coordinator/sqlite-build-store.js';
+import type { BuildRecord, JobRecord } from '../../src/coordinator/store.js';
 import {
   checkBuildMove,
   checkJobMove,
@@ -82,7 +83,7 @@ function newFarm(
     dirs.push(dir);
     dbFile = join(dir, 'braid.db');
   }
-  const store = new BuildStore(dbFile);
+  const store = new SqliteBuildStore(dbFile);
   let now = Date.parse('2026-01-01T00:00:00Z');
   let ids = 0;
   const agents = new AgentRegistry();
@@ -156,7 +157,7 @@ function newFarm(
       });
     },
     succeed(session: FakeSession, jobId: string, n = 1) {
-      const job = store.getJob(jobId);
+      const job = orchestrator.live.job(jobId);
       orchestrator.jobResult(
         session,
         create(JobResultSchema, {
@@ -176,16 +177,22 @@ function newFarm(
     fail(session: FakeSession, jobId: string, error: string) {
       orchestrator.jobResult(session, create(JobResultSchema, { jobId, error }));
     },
-    job(id: string) {
-      const job = store.getJob(id);
+    /** A job in flight from memory, one of an ended build from the store. */
+    async job(id: string): Promise<JobRecord> {
+      const buildId = id.replace(/-\d+$/, '');
+      const job =
+        orchestrator.live.job(id) ?? (await store.jobsOf(buildId)).find((j) => j.id === id);
       if (!job) throw new Error(`no job ${id}`);
       return job;
     },
-    buildState(id: string): BuildState {
-      return store.getBuildRecord(id)?.state ?? BuildState.UNSPECIFIED;
+    async build(id: string): Promise<BuildRecord | undefined> {
+      return orchestrator.live.build(id) ?? (await store.getBuild(id));
     },
-    eventCount(id: string): number {
-      return store.eventsAfter(id, 0n, 100_000).length;
+    async buildState(id: string): Promise<BuildState> {
+      return (await farm.build(id))?.state ?? BuildState.UNSPECIFIED;
+    },
+    async eventCount(id: string): Promise<number> {
+      return (await store.eventsAfter(id, 0n, 100_000)).length;
     },
   };
   return farm;
@@ -207,20 +214,20 @@ describe('losing an agent', () => {
       for (let i = 1; i <= lost; i++) {
         if (i > 1) session = farm.connect('a1', 'amd64');
         expect(session.assigned()).toEqual([`${id}-1`]);
-        expect(farm.job(`${id}-1`).attempt).toBe(i);
+        expect((await farm.job(`${id}-1`)).attempt).toBe(i);
         farm.running(session, `${id}-1`);
         farm.orchestrator.agentLost(session, 'heartbeats stopped');
       }
-      const job = farm.job(`${id}-1`);
+      const job = await farm.job(`${id}-1`);
       if (ends === 'failed') {
         expect(job.state).toBe(JobState.FAILED);
         expect(job.error).toContain(`gave up after ${attempts} attempts`);
-        expect(farm.buildState(id)).toBe(BuildState.FAILED);
+        expect(await farm.buildState(id)).toBe(BuildState.FAILED);
       } else {
         expect(job.state).toBe(JobState.QUEUED);
         expect(job.attempt).toBe(lost + 1);
         expect(job.agent).toBe('');
-        expect(farm.buildState(id)).toBe(BuildState.RUNNING);
+        expect(await farm.buildState(id)).toBe(BuildState.RUNNING);
       }
     },
   );
@@ -232,7 +239,7 @@ describe('losing an agent', () => {
     const second = farm.connect('a2', 'amd64');
     farm.orchestrator.agentLost(first, 'connection lost');
     expect(second.assigned()).toEqual([`${id}-1`]);
-    expect(farm.job(`${id}-1`)).toMatchObject({
+    expect(await farm.job(`${id}-1`)).toMatchObject({
       state: JobState.ASSIGNED,
       agent: 'a2',
       attempt: 2,
@@ -247,8 +254,8 @@ describe('losing an agent', () => {
     farm.orchestrator.agentLost(amd, 'connection lost');
     expect(arm.cancelled()).toEqual([`${id}-2`]);
     expect(arm.jobs.size).toBe(0);
-    expect(farm.job(`${id}-2`).state).toBe(JobState.CANCELLED);
-    expect(farm.buildState(id)).toBe(BuildState.FAILED);
+    expect((await farm.job(`${id}-2`)).state).toBe(JobState.CANCELLED);
+    expect(await farm.buildState(id)).toBe(BuildState.FAILED);
   });
 });
 
@@ -262,12 +269,12 @@ describe('reports the orchestrator must not believe', () => {
     const again = farm.connect('a1', 'amd64');
     expect(again.assigned()).toEqual([`${id}-1`]);
     farm.succeed(old, `${id}-1`);
-    expect(farm.job(`${id}-1`)).toMatchObject({ state: JobState.ASSIGNED, attempt: 2 });
-    expect(farm.buildState(id)).toBe(BuildState.RUNNING);
+    expect(await farm.job(`${id}-1`)).toMatchObject({ state: JobState.ASSIGNED, attempt: 2 });
+    expect(await farm.buildState(id)).toBe(BuildState.RUNNING);
     // The attempt that holds the job still speaks for it.
     farm.succeed(again, `${id}-1`);
-    expect(farm.job(`${id}-1`).state).toBe(JobState.SUCCEEDED);
-    expect(farm.buildState(id)).toBe(BuildState.STITCHING);
+    expect((await farm.job(`${id}-1`)).state).toBe(JobState.SUCCEEDED);
+    expect(await farm.buildState(id)).toBe(BuildState.STITCHING);
   });
 
   it("ignores another agent's report about a job, and does not acknowledge it", async () => {
@@ -278,7 +285,11 @@ describe('reports the orchestrator must not believe', () => {
     stranger.jobs.add(`${id}-1`); // a confused or lying agent
     farm.fail(stranger, `${id}-1`, 'made up');
     farm.running(stranger, `${id}-1`);
-    expect(farm.job(`${id}-1`)).toMatchObject({ state: JobState.ASSIGNED, agent: 'a1', error: '' });
+    expect(await farm.job(`${id}-1`)).toMatchObject({
+      state: JobState.ASSIGNED,
+      agent: 'a1',
+      error: '',
+    });
     expect(stranger.sent.filter((m) => m?.case === 'ack')).toEqual([]);
     expect(owner.jobs.has(`${id}-1`)).toBe(true);
   });
@@ -294,8 +305,8 @@ describe('reports the orchestrator must not believe', () => {
         image: { digest: IMAGE_DIGEST(1), platform: { os: 'linux', architecture: 'arm64' } },
       }),
     );
-    expect(farm.job(`${id}-1`).error).toContain('built linux/arm64, not linux/amd64');
-    expect(farm.buildState(id)).toBe(BuildState.FAILED);
+    expect((await farm.job(`${id}-1`)).error).toContain('built linux/arm64, not linux/amd64');
+    expect(await farm.buildState(id)).toBe(BuildState.FAILED);
   });
 });
 
@@ -305,15 +316,15 @@ describe('cancel', () => {
     const busy = farm.connect('a1', 'amd64');
     const first = await farm.submit(['amd64']);
     const waiting = await farm.submit(['amd64']);
-    expect(farm.job(`${waiting}-1`).state).toBe(JobState.QUEUED);
-    farm.orchestrator.cancel(waiting, 'not needed');
-    expect(farm.buildState(waiting)).toBe(BuildState.CANCELLED);
-    expect(farm.job(`${waiting}-1`)).toMatchObject({
+    expect((await farm.job(`${waiting}-1`)).state).toBe(JobState.QUEUED);
+    await farm.orchestrator.cancel(waiting, 'not needed');
+    expect(await farm.buildState(waiting)).toBe(BuildState.CANCELLED);
+    expect(await farm.job(`${waiting}-1`)).toMatchObject({
       state: JobState.CANCELLED,
       error: 'not needed',
     });
     expect(busy.cancelled()).toEqual([]);
-    expect(farm.job(`${first}-1`).state).toBe(JobState.ASSIGNED);
+    expect((await farm.job(`${first}-1`)).state).toBe(JobState.ASSIGNED);
   });
 
   it('cancels a running build on its agent and frees the slot for the next build', async () => {
@@ -322,7 +333,7 @@ describe('cancel', () => {
     const id = await farm.submit(['amd64']);
     const next = await farm.submit(['amd64']);
     farm.running(session, `${id}-1`);
-    const build = farm.orchestrator.cancel(id, '');
+    const build = await farm.orchestrator.cancel(id, '');
     expect(build.state).toBe(BuildState.CANCELLED);
     expect(build.error).toBe('cancelled: cancelled by user; no tag was moved');
     expect(session.cancelled()).toEqual([`${id}-1`]);
@@ -330,7 +341,7 @@ describe('cancel', () => {
     expect(session.assigned()).toEqual([`${id}-1`, `${next}-1`]);
     // The cancelled job's result, should it still come, changes nothing.
     farm.succeed(session, `${id}-1`);
-    expect(farm.job(`${id}-1`).state).toBe(JobState.CANCELLED);
+    expect((await farm.job(`${id}-1`)).state).toBe(JobState.CANCELLED);
   });
 
   it('leaves a stitching build alone: it ends by its stitch', async () => {
@@ -338,9 +349,9 @@ describe('cancel', () => {
     const session = farm.connect('a1', 'amd64');
     const id = await farm.submit(['amd64']);
     farm.succeed(session, `${id}-1`);
-    expect(farm.buildState(id)).toBe(BuildState.STITCHING);
-    expect(farm.orchestrator.cancel(id, 'too late').state).toBe(BuildState.STITCHING);
-    expect(farm.job(`${id}-1`).state).toBe(JobState.SUCCEEDED);
+    expect(await farm.buildState(id)).toBe(BuildState.STITCHING);
+    expect((await farm.orchestrator.cancel(id, 'too late')).state).toBe(BuildState.STITCHING);
+    expect((await farm.job(`${id}-1`)).state).toBe(JobState.SUCCEEDED);
   });
 
   it('fails the build when its stitch fails, moving no tag', async () => {
@@ -352,19 +363,19 @@ describe('cancel', () => {
     const session = farm.connect('a1', 'amd64');
     const id = await farm.submit(['amd64']);
     farm.succeed(session, `${id}-1`);
-    expect(farm.buildState(id)).toBe(BuildState.STITCHING);
-    await vi.waitFor(() => expect(farm.buildState(id)).toBe(BuildState.FAILED));
-    expect(farm.store.getBuildRecord(id)?.error).toMatch(/^stitch: .*; no tag was moved$/);
+    expect(await farm.buildState(id)).toBe(BuildState.STITCHING);
+    await vi.waitFor(async () => expect(await farm.buildState(id)).toBe(BuildState.FAILED));
+    expect((await farm.build(id))?.error).toMatch(/^stitch: .*; no tag was moved$/);
   });
 
   it('is idempotent on an ended build', async () => {
     const farm = newFarm();
     farm.connect('a1', 'amd64');
     const id = await farm.submit(['amd64']);
-    farm.orchestrator.cancel(id, 'once');
-    const events = farm.eventCount(id);
-    expect(farm.orchestrator.cancel(id, 'twice').error).toContain('once');
-    expect(farm.eventCount(id)).toBe(events);
+    await farm.orchestrator.cancel(id, 'once');
+    const events = await farm.eventCount(id);
+    expect((await farm.orchestrator.cancel(id, 'twice')).error).toContain('once');
+    expect(await farm.eventCount(id)).toBe(events);
   });
 });
 
@@ -376,12 +387,14 @@ describe('timeouts', () => {
     farm.running(session, `${id}-1`);
     farm.advance(60_000);
     farm.orchestrator.checkDeadlines();
-    expect(farm.buildState(id)).toBe(BuildState.RUNNING);
+    expect(await farm.buildState(id)).toBe(BuildState.RUNNING);
     farm.advance(1);
     farm.orchestrator.checkDeadlines();
-    expect(farm.buildState(id)).toBe(BuildState.TIMED_OUT);
-    expect(farm.job(`${id}-1`)).toMatchObject({ state: JobState.FAILED });
-    expect(farm.job(`${id}-1`).error).toContain('linux/amd64 ran longer than the job timeout');
+    expect(await farm.buildState(id)).toBe(BuildState.TIMED_OUT);
+    expect(await farm.job(`${id}-1`)).toMatchObject({ state: JobState.FAILED });
+    expect((await farm.job(`${id}-1`)).error).toContain(
+      'linux/amd64 ran longer than the job timeout',
+    );
     expect(session.cancelled()).toEqual([`${id}-1`]);
     expect(session.jobs.size).toBe(0);
   });
@@ -394,10 +407,10 @@ describe('timeouts', () => {
     farm.succeed(amd, `${id}-1`);
     farm.advance(100_001);
     farm.orchestrator.checkDeadlines();
-    expect(farm.buildState(id)).toBe(BuildState.TIMED_OUT);
-    expect(farm.store.getBuildRecord(id)?.error).toContain('(unfinished: linux/arm64)');
+    expect(await farm.buildState(id)).toBe(BuildState.TIMED_OUT);
+    expect((await farm.build(id))?.error).toContain('(unfinished: linux/arm64)');
     expect(arm.cancelled()).toEqual([`${id}-2`]);
-    expect(farm.job(`${id}-1`).state).toBe(JobState.SUCCEEDED);
+    expect((await farm.job(`${id}-1`)).state).toBe(JobState.SUCCEEDED);
   });
 
   it('fails a re-queued job that no connected agent can build after waitForAgentMs', async () => {
@@ -405,12 +418,12 @@ describe('timeouts', () => {
     const session = farm.connect('a1', 'amd64');
     const id = await farm.submit(['amd64']);
     farm.orchestrator.agentLost(session, 'connection lost');
-    expect(farm.job(`${id}-1`).state).toBe(JobState.QUEUED);
+    expect((await farm.job(`${id}-1`)).state).toBe(JobState.QUEUED);
     farm.advance(30_001);
     farm.orchestrator.checkDeadlines();
-    expect(farm.job(`${id}-1`).state).toBe(JobState.FAILED);
-    expect(farm.job(`${id}-1`).error).toContain('none connected within 30000 ms');
-    expect(farm.buildState(id)).toBe(BuildState.FAILED);
+    expect((await farm.job(`${id}-1`)).state).toBe(JobState.FAILED);
+    expect((await farm.job(`${id}-1`)).error).toContain('none connected within 30000 ms');
+    expect(await farm.buildState(id)).toBe(BuildState.FAILED);
   });
 });
 
@@ -420,10 +433,10 @@ describe('a coordinator restart', () => {
     const session = farm.connect('a1', 'amd64');
     const id = await farm.submit(['amd64']);
     farm.running(session, `${id}-1`);
-    farm.store.close();
+    await farm.store.close();
     // The same database, a new coordinator.
     const after = newFarm({}, farm.dbFile);
-    after.orchestrator.recover();
+    await after.orchestrator.recover();
     return { after, id };
   }
 
@@ -434,19 +447,19 @@ describe('a coordinator restart', () => {
     expect(back.assigned()).toEqual([]);
     after.advance(60_000);
     after.orchestrator.checkDeadlines();
-    expect(after.job(`${id}-1`)).toMatchObject({ state: JobState.RUNNING, attempt: 1 });
+    expect(await after.job(`${id}-1`)).toMatchObject({ state: JobState.RUNNING, attempt: 1 });
     after.succeed(back, `${id}-1`);
-    expect(after.buildState(id)).toBe(BuildState.STITCHING);
+    expect(await after.buildState(id)).toBe(BuildState.STITCHING);
   });
 
   it('re-queues an orphaned job its agent did not reclaim within the grace period', async () => {
     const { after, id } = await runningBuild();
     after.advance(9_999);
     after.orchestrator.checkDeadlines();
-    expect(after.job(`${id}-1`).state).toBe(JobState.RUNNING);
+    expect((await after.job(`${id}-1`)).state).toBe(JobState.RUNNING);
     after.advance(1);
     after.orchestrator.checkDeadlines();
-    expect(after.job(`${id}-1`)).toMatchObject({ state: JobState.QUEUED, attempt: 2 });
+    expect(await after.job(`${id}-1`)).toMatchObject({ state: JobState.QUEUED, attempt: 2 });
     const other = after.connect('a2', 'amd64');
     expect(other.assigned()).toEqual([`${id}-1`]);
   });
@@ -458,8 +471,8 @@ describe('--check-reproducible', () => {
     const a1 = farm.connect('a1', 'amd64');
     const a2 = farm.connect('a2', 'amd64');
     const id = await farm.submit(['amd64'], { checkReproducible: true, sourceDateEpoch: 1n });
-    const image = farm.job(`${id}-1`);
-    const check = farm.job(`${id}-2`);
+    const image = await farm.job(`${id}-1`);
+    const check = await farm.job(`${id}-2`);
     expect(check.role).toBe(JobRole.REPRODUCIBILITY_CHECK);
     expect(image.agent).not.toBe('');
     expect(check.agent).not.toBe('');
@@ -480,11 +493,11 @@ describe('--check-reproducible', () => {
     const only = farm.connect('a1', 'amd64', { capacity: 1 });
     const build = await farm.submit(['amd64'], { checkReproducible: true, sourceDateEpoch: 1n });
     expect(only.assigned()).toEqual([`${build}-1`]);
-    expect(farm.job(`${build}-2`).state).toBe(JobState.QUEUED);
+    expect((await farm.job(`${build}-2`)).state).toBe(JobState.QUEUED);
     farm.succeed(only, `${build}-1`, 1);
     expect(only.assigned()).toEqual([`${build}-1`, `${build}-2`]);
     farm.succeed(only, `${build}-2`, 1);
-    expect(farm.buildState(build)).toBe(BuildState.STITCHING);
+    expect(await farm.buildState(build)).toBe(BuildState.STITCHING);
   });
 });
 
@@ -496,12 +509,101 @@ describe('keep-going', () => {
     const id = await farm.submit(['amd64', 'arm64'], { keepGoing: true });
     farm.fail(amd, `${id}-1`, 'RUN make: exit 2');
     expect(arm.cancelled()).toEqual([]);
-    expect(farm.buildState(id)).toBe(BuildState.QUEUED);
+    expect(await farm.buildState(id)).toBe(BuildState.QUEUED);
     farm.succeed(arm, `${id}-2`);
-    expect(farm.buildState(id)).toBe(BuildState.FAILED);
-    expect(farm.store.getBuildRecord(id)?.error).toBe(
+    expect(await farm.buildState(id)).toBe(BuildState.FAILED);
+    expect((await farm.build(id))?.error).toBe(
       'linux/amd64: RUN make: exit 2 (1 of 2 platforms succeeded); no tag was moved',
     );
+  });
+});
+
+describe('the queue', () => {
+  it('places queued jobs oldest build first as slots free up', async () => {
+    const farm = newFarm();
+    const session = farm.connect('a1', 'amd64');
+    const [b1, b2, b3] = [
+      await farm.submit(['amd64']),
+      await farm.submit(['amd64']),
+      await farm.submit(['amd64']),
+    ];
+    expect(session.assigned()).toEqual([`${b1}-1`]);
+    expect(farm.orchestrator.queuedJobsByPlatform()).toEqual([
+      { platform: { os: 'linux', architecture: 'amd64' }, count: 2 },
+    ]);
+    farm.succeed(session, `${b1}-1`);
+    expect(session.assigned()).toEqual([`${b1}-1`, `${b2}-1`]);
+    farm.succeed(session, `${b2}-1`, 2);
+    expect(session.assigned()).toEqual([`${b1}-1`, `${b2}-1`, `${b3}-1`]);
+    expect(farm.orchestrator.queuedJobsByPlatform()).toEqual([]);
+  });
+
+  it('gives a re-queued job its old place, before builds submitted after its own', async () => {
+    const farm = newFarm();
+    const first = farm.connect('a1', 'amd64');
+    const old = await farm.submit(['amd64']);
+    const newer = await farm.submit(['amd64']);
+    farm.orchestrator.agentLost(first, 'connection lost');
+    const second = farm.connect('a2', 'amd64');
+    expect(second.assigned()).toEqual([`${old}-1`]);
+    expect((await farm.job(`${newer}-1`)).state).toBe(JobState.QUEUED);
+  });
+
+  it('does not hold up another platform behind a platform whose agents are full', async () => {
+    const farm = newFarm();
+    const amd = farm.connect('amd', 'amd64');
+    const busy = await farm.submit(['amd64']);
+    const waiting = await farm.submit(['amd64']);
+    const arm = farm.connect('arm', 'arm64');
+    const later = await farm.submit(['arm64']);
+    expect(amd.assigned()).toEqual([`${busy}-1`]);
+    expect(arm.assigned()).toEqual([`${later}-1`]);
+    expect((await farm.job(`${waiting}-1`)).state).toBe(JobState.QUEUED);
+  });
+
+  it('keeps only builds in flight in memory', async () => {
+    const farm = newFarm();
+    const session = farm.connect('a1', 'amd64');
+    const done = await farm.submit(['amd64']);
+    const cancelled = await farm.submit(['amd64']);
+    expect(farm.orchestrator.live.size).toBe(2);
+    await farm.orchestrator.cancel(cancelled, 'not needed');
+    farm.fail(session, `${done}-1`, 'boom');
+    expect(farm.orchestrator.live.size).toBe(0);
+    // Ended builds are read from the store.
+    expect(await farm.buildState(done)).toBe(BuildState.FAILED);
+    expect((await farm.orchestrator.getBuild(cancelled)).state).toBe(BuildState.CANCELLED);
+  });
+
+  it('runs at most maxConcurrentStitches stitches at once; the next starts when one ends', async () => {
+    const calls: string[] = [];
+    const pending: ((err: Error) => void)[] = [];
+    const held = new Proxy(
+      {},
+      {
+        get:
+          () =>
+          (...args: unknown[]) => {
+            calls.push(JSON.stringify(args, (_, v: unknown) => (typeof v === 'bigint' ? 0 : v)));
+            return new Promise<never>((_, reject) => pending.push(reject));
+          },
+      },
+    ) as unknown as RegistryClient;
+    const farm = newFarm({ maxConcurrentStitches: 1 }, undefined, held);
+    const amd = farm.connect('amd', 'amd64', { capacity: 2 });
+    const first = await farm.submit(['amd64']);
+    const second = await farm.submit(['amd64']);
+    farm.succeed(amd, `${first}-1`, 1);
+    farm.succeed(amd, `${second}-1`, 2);
+    await vi.waitFor(() => expect(calls.length).toBeGreaterThan(0));
+    expect(await farm.buildState(second)).toBe(BuildState.STITCHING);
+    const mentions = (n: number) => calls.filter((c) => c.includes(IMAGE_DIGEST(n))).length;
+    expect(mentions(1)).toBeGreaterThan(0);
+    expect(mentions(2)).toBe(0);
+    // The first stitch fails: its turn passes to the second.
+    for (const reject of pending.splice(0)) reject(new Error('registry down'));
+    await vi.waitFor(async () => expect(await farm.buildState(first)).toBe(BuildState.FAILED));
+    await vi.waitFor(() => expect(mentions(2)).toBeGreaterThan(0));
   });
 });
 
@@ -574,12 +676,12 @@ describe('the transition tables', () => {
     const farm = newFarm();
     const session = farm.connect('a1', 'amd64');
     const id = await farm.submit(['amd64']);
-    farm.orchestrator.cancel(id, 'stop');
-    const events = farm.eventCount(id);
+    await farm.orchestrator.cancel(id, 'stop');
+    const events = await farm.eventCount(id);
     session.jobs.add(`${id}-1`); // as if the cancel never reached it
     farm.succeed(session, `${id}-1`);
     farm.running(session, `${id}-1`);
-    expect(farm.job(`${id}-1`).state).toBe(JobState.CANCELLED);
-    expect(farm.eventCount(id)).toBe(events);
+    expect((await farm.job(`${id}-1`)).state).toBe(JobState.CANCELLED);
+    expect(await farm.eventCount(id)).toBe(events);
   });
 });

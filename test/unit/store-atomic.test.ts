@@ -1,6 +1,7 @@
 /**
- * A state change and its event are one SQLite transaction: a coordinator
- * that dies between a job's move and its event leaves both or neither.
+ * A state change and its event are one atomic group: one SQLite
+ * transaction, and in memory all or nothing. A coordinator that dies
+ * between a job's move and its event leaves both or neither.
  */
 import { execFileSync } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
@@ -15,21 +16,16 @@ import {
   JobResultSchema,
   type ConnectResponseSchema,
 } from '../../src/gen/braid/v1/agent_pb.js';
-import {
-  BuildEventSchema,
-  BuildSpecSchema,
-  BuildState,
-  type BuildEvent,
-} from '../../src/gen/braid/v1/build_pb.js';
+import { BuildSpecSchema, BuildState } from '../../src/gen/braid/v1/build_pb.js';
 import { JobState } from '../../src/gen/braid/v1/common_pb.js';
 import { createLogger } from '../../src/log.js';
 import type { RegistryClient } from '../../src/oci/registry.js';
 import { AgentRegistry, type AgentSession } from '../../src/coordinator/agent-registry.js';
 import type { ContextStore } from '../../src/coordinator/context-store.js';
 import { Orchestrator } from '../../src/coordinator/orchestrator.js';
-import { BuildStore } from '../../src/coordinator/store.js';
-
-type EventBody = MessageInitShape<typeof BuildEventSchema>['body'];
+import { LiveBuilds } from '../../src/coordinator/live-builds.js';
+import { SqliteBuildStore } from '../../src/coordinator/sqlite-build-store.js';
+import { queuedJob, type BuildStore, type StoreWrite } from '../../src/coordinator/store.js';
 
 const dirs: string[] = [];
 afterEach(() => {
@@ -42,9 +38,9 @@ function tempDb(): string {
   return join(dir, 'braid.db');
 }
 
-/** A store that dies when it is about to append a chosen event. */
-class DyingStore extends BuildStore {
-  dieOn: ((body: EventBody) => boolean) | undefined;
+/** A store that dies inside its transaction when it is about to append a chosen event. */
+class DyingStore extends SqliteBuildStore {
+  dieOn: ((write: StoreWrite & { kind: 'appendEvent' }) => boolean) | undefined;
   /** What another connection saw of the database at the moment of death. */
   seenByOthers: { jobState?: number; buildState?: number } | undefined;
 
@@ -52,18 +48,18 @@ class DyingStore extends BuildStore {
     super(file);
   }
 
-  override appendEvent(buildId: string, body: EventBody, time?: Date): BuildEvent {
-    if (this.dieOn?.(body)) {
+  protected override apply(write: StoreWrite): void {
+    if (write.kind === 'appendEvent' && this.dieOn?.(write)) {
       const other = new Database(this.file, { readonly: true });
       try {
         this.seenByOthers = {
           jobState: (
             other
               .prepare('SELECT state FROM jobs WHERE build_id = ? ORDER BY rowid')
-              .get(buildId) as { state: number } | undefined
+              .get(write.buildId) as { state: number } | undefined
           )?.state,
           buildState: (
-            other.prepare('SELECT state FROM builds WHERE id = ?').get(buildId) as
+            other.prepare('SELECT state FROM builds WHERE id = ?').get(write.buildId) as
               { state: number } | undefined
           )?.state,
         };
@@ -72,9 +68,15 @@ class DyingStore extends BuildStore {
       }
       throw new Error('coordinator died');
     }
-    return super.appendEvent(buildId, body, time);
+    super.apply(write);
   }
 }
+
+/** The event of a job's or build's move, for `dieOn`. */
+const moveTo =
+  (kind: 'jobState' | 'buildState', state: number) =>
+  (write: StoreWrite & { kind: 'appendEvent' }) =>
+    write.event.body.case === kind && write.event.body.value.state === state;
 
 function session(name: string, architecture: string): AgentSession {
   return {
@@ -119,16 +121,14 @@ async function placedBuild(store: BuildStore, architectures = ['amd64']) {
   return { orchestrator, agent: sessions[0] as AgentSession };
 }
 
-function stateEvents(store: BuildStore) {
-  return store
-    .eventsAfter('b1', 0n, 1000)
-    .flatMap((e) =>
-      e.body.case === 'jobState'
-        ? [`job ${e.body.value.jobId} ${JobState[e.body.value.state]}`]
-        : e.body.case === 'buildState'
-          ? [`build ${BuildState[e.body.value.state]}`]
-          : [],
-    );
+async function stateEvents(store: BuildStore) {
+  return (await store.eventsAfter('b1', 0n, 1000)).flatMap((e) =>
+    e.body.case === 'jobState'
+      ? [`job ${e.body.value.jobId} ${JobState[e.body.value.state]}`]
+      : e.body.case === 'buildState'
+        ? [`build ${BuildState[e.body.value.state]}`]
+        : [],
+  );
 }
 
 describe('a state change and its event commit together', () => {
@@ -136,7 +136,7 @@ describe('a state change and its event commit together', () => {
     const file = tempDb();
     const store = new DyingStore(file);
     const { orchestrator, agent } = await placedBuild(store);
-    store.dieOn = (body) => body?.case === 'jobState' && body.value.state === JobState.RUNNING;
+    store.dieOn = moveTo('jobState', JobState.RUNNING);
     expect(() =>
       orchestrator.jobUpdate(agent, {
         $typeName: 'braid.v1.JobUpdate',
@@ -147,20 +147,22 @@ describe('a state change and its event commit together', () => {
     ).toThrow('coordinator died');
     // The move was written, but no other connection could see it before its event.
     expect(store.seenByOthers?.jobState).toBe(JobState.ASSIGNED);
-    store.close();
+    // Memory is as it was, too: the coordinator goes on from the stored state.
+    expect(orchestrator.live.job('b1-1')?.state).toBe(JobState.ASSIGNED);
+    await store.close();
 
-    const reopened = new BuildStore(file);
-    expect(reopened.getJob('b1-1')?.state).toBe(JobState.ASSIGNED);
-    expect(reopened.getBuildRecord('b1')?.state).toBe(BuildState.QUEUED);
-    expect(stateEvents(reopened)).toEqual(['build QUEUED', 'job b1-1 ASSIGNED']);
-    reopened.close();
+    const reopened = new SqliteBuildStore(file);
+    expect((await reopened.jobsOf('b1'))[0]?.state).toBe(JobState.ASSIGNED);
+    expect((await reopened.getBuild('b1'))?.state).toBe(BuildState.QUEUED);
+    expect(await stateEvents(reopened)).toEqual(['build QUEUED', 'job b1-1 ASSIGNED']);
+    await reopened.close();
   });
 
   it("leaves neither the job's move nor the build's move it causes when the build's event fails", async () => {
     const file = tempDb();
     const store = new DyingStore(file);
     const { orchestrator, agent } = await placedBuild(store);
-    store.dieOn = (body) => body?.case === 'buildState' && body.value.state === BuildState.RUNNING;
+    store.dieOn = moveTo('buildState', BuildState.RUNNING);
     expect(() =>
       orchestrator.jobUpdate(agent, {
         $typeName: 'braid.v1.JobUpdate',
@@ -169,39 +171,49 @@ describe('a state change and its event commit together', () => {
         step: '',
       }),
     ).toThrow('coordinator died');
-    store.close();
+    expect(orchestrator.live.build('b1')?.state).toBe(BuildState.QUEUED);
+    await store.close();
 
-    const reopened = new BuildStore(file);
-    expect(reopened.getJob('b1-1')?.state).toBe(JobState.ASSIGNED);
-    expect(reopened.getBuildRecord('b1')?.state).toBe(BuildState.QUEUED);
-    expect(stateEvents(reopened)).toEqual(['build QUEUED', 'job b1-1 ASSIGNED']);
+    const reopened = new SqliteBuildStore(file);
+    expect((await reopened.jobsOf('b1'))[0]?.state).toBe(JobState.ASSIGNED);
+    expect((await reopened.getBuild('b1'))?.state).toBe(BuildState.QUEUED);
+    expect(await stateEvents(reopened)).toEqual(['build QUEUED', 'job b1-1 ASSIGNED']);
     // The next event takes the sequence the lost ones would have had: no gap.
-    const stored = reopened.eventsAfter('b1', 0n).length;
-    expect(reopened.appendEvent('b1', { case: 'log', value: { text: 'x' } }).sequence).toBe(
-      BigInt(stored + 1),
-    );
-    reopened.close();
+    const stored = (await reopened.eventsAfter('b1', 0n)).length;
+    const live = new LiveBuilds(reopened);
+    await live.load(new Date(0));
+    expect(
+      live.appendEvent('b1', { case: 'log', value: { text: 'x' } }, new Date())?.sequence,
+    ).toBe(BigInt(stored + 1));
+    await reopened.close();
   });
 
   it('stores all of a failure (the job, the jobs it stops, the build) or none of it', async () => {
     const file = tempDb();
     const store = new DyingStore(file);
     const { orchestrator, agent } = await placedBuild(store, ['amd64', 'arm64']);
-    store.dieOn = (body) => body?.case === 'buildState' && body.value.state === BuildState.FAILED;
+    store.dieOn = moveTo('buildState', BuildState.FAILED);
     expect(() =>
       orchestrator.jobResult(agent, create(JobResultSchema, { jobId: 'b1-1', error: 'boom' })),
     ).toThrow('coordinator died');
-    store.close();
+    expect(orchestrator.live.jobsOf('b1').map((j) => JobState[j.state])).toEqual([
+      'ASSIGNED',
+      'ASSIGNED',
+    ]);
+    await store.close();
 
-    const reopened = new BuildStore(file);
-    expect(reopened.jobsOf('b1').map((j) => JobState[j.state])).toEqual(['ASSIGNED', 'ASSIGNED']);
-    expect(reopened.getBuildRecord('b1')?.state).toBe(BuildState.QUEUED);
-    expect(stateEvents(reopened)).toEqual([
+    const reopened = new SqliteBuildStore(file);
+    expect((await reopened.jobsOf('b1')).map((j) => JobState[j.state])).toEqual([
+      'ASSIGNED',
+      'ASSIGNED',
+    ]);
+    expect((await reopened.getBuild('b1'))?.state).toBe(BuildState.QUEUED);
+    expect(await stateEvents(reopened)).toEqual([
       'build QUEUED',
       'job b1-1 ASSIGNED',
       'job b1-2 ASSIGNED',
     ]);
-    reopened.close();
+    await reopened.close();
   });
 
   it('stores both once the group commits', async () => {
@@ -214,76 +226,78 @@ describe('a state change and its event commit together', () => {
       state: JobState.RUNNING,
       step: '',
     });
-    store.close();
-    const reopened = new BuildStore(file);
-    expect(reopened.getJob('b1-1')?.state).toBe(JobState.RUNNING);
-    expect(reopened.getBuildRecord('b1')?.state).toBe(BuildState.RUNNING);
-    expect(stateEvents(reopened)).toEqual([
+    await store.close();
+    const reopened = new SqliteBuildStore(file);
+    expect((await reopened.jobsOf('b1'))[0]?.state).toBe(JobState.RUNNING);
+    expect((await reopened.getBuild('b1'))?.state).toBe(BuildState.RUNNING);
+    expect(await stateEvents(reopened)).toEqual([
       'build QUEUED',
       'job b1-1 ASSIGNED',
       'job b1-1 RUNNING',
       'build RUNNING',
     ]);
-    reopened.close();
+    await reopened.close();
   });
 
-  it('keeps a process killed (SIGKILL) inside a group from leaving half of it', () => {
+  it('keeps a process killed (SIGKILL) inside a transaction from leaving half of it', async () => {
     const file = tempDb();
-    const setup = new BuildStore(file);
-    setup.createBuild(
+    const setup = new SqliteBuildStore(file);
+    await setup.commit([
       {
-        id: 'b1',
-        spec: create(BuildSpecSchema, {}),
-        state: BuildState.QUEUED,
-        createdAt: new Date(0),
-        error: '',
-        requestId: '',
-      },
-      [
-        {
-          id: 'b1-1',
-          buildId: 'b1',
-          platform: { os: 'linux', architecture: 'amd64' },
-          state: JobState.QUEUED,
-          agent: '',
-          emulated: false,
-          emulator: '',
-          currentStep: '',
-          durationMs: 0,
-          attempt: 1,
+        kind: 'createBuild',
+        build: {
+          id: 'b1',
+          spec: create(BuildSpecSchema, {}),
+          state: BuildState.QUEUED,
+          createdAt: new Date(0),
           error: '',
+          requestId: '',
         },
-      ],
-    );
-    setup.close();
-    const storeUrl = pathToFileURL(resolve('src/coordinator/store.ts')).href;
-    const script = join(file, '..', 'die.ts');
+        jobs: [queuedJob('b1-1', 'b1', { os: 'linux', architecture: 'amd64' })],
+      },
+    ]);
+    await setup.close();
+    const moduleUrl = (path: string) => JSON.stringify(pathToFileURL(resolve(path)).href);
+    const script = join(file, '..', 'die.mts');
     writeFileSync(
       script,
-      `import { BuildStore } from ${JSON.stringify(storeUrl)};
-const store = new BuildStore(${JSON.stringify(file)});
-store.atomically(() => {
-  store.updateJob('b1-1', { state: 2, agent: 'a1' });
-  // Dies here: after the job's move, before its event.
-  process.kill(process.pid, 'SIGKILL');
-  store.appendEvent('b1', { case: 'log', value: { text: 'never' } });
+      `import { SqliteBuildStore } from ${moduleUrl('src/coordinator/sqlite-build-store.ts')};
+import { LiveBuilds } from ${moduleUrl('src/coordinator/live-builds.ts')};
+class Killed extends SqliteBuildStore {
+  apply(write) {
+    // Dies here: the job's move is written, its event is next.
+    if (write.kind === 'appendEvent') process.kill(process.pid, 'SIGKILL');
+    super.apply(write);
+  }
+}
+const live = new LiveBuilds(new Killed(${JSON.stringify(file)}));
+await live.load(new Date(0));
+live.atomically(() => {
+  live.updateJob('b1-1', { state: 2, agent: 'a1' });
+  live.appendEvent('b1', { case: 'log', value: { text: 'never' } }, new Date());
 });
 `,
     );
-    expect(() =>
-      execFileSync(process.execPath, ['--import', 'tsx', script], { stdio: 'pipe' }),
-    ).toThrow();
-    const reopened = new BuildStore(file);
-    expect(reopened.getJob('b1-1')).toMatchObject({ state: JobState.QUEUED, agent: '' });
-    expect(reopened.eventsAfter('b1', 0n)).toEqual([]);
-    reopened.close();
+    let died: { signal?: string; stderr?: Buffer } = {};
+    try {
+      execFileSync(process.execPath, ['--import', 'tsx', script], { stdio: 'pipe' });
+    } catch (err) {
+      died = err as typeof died;
+    }
+    // Killed where the script says, not failed for another reason.
+    expect(died.signal, String(died.stderr)).toBe('SIGKILL');
+    const reopened = new SqliteBuildStore(file);
+    expect((await reopened.jobsOf('b1'))[0]).toMatchObject({ state: JobState.QUEUED, agent: '' });
+    expect(await reopened.eventsAfter('b1', 0n)).toEqual([]);
+    await reopened.close();
   });
 });
 
-describe('store.atomically', () => {
-  it('joins an inner group to the outer one: a throw after the inner group undoes both', () => {
-    const store = new BuildStore(tempDb());
-    store.createBuild(
+describe('LiveBuilds.atomically', () => {
+  async function oneBuild() {
+    const store = new SqliteBuildStore(tempDb());
+    const live = new LiveBuilds(store);
+    live.createBuild(
       {
         id: 'b1',
         spec: create(BuildSpecSchema, {}),
@@ -292,20 +306,98 @@ describe('store.atomically', () => {
         error: '',
         requestId: '',
       },
-      [],
+      [queuedJob('b1-1', 'b1', { os: 'linux', architecture: 'amd64' })],
     );
+    await live.flushed();
+    return { store, live };
+  }
+
+  it('joins an inner group to the outer one: a throw after the inner group undoes both, in memory and stored', async () => {
+    const { store, live } = await oneBuild();
+    const seen: string[] = [];
+    live.onJobChange((before, after) => seen.push(`${before?.state} -> ${after?.state}`));
     expect(() =>
-      store.atomically(() => {
-        store.atomically(() => store.updateBuild('b1', { state: BuildState.RUNNING }));
-        store.appendEvent('b1', { case: 'log', value: { text: 'a' } });
+      live.atomically(() => {
+        live.atomically(() => live.updateBuild('b1', { state: BuildState.RUNNING }));
+        live.updateJob('b1-1', { state: JobState.ASSIGNED, agent: 'a1' });
+        live.appendEvent('b1', { case: 'log', value: { text: 'a' } }, new Date());
         throw new Error('later');
       }),
     ).toThrow('later');
-    expect(store.getBuildRecord('b1')?.state).toBe(BuildState.QUEUED);
-    expect(store.eventsAfter('b1', 0n)).toEqual([]);
-    // The sequence handed out inside the rolled-back group is handed out again.
-    expect(store.appendEvent('b1', { case: 'log', value: { text: 'b' } }).sequence).toBe(1n);
-    expect(store.atomically(() => 42)).toBe(42);
-    store.close();
+    expect(live.build('b1')?.state).toBe(BuildState.QUEUED);
+    expect(live.job('b1-1')).toMatchObject({ state: JobState.QUEUED, agent: '' });
+    // Listeners heard the move and its undoing.
+    expect(seen).toEqual([
+      `${JobState.QUEUED} -> ${JobState.ASSIGNED}`,
+      `${JobState.ASSIGNED} -> ${JobState.QUEUED}`,
+    ]);
+    expect((await store.getBuild('b1'))?.state).toBe(BuildState.QUEUED);
+    expect(await store.eventsAfter('b1', 0n)).toEqual([]);
+    // The sequence handed out inside the undone group is handed out again.
+    expect(
+      live.appendEvent('b1', { case: 'log', value: { text: 'b' } }, new Date())?.sequence,
+    ).toBe(1n);
+    expect(live.atomically(() => 42)).toBe(42);
+    await store.close();
+  });
+
+  it('writes a group to the store in one commit, and runs after-commit work only then', async () => {
+    const { store, live } = await oneBuild();
+    const commits: string[][] = [];
+    const commitSync = store.commitSync.bind(store);
+    store.commitSync = (writes) => {
+      commits.push(writes.map((w) => w.kind));
+      commitSync(writes);
+    };
+    const order: string[] = [];
+    live.atomically(() => {
+      live.updateJob('b1-1', { state: JobState.ASSIGNED, agent: 'a1' });
+      live.afterCommit(() => order.push('after'));
+      live.appendEvent('b1', { case: 'log', value: { text: 'assigned' } }, new Date());
+      order.push('inside');
+    });
+    expect(commits).toEqual([['updateJob', 'appendEvent']]);
+    expect(order).toEqual(['inside', 'after']);
+    await store.close();
+  });
+
+  it('commits in order through an asynchronous store, and tells a refused commit', async () => {
+    const { store } = await oneBuild();
+    // The same database seen as a store that answers later and has no synchronous path.
+    const applied: string[] = [];
+    let refuse = false;
+    const commit = async (writes: readonly StoreWrite[]) => {
+      await new Promise((r) => setTimeout(r, 5));
+      if (refuse) throw new Error('disk full');
+      applied.push(
+        ...writes.map((w) => (w.kind === 'updateJob' ? `job ${w.patch.state}` : w.kind)),
+      );
+      return store.commit(writes);
+    };
+    const slow = new Proxy(store, {
+      get(target, key) {
+        if (key === 'commit') return commit;
+        if (key === 'commitSync') return undefined;
+        const value: unknown = Reflect.get(target, key);
+        return typeof value === 'function' ? (value as () => unknown).bind(target) : value;
+      },
+    }) as BuildStore;
+    const failures: unknown[] = [];
+    const live = new LiveBuilds(slow, (err) => failures.push(err));
+    await live.load(new Date(0));
+    const order: string[] = [];
+    live.updateJob('b1-1', { state: JobState.ASSIGNED, agent: 'a1' });
+    live.afterCommit(() => order.push('first stored'));
+    live.updateJob('b1-1', { state: JobState.RUNNING });
+    live.afterCommit(() => order.push('second stored'));
+    expect(order).toEqual([]);
+    await live.flushed();
+    expect(order).toEqual(['first stored', 'second stored']);
+    expect(applied).toEqual([`job ${JobState.ASSIGNED}`, `job ${JobState.RUNNING}`]);
+    refuse = true;
+    live.updateJob('b1-1', { currentStep: 'x' });
+    await live.flushed();
+    expect(String(failures[0])).toContain('disk full');
+    await store.close();
   });
 });

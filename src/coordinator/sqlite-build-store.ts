@@ -1,0 +1,391 @@
+/**
+ * The build store in SQLite (WAL), the default: one file next to the
+ * contexts. Specs and events are stored as protobuf bytes, so what is read
+ * back is exactly what the API serves. Statements are prepared once.
+ * better-sqlite3 is synchronous: a commit is done when `commit` returns,
+ * and its promise only reports the outcome.
+ */
+import type Database from 'better-sqlite3';
+import { fromBinary, toBinary } from '@bufbuild/protobuf';
+import {
+  BuildEventSchema,
+  BuildSpecSchema,
+  BuildState,
+  JobRole,
+  PlacementReason,
+  type BuildEvent,
+} from '../gen/braid/v1/build_pb.js';
+import { ImageDescriptorSchema, JobState } from '../gen/braid/v1/common_pb.js';
+import { BuildFactsSchema } from '../gen/braid/v1/agent_pb.js';
+import type { Platform } from '../oci/platform.js';
+import type { CacheRecord } from './scheduler.js';
+import { openDatabase } from './sqlite.js';
+import type {
+  BuildPatch,
+  BuildRecord,
+  BuildStore,
+  JobPatch,
+  JobRecord,
+  StoreWrite,
+  UnfinishedBuild,
+} from './store.js';
+import { TERMINAL_BUILD_STATES } from './transitions.js';
+
+interface BuildRow {
+  id: string;
+  spec: Buffer;
+  state: number;
+  created_at: number;
+  finished_at: number | null;
+  index_descriptor: Buffer | null;
+  error: string;
+  request_id: string;
+}
+
+interface JobRow {
+  id: string;
+  build_id: string;
+  platform: string;
+  state: number;
+  agent: string;
+  emulated: number;
+  emulator: string;
+  current_step: string;
+  image: Buffer | null;
+  started_at: number | null;
+  finished_at: number | null;
+  duration_ms: number;
+  attempt: number;
+  error: string;
+  placement_reason: number;
+  placement_detail: string;
+  facts: Buffer | null;
+  attestation: Buffer | null;
+  role: number;
+}
+
+interface CacheRow {
+  lineage: string;
+  platform: string;
+  agent: string;
+  engine_id: string;
+  finished_at: number;
+}
+
+const SCHEMA = `
+CREATE TABLE IF NOT EXISTS builds (
+  id TEXT PRIMARY KEY,
+  spec BLOB NOT NULL,
+  state INTEGER NOT NULL,
+  created_at INTEGER NOT NULL,
+  finished_at INTEGER,
+  index_descriptor BLOB,
+  error TEXT NOT NULL DEFAULT ''
+);
+CREATE INDEX IF NOT EXISTS builds_created ON builds(created_at);
+CREATE TABLE IF NOT EXISTS jobs (
+  id TEXT PRIMARY KEY,
+  build_id TEXT NOT NULL REFERENCES builds(id),
+  platform TEXT NOT NULL,
+  state INTEGER NOT NULL,
+  agent TEXT NOT NULL DEFAULT '',
+  emulated INTEGER NOT NULL DEFAULT 0,
+  emulator TEXT NOT NULL DEFAULT '',
+  current_step TEXT NOT NULL DEFAULT '',
+  image BLOB,
+  started_at INTEGER,
+  finished_at INTEGER,
+  duration_ms INTEGER NOT NULL DEFAULT 0,
+  attempt INTEGER NOT NULL DEFAULT 1,
+  error TEXT NOT NULL DEFAULT ''
+);
+CREATE INDEX IF NOT EXISTS jobs_build ON jobs(build_id);
+CREATE INDEX IF NOT EXISTS jobs_state ON jobs(state);
+CREATE TABLE IF NOT EXISTS cache_records (
+  lineage TEXT NOT NULL,
+  platform TEXT NOT NULL,
+  agent TEXT NOT NULL,
+  engine_id TEXT NOT NULL,
+  finished_at INTEGER NOT NULL,
+  PRIMARY KEY (lineage, platform, agent)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS build_events (
+  build_id TEXT NOT NULL,
+  sequence INTEGER NOT NULL,
+  event BLOB NOT NULL,
+  PRIMARY KEY (build_id, sequence)
+) WITHOUT ROWID;
+`;
+
+const toMs = (d: Date | undefined) => (d ? d.getTime() : null);
+const fromMs = (ms: number | null) => (ms === null ? undefined : new Date(ms));
+
+export class SqliteBuildStore implements BuildStore {
+  private readonly db: Database.Database;
+  private readonly statements = new Map<string, Database.Statement>();
+
+  constructor(file: string) {
+    this.db = openDatabase(file);
+    this.db.exec(SCHEMA);
+    addColumn(this.db, 'builds', 'request_id', "TEXT NOT NULL DEFAULT ''");
+    addColumn(this.db, 'jobs', 'placement_reason', 'INTEGER NOT NULL DEFAULT 0');
+    addColumn(this.db, 'jobs', 'placement_detail', "TEXT NOT NULL DEFAULT ''");
+    addColumn(this.db, 'jobs', 'facts', 'BLOB');
+    addColumn(this.db, 'jobs', 'attestation', 'BLOB');
+    addColumn(this.db, 'jobs', 'role', 'INTEGER NOT NULL DEFAULT 0');
+  }
+
+  isOpen(): boolean {
+    return this.db.open;
+  }
+
+  close(): Promise<void> {
+    this.statements.clear();
+    if (this.db.open) this.db.close();
+    return Promise.resolve();
+  }
+
+  commit(writes: readonly StoreWrite[]): Promise<void> {
+    try {
+      this.commitSync(writes);
+      return Promise.resolve();
+    } catch (err) {
+      return Promise.reject(err instanceof Error ? err : new Error(String(err)));
+    }
+  }
+
+  /** The same, done when it returns (it throws when the transaction failed). */
+  commitSync(writes: readonly StoreWrite[]): void {
+    this.db.transaction(() => {
+      for (const write of writes) this.apply(write);
+    })();
+  }
+
+  unfinishedBuilds(): Promise<UnfinishedBuild[]> {
+    const terminal = [...TERMINAL_BUILD_STATES].join(',');
+    const rows = this.statement(
+      `SELECT * FROM builds WHERE state NOT IN (${terminal}) ORDER BY created_at, rowid`,
+    ).all() as BuildRow[];
+    return Promise.resolve(
+      rows.map((row) => ({
+        build: buildFromRow(row),
+        jobs: this.jobRows(row.id),
+        lastSequence: BigInt(
+          (
+            this.statement('SELECT MAX(sequence) AS last FROM build_events WHERE build_id = ?').get(
+              row.id,
+            ) as { last: number | null }
+          ).last ?? 0,
+        ),
+      })),
+    );
+  }
+
+  getBuild(id: string): Promise<BuildRecord | undefined> {
+    const row = this.statement('SELECT * FROM builds WHERE id = ?').get(id) as BuildRow | undefined;
+    return Promise.resolve(row ? buildFromRow(row) : undefined);
+  }
+
+  jobsOf(buildId: string): Promise<JobRecord[]> {
+    return Promise.resolve(this.jobRows(buildId));
+  }
+
+  listBuilds(limit: number, states: readonly BuildState[]): Promise<BuildRecord[]> {
+    const where = states.length ? `WHERE state IN (${states.map(() => '?').join(',')})` : '';
+    const rows = this.statement(
+      `SELECT * FROM builds ${where} ORDER BY created_at DESC, rowid DESC LIMIT ?`,
+    ).all(...states, limit) as BuildRow[];
+    return Promise.resolve(rows.map(buildFromRow));
+  }
+
+  eventsAfter(buildId: string, after: bigint, limit = 1000): Promise<BuildEvent[]> {
+    const rows = this.statement(
+      'SELECT event FROM build_events WHERE build_id = ? AND sequence > ? ORDER BY sequence LIMIT ?',
+    ).all(buildId, Number(after), limit) as { event: Buffer }[];
+    return Promise.resolve(rows.map((r) => fromBinary(BuildEventSchema, r.event)));
+  }
+
+  cacheRecords(since: Date): Promise<CacheRecord[]> {
+    const rows = this.statement('SELECT * FROM cache_records WHERE finished_at >= ?').all(
+      since.getTime(),
+    ) as CacheRow[];
+    return Promise.resolve(
+      rows.map((r) => ({
+        lineage: r.lineage,
+        platform: JSON.parse(r.platform) as Platform,
+        agent: r.agent,
+        engineId: r.engine_id,
+        finishedAt: new Date(r.finished_at),
+      })),
+    );
+  }
+
+  /** One write inside the open transaction (protected: tests die in the middle of a group). */
+  protected apply(write: StoreWrite): void {
+    switch (write.kind) {
+      case 'createBuild': {
+        const { build, jobs } = write;
+        this.statement(
+          'INSERT INTO builds (id, spec, state, created_at, error, request_id) VALUES (?, ?, ?, ?, ?, ?)',
+        ).run(
+          build.id,
+          Buffer.from(toBinary(BuildSpecSchema, build.spec)),
+          build.state,
+          build.createdAt.getTime(),
+          build.error,
+          build.requestId,
+        );
+        const insertJob = this.statement(
+          'INSERT INTO jobs (id, build_id, platform, state, attempt, role) VALUES (?, ?, ?, ?, ?, ?)',
+        );
+        for (const job of jobs) {
+          insertJob.run(
+            job.id,
+            build.id,
+            JSON.stringify(job.platform),
+            job.state,
+            job.attempt,
+            job.role ?? JobRole.UNSPECIFIED,
+          );
+        }
+        return;
+      }
+      case 'updateBuild':
+        return this.update('builds', buildColumns(write.patch), write.id);
+      case 'updateJob':
+        return this.update('jobs', jobColumns(write.patch), write.id);
+      case 'appendEvent':
+        this.statement('INSERT INTO build_events (build_id, sequence, event) VALUES (?, ?, ?)').run(
+          write.buildId,
+          Number(write.event.sequence),
+          Buffer.from(toBinary(BuildEventSchema, write.event)),
+        );
+        return;
+      case 'recordCache': {
+        const { record, forgetBefore } = write;
+        this.statement(
+          `INSERT INTO cache_records (lineage, platform, agent, engine_id, finished_at)
+           VALUES (?, ?, ?, ?, ?)
+           ON CONFLICT (lineage, platform, agent)
+           DO UPDATE SET engine_id = excluded.engine_id, finished_at = excluded.finished_at`,
+        ).run(
+          record.lineage,
+          JSON.stringify(record.platform),
+          record.agent,
+          record.engineId,
+          record.finishedAt.getTime(),
+        );
+        this.statement('DELETE FROM cache_records WHERE finished_at < ?').run(
+          forgetBefore.getTime(),
+        );
+        return;
+      }
+    }
+  }
+
+  private update(table: 'builds' | 'jobs', columns: Record<string, unknown>, id: string): void {
+    const keys = Object.keys(columns);
+    if (keys.length === 0) return;
+    // One statement per set of columns: a handful of shapes, each prepared once.
+    this.statement(
+      `UPDATE ${table} SET ${keys.map((k) => `${k} = ?`).join(', ')} WHERE id = ?`,
+    ).run(...Object.values(columns), id);
+  }
+
+  private jobRows(buildId: string): JobRecord[] {
+    const rows = this.statement('SELECT * FROM jobs WHERE build_id = ? ORDER BY rowid').all(
+      buildId,
+    ) as JobRow[];
+    return rows.map(jobFromRow);
+  }
+
+  private statement(sql: string): Database.Statement {
+    let statement = this.statements.get(sql);
+    if (statement === undefined) {
+      statement = this.db.prepare(sql);
+      this.statements.set(sql, statement);
+    }
+    return statement;
+  }
+}
+
+function buildColumns(patch: BuildPatch): Record<string, unknown> {
+  const columns: Record<string, unknown> = {};
+  if (patch.state !== undefined) columns.state = patch.state;
+  if (patch.finishedAt !== undefined) columns.finished_at = toMs(patch.finishedAt);
+  if (patch.index !== undefined) {
+    columns.index_descriptor = Buffer.from(toBinary(ImageDescriptorSchema, patch.index));
+  }
+  if (patch.error !== undefined) columns.error = patch.error;
+  return columns;
+}
+
+function jobColumns(patch: JobPatch): Record<string, unknown> {
+  const columns: Record<string, unknown> = {};
+  if (patch.state !== undefined) columns.state = patch.state;
+  if (patch.agent !== undefined) columns.agent = patch.agent;
+  if (patch.emulated !== undefined) columns.emulated = patch.emulated ? 1 : 0;
+  if (patch.emulator !== undefined) columns.emulator = patch.emulator;
+  if (patch.currentStep !== undefined) columns.current_step = patch.currentStep;
+  if (patch.image !== undefined)
+    columns.image = Buffer.from(toBinary(ImageDescriptorSchema, patch.image));
+  if (patch.startedAt !== undefined) columns.started_at = toMs(patch.startedAt);
+  if (patch.finishedAt !== undefined) columns.finished_at = toMs(patch.finishedAt);
+  if (patch.durationMs !== undefined) columns.duration_ms = patch.durationMs;
+  if (patch.attempt !== undefined) columns.attempt = patch.attempt;
+  if (patch.error !== undefined) columns.error = patch.error;
+  if (patch.placementReason !== undefined) columns.placement_reason = patch.placementReason;
+  if (patch.placementDetail !== undefined) columns.placement_detail = patch.placementDetail;
+  if (patch.facts !== undefined)
+    columns.facts = Buffer.from(toBinary(BuildFactsSchema, patch.facts));
+  if (patch.attestation !== undefined)
+    columns.attestation = Buffer.from(toBinary(ImageDescriptorSchema, patch.attestation));
+  return columns;
+}
+
+function buildFromRow(row: BuildRow): BuildRecord {
+  return {
+    id: row.id,
+    spec: fromBinary(BuildSpecSchema, row.spec),
+    state: row.state as BuildState,
+    createdAt: new Date(row.created_at),
+    finishedAt: fromMs(row.finished_at),
+    index: row.index_descriptor
+      ? fromBinary(ImageDescriptorSchema, row.index_descriptor)
+      : undefined,
+    error: row.error,
+    requestId: row.request_id,
+  };
+}
+
+function jobFromRow(row: JobRow): JobRecord {
+  return {
+    id: row.id,
+    buildId: row.build_id,
+    platform: JSON.parse(row.platform) as Platform,
+    state: row.state as JobState,
+    agent: row.agent,
+    emulated: row.emulated === 1,
+    emulator: row.emulator,
+    currentStep: row.current_step,
+    image: row.image ? fromBinary(ImageDescriptorSchema, row.image) : undefined,
+    startedAt: fromMs(row.started_at),
+    finishedAt: fromMs(row.finished_at),
+    durationMs: row.duration_ms,
+    attempt: row.attempt,
+    error: row.error,
+    placementReason: row.placement_reason as PlacementReason,
+    placementDetail: row.placement_detail,
+    facts: row.facts ? fromBinary(BuildFactsSchema, row.facts) : undefined,
+    attestation: row.attestation ? fromBinary(ImageDescriptorSchema, row.attestation) : undefined,
+    ...(row.role !== JobRole.UNSPECIFIED && { role: row.role as JobRole }),
+  };
+}
+
+/** Schema migration for databases made by an older coordinator: add a column once. */
+function addColumn(db: Database.Database, table: string, column: string, type: string): void {
+  const columns = db.prepare(`PRAGMA table_info(${table})`).all() as { name: string }[];
+  if (!columns.some((c) => c.name === column)) {
+    db.exec(`ALTER TABLE ${table} ADD COLUMN ${column} ${type}`);
+  }
+}
