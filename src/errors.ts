@@ -47,12 +47,25 @@ export class BraidError extends Error {
   }
 }
 
-/** Invalid configuration: `key` names the setting, as the user spelled it. */
-export class ConfigError extends BraidError {
+/**
+ * Bad usage: a flag, argument, value or file the user gave cannot be used,
+ * and nothing was done. The one error type the CLI ends with exit 2
+ * (src/cli/exit.ts). The message is one line naming the offending value.
+ * Its code stays `invalid_argument`, so a coordinator that throws one still
+ * answers INVALID_ARGUMENT, which a client reports as a remote error (exit 1).
+ */
+export class UsageError extends BraidError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super('invalid_argument', message, options);
+  }
+}
+
+/** Invalid configuration, a kind of bad usage: `key` names the setting, as the user spelled it. */
+export class ConfigError extends UsageError {
   readonly key: string;
 
   constructor(key: string, message: string, options?: { cause?: unknown }) {
-    super('invalid_argument', `invalid config ${key}: ${message}`, options);
+    super(`invalid config ${key}: ${message}`, options);
     this.key = key;
   }
 }

@@ -10,7 +10,7 @@ import { existsSync } from 'node:fs';
 import { chmod, mkdir, mkdtemp, rename, rm, writeFile } from 'node:fs/promises';
 import { isIP } from 'node:net';
 import { join } from 'node:path';
-import { BraidError } from '../errors.js';
+import { BraidError, UsageError } from '../errors.js';
 
 export const DEFAULT_HOSTS = ['localhost', '127.0.0.1', '::1'] as const;
 
@@ -45,15 +45,12 @@ const DNS_NAME =
 
 /** `subjectAltName` entries for the hosts; a host that is neither a name nor an IP is an error. */
 export function subjectAltNames(hosts: readonly string[]): string {
-  if (hosts.length === 0) throw new BraidError('invalid_argument', '--hosts: no host given');
+  if (hosts.length === 0) throw new UsageError('--hosts: no host given');
   return hosts
     .map((host) => {
       if (isIP(host)) return `IP:${host}`;
       if (DNS_NAME.test(host) && host.length <= 253) return `DNS:${host}`;
-      throw new BraidError(
-        'invalid_argument',
-        `--hosts: "${host}" is neither a host name nor an IP address`,
-      );
+      throw new UsageError(`--hosts: "${host}" is neither a host name nor an IP address`);
     })
     .join(',');
 }

@@ -9,7 +9,7 @@ import { mkdir, open } from 'node:fs/promises';
 import path from 'node:path';
 import { Readable } from 'node:stream';
 import { createGunzip } from 'node:zlib';
-import { BraidError } from '../errors.js';
+import { BraidError, UsageError } from '../errors.js';
 import { unpackTar } from './tar-unpack.js';
 
 /** What `-` reads: a stream of bytes, with `isTTY` when it is a terminal. */
@@ -47,8 +47,7 @@ export async function contextFromStdin(
     return { kind: 'dockerfile', dir };
   }
   if (format !== 'tar' && format !== 'gzip') {
-    throw new BraidError(
-      'invalid_argument',
+    throw new UsageError(
       `a ${format}-compressed build context on stdin is not supported: send a plain or gzip-compressed tar`,
     );
   }
@@ -74,8 +73,7 @@ export async function dockerfileFromStdin(
 function refuseTerminal(stdin: StdinSource, given: string, wanted: string): void {
   // Waiting for typed input would look like a hang; docker waits, braid says why.
   if (stdin.isTTY === true) {
-    throw new BraidError(
-      'invalid_argument',
+    throw new UsageError(
       `${given} reads ${wanted} from stdin, which is a terminal: pipe or redirect it (< FILE)`,
     );
   }

@@ -5,7 +5,7 @@
  * from a path are docker's (`urlutil.IsGitURL`, `IsURL`), and as in docker
  * they apply only to a path that does not exist.
  */
-import { BraidError } from '../errors.js';
+import { BraidError, UsageError } from '../errors.js';
 
 /** `http(s)://...git` or `...git#ref:dir`: docker's git URL over HTTP. */
 const GIT_OVER_HTTP = /^https?:\/\/.*\.git(?:#.+)?$/i;
@@ -28,5 +28,5 @@ export function remoteContextRefusal(given: string, kind: RemoteContextKind): Br
     kind === 'git'
       ? `braid build does not support git contexts (${given}): clone it and pass the directory`
       : `braid build does not support URL contexts (${given}): download it and pass it on stdin (braid build - < FILE)`;
-  return new BraidError('invalid_argument', message);
+  return new UsageError(message);
 }

@@ -59,7 +59,7 @@ import path from 'node:path';
 import { finished } from 'node:stream/promises';
 import dockerignore from '@balena/dockerignore';
 import tar from 'tar-stream';
-import { BraidError } from '../errors.js';
+import { BraidError, UsageError } from '../errors.js';
 import { compareText } from '../text.js';
 import {
   contextFromStdin,
@@ -723,7 +723,7 @@ function fsError(what: string, err: unknown): BraidError {
 }
 
 function invalid(message: string, cause?: unknown): BraidError {
-  return new BraidError('invalid_argument', message, cause === undefined ? undefined : { cause });
+  return new UsageError(message, cause === undefined ? undefined : { cause });
 }
 
 async function exists(file: string): Promise<boolean> {

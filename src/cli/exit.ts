@@ -7,7 +7,7 @@
  *   141 the reader of stdout or stderr went away (`braid logs ID | head -1`), as
  *       for a Unix tool ended by SIGPIPE
  */
-import { BraidError, ConfigError, RpcError, errorLine } from '../errors.js';
+import { RpcError, UsageError, errorLine } from '../errors.js';
 
 export const EXIT_OK = 0;
 export const EXIT_FAILED = 1;
@@ -16,12 +16,16 @@ export const EXIT_INTERRUPTED = 130;
 /** 128 + SIGPIPE: what a shell reports for a Unix tool whose reader closed the pipe. */
 export const EXIT_CLOSED_PIPE = 141;
 
+/**
+ * 2 for a UsageError (a ConfigError is one), and only for it: the code of an
+ * error does not decide, so a remote INVALID_ARGUMENT (an RpcError) or a
+ * registry's malformed answer is a failed operation, 1. Code that checks
+ * what the user typed with a parser of its own domain (a reference, a
+ * platform, an SSH URL) turns that parser's refusal into a UsageError where
+ * it knows the text came from the user (src/cli/user-input.ts).
+ */
 export function exitCodeFor(err: unknown): number {
-  if (err instanceof ConfigError) return EXIT_USAGE;
-  if (err instanceof BraidError && err.code === 'invalid_argument' && !('operation' in err)) {
-    return EXIT_USAGE;
-  }
-  return EXIT_FAILED;
+  return err instanceof UsageError ? EXIT_USAGE : EXIT_FAILED;
 }
 
 /** A refusal by the coordinator says so first: `unauthenticated: ...`, `permission denied: ...`. */

@@ -2,7 +2,7 @@
  * `KEY=VALUE` flags (`--build-arg`, `--label`, `--annotation`): one parser,
  * one wording of its errors.
  */
-import { BraidError } from '../errors.js';
+import { UsageError } from '../errors.js';
 
 export interface KeyValueRules {
   /** The flag, named in errors. */
@@ -23,14 +23,11 @@ export function parseKeyValues(
   for (const pair of pairs) {
     const eq = pair.indexOf('=');
     if (eq < 0 && !rules.env) {
-      throw new BraidError('invalid_argument', `${rules.flag} "${pair}": expected KEY=VALUE`);
+      throw new UsageError(`${rules.flag} "${pair}": expected KEY=VALUE`);
     }
     const key = eq < 0 ? pair : pair.slice(0, eq);
     if (!(rules.key ?? ANY_KEY).test(key)) {
-      throw new BraidError(
-        'invalid_argument',
-        `${rules.flag} "${pair}": "${key}" is not a valid name`,
-      );
+      throw new UsageError(`${rules.flag} "${pair}": "${key}" is not a valid name`);
     }
     if (eq >= 0) out[key] = pair.slice(eq + 1);
     else if (rules.env?.[key] !== undefined) out[key] = rules.env[key] as string;

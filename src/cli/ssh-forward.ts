@@ -7,7 +7,7 @@
  * added, removed or locked.
  */
 import type { Duplex } from 'node:stream';
-import { BraidError } from '../errors.js';
+import { BraidError, UsageError } from '../errors.js';
 import type { Logger } from '../log.js';
 import { serveAgentConnection, type AgentConnection } from './ssh-forward/agent-connection.js';
 import { openAgentSocket } from './ssh-forward/agent-socket.js';
@@ -42,7 +42,7 @@ export class ForwardedAgents {
 
   /**
    * Checks every source now (the socket exists and answers, the key file
-   * parses): a problem is one line naming `--ssh ID`, a BraidError('invalid_argument').
+   * parses): a problem is one line naming `--ssh ID`, a UsageError (exit 2).
    */
   static async open(
     specs: readonly SshSpec[],
@@ -110,5 +110,5 @@ export class ForwardedAgents {
 }
 
 function invalid(flag: string, problem: string, cause?: unknown): BraidError {
-  return new BraidError('invalid_argument', `${flag}: ${problem}`, { cause });
+  return new UsageError(`${flag}: ${problem}`, { cause });
 }

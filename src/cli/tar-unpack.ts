@@ -14,7 +14,7 @@ import path from 'node:path';
 import { Readable } from 'node:stream';
 import { finished } from 'node:stream/promises';
 import tar from 'tar-stream';
-import { BraidError } from '../errors.js';
+import { BraidError, UsageError } from '../errors.js';
 
 export interface UnpackOptions {
   /** How messages name the archive: "the build context on stdin". */
@@ -42,11 +42,7 @@ export async function unpackTar(
 ): Promise<UnpackResult> {
   const maxEntries = options.maxEntries ?? DEFAULT_MAX_ENTRIES;
   const refuse = (message: string, cause?: unknown): BraidError =>
-    new BraidError(
-      'invalid_argument',
-      `${options.what}: ${message}`,
-      cause === undefined ? undefined : { cause },
-    );
+    new UsageError(`${options.what}: ${message}`, cause === undefined ? undefined : { cause });
   const kinds = new Map<string, Kind>();
   const dirModes = new Map<string, number>();
   const skipped: string[] = [];

@@ -22,7 +22,7 @@ import {
   type SettingsOf,
 } from './loader.js';
 import { checked, optional, string, withDefault } from '../schema.js';
-import { BraidError } from '../errors.js';
+import { UsageError } from '../errors.js';
 import { parseSshUrl } from '../ssh/ssh-url.js';
 
 export const DEFAULT_COORDINATOR_ADDRESS = '127.0.0.1:7465';
@@ -35,7 +35,7 @@ const logSettings = {
 /** `HOST[:PORT]` of a registry spoken to over plain HTTP. */
 function checkRegistryHost(text: string): void {
   if (!/^(\[[0-9a-fA-F:]+\]|[A-Za-z0-9.-]+)(:\d{1,5})?$/.test(text)) {
-    throw new BraidError('invalid_argument', `"${text}" is not HOST[:PORT]`);
+    throw new UsageError(`"${text}" is not HOST[:PORT]`);
   }
 }
 
@@ -167,7 +167,7 @@ export function clientSettings() {
 export type RegistryConfig = SettingsOf<ReturnType<typeof registrySettings>>;
 function checkLabel(text: string): void {
   if (!/^[A-Za-z0-9][A-Za-z0-9_./-]*=.*$/.test(text)) {
-    throw new BraidError('invalid_argument', `label "${text}" is not KEY=VALUE`);
+    throw new UsageError(`label "${text}" is not KEY=VALUE`);
   }
 }
 

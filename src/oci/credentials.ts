@@ -6,7 +6,7 @@
 import { execFile } from 'node:child_process';
 import { readFile, stat } from 'node:fs/promises';
 import { join } from 'node:path';
-import { BraidError } from '../errors.js';
+import { BraidError, UsageError } from '../errors.js';
 
 export type Credentials =
   { kind: 'basic'; username: string; password: string } | { kind: 'identity-token'; token: string };
@@ -99,7 +99,7 @@ export class DockerConfigCredentials implements CredentialSource {
         try {
           return JSON.parse(text) as DockerConfigFile;
         } catch (err) {
-          throw new BraidError('invalid_argument', `${this.configPath} is not valid JSON`, {
+          throw new UsageError(`${this.configPath} is not valid JSON`, {
             cause: err,
           });
         }
@@ -133,8 +133,7 @@ export class DockerConfigCredentials implements CredentialSource {
       const decoded = Buffer.from(entry.auth, 'base64').toString('utf8');
       const colon = decoded.indexOf(':');
       if (colon < 0) {
-        throw new BraidError(
-          'invalid_argument',
+        throw new UsageError(
           `${this.configPath}: auths["${wanted}"].auth is not base64 of user:password`,
         );
       }

@@ -4,7 +4,7 @@
  */
 import { readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
-import { BraidError } from '../errors.js';
+import { UsageError } from '../errors.js';
 import { array, Invalid, object, optional, string, type Infer } from '../schema.js';
 import { normalizePlatform, platformFromOci, type Platform } from './platform.js';
 import { parseReference, withTag, type ImageReference } from './reference.js';
@@ -44,9 +44,10 @@ export interface ManifestSpec {
   sources: StitchSource[];
 }
 
-export class SpecError extends BraidError {
+/** The spec file the user named cannot be used: bad usage (exit 2), naming the file. */
+export class SpecError extends UsageError {
   constructor(file: string, message: string, options?: { cause?: unknown }) {
-    super('invalid_argument', `${file}: ${message}`, options);
+    super(`${file}: ${message}`, options);
   }
 }
 

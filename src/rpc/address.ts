@@ -3,7 +3,7 @@
  * (also `unix:///path`). Parsed once, named in errors, printed canonically.
  */
 import { isIP } from 'node:net';
-import { BraidError } from '../errors.js';
+import { UsageError } from '../errors.js';
 import { isLoopbackHost } from '../loopback.js';
 
 export type GrpcAddress =
@@ -14,30 +14,24 @@ export function parseGrpcAddress(text: string, what = 'address'): GrpcAddress {
   if (value.startsWith('unix:')) {
     const path = value.replace(/^unix:(\/\/)?/, '');
     if (!path.startsWith('/')) {
-      throw new BraidError(
-        'invalid_argument',
-        `${what} "${text}": unix socket path must be absolute`,
-      );
+      throw new UsageError(`${what} "${text}": unix socket path must be absolute`);
     }
     return { kind: 'unix', path };
   }
   const match = /^(?:\[([0-9a-fA-F:.]+)\]|([^:[\]]+)):(\d{1,5})$/.exec(value);
   if (!match) {
-    throw new BraidError(
-      'invalid_argument',
-      `${what} "${text}": expected HOST:PORT, [IPv6]:PORT or unix:/path`,
-    );
+    throw new UsageError(`${what} "${text}": expected HOST:PORT, [IPv6]:PORT or unix:/path`);
   }
   const host = match[1] ?? match[2] ?? '';
   if (match[1] !== undefined && isIP(host) !== 6) {
-    throw new BraidError('invalid_argument', `${what} "${text}": "${host}" is not an IPv6 address`);
+    throw new UsageError(`${what} "${text}": "${host}" is not an IPv6 address`);
   }
   if (match[2] !== undefined && !/^[A-Za-z0-9.-]+$/.test(host)) {
-    throw new BraidError('invalid_argument', `${what} "${text}": "${host}" is not a host name`);
+    throw new UsageError(`${what} "${text}": "${host}" is not a host name`);
   }
   const port = Number(match[3]);
   if (port > 65535) {
-    throw new BraidError('invalid_argument', `${what} "${text}": port ${port} is out of range`);
+    throw new UsageError(`${what} "${text}": port ${port} is out of range`);
   }
   return { kind: 'tcp', host, port };
 }

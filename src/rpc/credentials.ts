@@ -12,7 +12,7 @@
  */
 import { credentials, ServerCredentials, type ChannelCredentials } from '@grpc/grpc-js';
 import { isIP } from 'node:net';
-import { BraidError } from '../errors.js';
+import { UsageError } from '../errors.js';
 import { formatGrpcAddress, isLocalAddress, type GrpcAddress } from './address.js';
 
 /** PEM bytes a client uses: `ca` verifies the server, `cert`+`key` identify the client. */
@@ -90,8 +90,7 @@ export function serverCredentials(
     return ServerCredentials.createSsl(ca ?? null, [{ private_key: key, cert_chain: cert }], !!ca);
   }
   if (!isLocalAddress(address) && !options.insecure) {
-    throw new BraidError(
-      'invalid_argument',
+    throw new UsageError(
       `listen address ${formatGrpcAddress(address)} is not loopback: serve TLS (--tls-cert, --tls-key) or allow plaintext with --insecure`,
     );
   }

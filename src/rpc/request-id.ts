@@ -4,7 +4,7 @@
  * CLI checks a given one with the same rule before it sends anything.
  */
 import { randomBytes } from 'node:crypto';
-import { BraidError } from '../errors.js';
+import { UsageError } from '../errors.js';
 
 const REQUEST_ID = /^[A-Za-z0-9._:-]{1,64}$/;
 
@@ -13,8 +13,7 @@ export function requestIdFor(sent: string, random: () => string = newRequestId):
   if (sent === '') return random();
   if (!REQUEST_ID.test(sent)) {
     const shown = sent.length > 80 ? `${sent.slice(0, 80)}…` : sent;
-    throw new BraidError(
-      'invalid_argument',
+    throw new UsageError(
       `request id ${JSON.stringify(shown)}: expected 1 to 64 of A-Z a-z 0-9 . _ : -`,
     );
   }

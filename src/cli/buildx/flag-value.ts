@@ -2,12 +2,12 @@
  * What every buildx flag parser shares: one wording for a bad value (the
  * flag, the value as given, the problem) and buildx's `key=value,...` form.
  */
-import { BraidError } from '../../errors.js';
+import { BraidError, UsageError } from '../../errors.js';
 import { csvFields } from './csv.js';
 
 /** `--cache-to "type=local,dest=x": <problem>`: one line, exit 2. */
 export function badValue(flag: string, value: string, problem: string): BraidError {
-  return new BraidError('invalid_argument', `${flag} "${value}": ${problem}`);
+  return new UsageError(`${flag} "${value}": ${problem}`);
 }
 
 /** The fields of a CSV value; a value that is not CSV is a bad value. */

@@ -9,7 +9,7 @@
  */
 import { open } from 'node:fs/promises';
 import type { Env } from '../../config/loader.js';
-import { BraidError } from '../../errors.js';
+import { BraidError, UsageError } from '../../errors.js';
 import { csvFields } from './csv.js';
 
 /** BuildKit's own cap (secretsprovider.MaxSecretSize); a bigger secret fails the build there. */
@@ -140,7 +140,7 @@ function refuseDuplicates(specs: readonly SecretSpec[]): void {
 }
 
 function secretError(id: string, problem: string): BraidError {
-  return new BraidError('invalid_argument', `${FLAG}${id ? ` id=${id}` : ''}: ${problem}`);
+  return new UsageError(`${FLAG}${id ? ` id=${id}` : ''}: ${problem}`);
 }
 
 function fileProblem(err: unknown): string {

@@ -6,7 +6,7 @@
  * that is not a whole number of seconds is one line and exit 2.
  */
 import type { Env } from '../../config/loader.js';
-import { BraidError } from '../../errors.js';
+import { UsageError } from '../../errors.js';
 import { MAX_SOURCE_DATE_EPOCH as MAX_EPOCH } from '../../oci/reproducible-config.js';
 
 export const SOURCE_DATE_EPOCH = 'SOURCE_DATE_EPOCH';
@@ -31,8 +31,7 @@ export function resolveSourceDateEpoch(sources: EpochSources): bigint | undefine
 
 function parseEpoch(where: string, text: string): bigint {
   if (!/^[0-9]{1,12}$/.test(text) || BigInt(text) > MAX_EPOCH) {
-    throw new BraidError(
-      'invalid_argument',
+    throw new UsageError(
       `${where} "${text}": not a whole number of seconds since 1970 between 0 and ${MAX_EPOCH}`,
     );
   }

@@ -6,7 +6,7 @@
  * and ignored, as buildx ignores them. build.ts loads this on every run:
  * it imports nothing heavy.
  */
-import { BraidError } from '../../errors.js';
+import { BraidError, UsageError } from '../../errors.js';
 import { goBool } from './flag-value.js';
 
 export interface BuildxFlag {
@@ -157,7 +157,7 @@ function given(flag: BuildxFlag, value: unknown): boolean {
 }
 
 function unsupported(flag: string, why: string): BraidError {
-  return new BraidError('invalid_argument', `braid build does not support ${flag}: ${why}`);
+  return new UsageError(`braid build does not support ${flag}: ${why}`);
 }
 
 const asList = (value: unknown): string[] =>

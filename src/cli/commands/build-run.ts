@@ -3,10 +3,11 @@ import { BuildService, BuildState, type Build } from '../../gen/braid/v1/build_p
 import { EmulationPolicy } from '../../gen/braid/v1/common_pb.js';
 import { clientSettings } from '../../config/settings.js';
 import { intSetting, parsedSetting } from '../../config/loader.js';
-import { BraidError, RpcError } from '../../errors.js';
+import { BraidError, RpcError, UsageError } from '../../errors.js';
 import { formatPlatform, parsePlatforms, type Platform } from '../../oci/platform.js';
 import { formatReference, parseReference } from '../../oci/reference.js';
 import { toProtoPlatform } from '../../rpc/platform.js';
+import { fromUser } from '../user-input.js';
 import { requestIdFor } from '../../rpc/request-id.js';
 import { buildxSpecFields } from '../build-request.js';
 import { parseBuildxFlags, readSecretFile, readSecrets } from '../buildx-flags.js';
@@ -82,14 +83,13 @@ export async function runBuild(
   );
   // Every value the user typed is checked before anything is packed or sent.
   const tags = ((tag as string[] | undefined) ?? []).map((t) => {
-    const ref = parseReference(t);
-    if (ref.digest) throw new BraidError('invalid_argument', `-t "${t}": a tag, not a digest`);
+    const ref = fromUser(() => parseReference(t));
+    if (ref.digest) throw new UsageError(`-t "${t}": a tag, not a digest`);
     return ref;
   });
-  if (tags.length === 0)
-    throw new BraidError('invalid_argument', 'no tag given: use -t REGISTRY/REPO:TAG');
+  if (tags.length === 0) throw new UsageError('no tag given: use -t REGISTRY/REPO:TAG');
   const platforms = (platform as string[] | undefined)?.length
-    ? parsePlatforms((platform as string[]).join(','))
+    ? fromUser(() => parsePlatforms((platform as string[]).join(',')))
     : defaultPlatforms();
   const buildArgs = parseKeyValues((buildArg as string[] | undefined) ?? [], {
     flag: '--build-arg',
@@ -105,8 +105,7 @@ export async function runBuild(
   // The agent passes the epoch to BuildKit itself: one value, never two that disagree.
   delete buildArgs[SOURCE_DATE_EPOCH];
   if (flags.checkReproducible === true && sourceDateEpoch === undefined)
-    throw new BraidError(
-      'invalid_argument',
+    throw new UsageError(
       '--check-reproducible needs --source-date-epoch (or SOURCE_DATE_EPOCH): without it every image records when it was built',
     );
   const mode = resolveProgressMode(String(progress), process.stderr, env);

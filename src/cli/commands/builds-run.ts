@@ -1,7 +1,7 @@
 import { timestampMs } from '@bufbuild/protobuf/wkt';
 import { clientSettings } from '../../config/settings.js';
 import { BuildService, JobRole, type Build } from '../../gen/braid/v1/build_pb.js';
-import { BraidError } from '../../errors.js';
+import { UsageError } from '../../errors.js';
 import { coordinatorClient } from '../client.js';
 import { compile } from '../compile.js';
 import { buildJson } from '../progress/build-view.js';
@@ -15,7 +15,7 @@ function parseLimit(text: unknown): number {
   const value = String(text);
   const limit = /^\d+$/.test(value) ? Number(value) : NaN;
   if (!(limit >= 1 && limit <= MAX_LIMIT)) {
-    throw new BraidError('invalid_argument', `--limit "${value}": expected 1 to ${MAX_LIMIT}`);
+    throw new UsageError(`--limit "${value}": expected 1 to ${MAX_LIMIT}`);
   }
   return limit;
 }

@@ -1,12 +1,12 @@
 import { resolve } from 'node:path';
-import { BraidError } from '../../errors.js';
+import { UsageError } from '../../errors.js';
 import { CERT_FILES, DEFAULT_HOSTS, initCertificates } from '../cert-authority.js';
 
 function days(text: unknown): number {
   if (text === undefined) return 825;
   const n = Number(text);
   if (!Number.isInteger(n) || n < 1 || n > 36_500) {
-    throw new BraidError('invalid_argument', `--days "${String(text)}": expected 1 to 36500`);
+    throw new UsageError(`--days "${String(text)}": expected 1 to 36500`);
   }
   return n;
 }

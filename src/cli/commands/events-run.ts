@@ -2,7 +2,7 @@ import { timestampDate } from '@bufbuild/protobuf/wkt';
 import { clientSettings } from '../../config/settings.js';
 import { EventKind, Severity, SystemService, type Event } from '../../gen/braid/v1/system_pb.js';
 import { coordinatorClient } from '../client.js';
-import { BraidError } from '../../errors.js';
+import { UsageError } from '../../errors.js';
 import { compile } from '../compile.js';
 import { enumName, parseEnumName } from '../progress/names.js';
 
@@ -29,10 +29,7 @@ export async function runEvents(
   const { after, follow, kind, output, ...rest } = flags;
   const config = compile(clientSettings(), rest, env);
   if (!/^\d+$/.test(String(after))) {
-    throw new BraidError(
-      'invalid_argument',
-      `--after "${String(after)}": expected a sequence number`,
-    );
+    throw new UsageError(`--after "${String(after)}": expected a sequence number`);
   }
   const kinds = ((kind as string[] | undefined) ?? []).map(parseKind);
   const client = coordinatorClient(SystemService, config);

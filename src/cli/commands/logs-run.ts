@@ -1,6 +1,6 @@
 import { clientSettings } from '../../config/settings.js';
 import { BuildService } from '../../gen/braid/v1/build_pb.js';
-import { BraidError } from '../../errors.js';
+import { BraidError, UsageError } from '../../errors.js';
 import { coordinatorClient } from '../client.js';
 import { compile } from '../compile.js';
 import { EXIT_INTERRUPTED } from '../exit.js';
@@ -25,10 +25,7 @@ export async function runLogs(
   const { after, follow, progress, ...rest } = flags;
   const config = compile(clientSettings(), rest, env);
   if (!/^\d+$/.test(String(after))) {
-    throw new BraidError(
-      'invalid_argument',
-      `--after "${String(after)}": expected a sequence number`,
-    );
+    throw new UsageError(`--after "${String(after)}": expected a sequence number`);
   }
   const following = Boolean(follow);
   const client = coordinatorClient(BuildService, config);

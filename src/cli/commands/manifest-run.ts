@@ -1,5 +1,5 @@
 import { registrySettings } from '../../config/settings.js';
-import { BraidError } from '../../errors.js';
+import { UsageError } from '../../errors.js';
 import { createLogger } from '../../log.js';
 import { archGuardVerifier } from '../../oci/image-verifier.js';
 import { verifiedImagesIn } from '../../oci/verified-images.js';
@@ -19,10 +19,12 @@ import {
   buildIndex,
   publishIndex,
   resolveSources,
+  StitchError,
   type IndexFormat,
   type StitchSource,
 } from '../../oci/stitch.js';
 import { compile } from '../compile.js';
+import { fromUser } from '../user-input.js';
 import { parseKeyValues } from '../key-values.js';
 import { registryClientFor as registryClient } from '../../oci/registry-factory.js';
 import { renderTable } from '../table.js';
@@ -66,28 +68,20 @@ export async function runManifestCreate(
   });
   // Everything the user typed is parsed before the first request: bad input moves nothing.
   let targets: ImageReference[] = ((tag as string[] | undefined) ?? []).map((t) =>
-    parseReference(t),
+    fromUser(() => parseReference(t)),
   );
-  let sources: StitchSource[] = sourceArgs.map((s) => ({ ref: parseReference(s) }));
+  let sources: StitchSource[] = sourceArgs.map((s) => ({ ref: fromUser(() => parseReference(s)) }));
   if (typeof fromSpec === 'string') {
-    if (sources.length)
-      throw new BraidError(
-        'invalid_argument',
-        '--from-spec and source arguments cannot be combined',
-      );
+    if (sources.length) throw new UsageError('--from-spec and source arguments cannot be combined');
     const spec = readManifestSpec(fromSpec);
     sources = spec.sources;
     targets = [...spec.targets, ...targets];
   }
-  if (sources.length === 0) throw new BraidError('invalid_argument', 'no source image given');
-  if (targets.length === 0)
-    throw new BraidError('invalid_argument', 'no target given: use -t REGISTRY/REPO:TAG');
+  if (sources.length === 0) throw new UsageError('no source image given');
+  if (targets.length === 0) throw new UsageError('no target given: use -t REGISTRY/REPO:TAG');
   for (const target of targets) {
     if (target.digest)
-      throw new BraidError(
-        'invalid_argument',
-        `target "${formatReference(target)}" must be a tag, not a digest`,
-      );
+      throw new UsageError(`target "${formatReference(target)}" must be a tag, not a digest`);
   }
   const annotations = parseKeyValues((annotation as string[] | undefined) ?? [], {
     flag: '--annotation',
@@ -104,12 +98,13 @@ export async function runManifestCreate(
             ? verifiedImagesIn(config.archCheckCacheDir)
             : undefined,
         });
-  const entries = await resolveSources(client, sources);
-  const plan = buildIndex(entries, {
-    attestations: attestations !== false,
-    format: format as IndexFormat,
-    annotations,
-  });
+  const plan = await stitchAsAsked(async () =>
+    buildIndex(await resolveSources(client, sources), {
+      attestations: attestations !== false,
+      format: format as IndexFormat,
+      annotations,
+    }),
+  );
   if (dryRun) {
     process.stdout.write(`${plan.bytes.toString('utf8')}\n`);
     return;
@@ -132,6 +127,23 @@ export async function runManifestCreate(
   );
 }
 
+/**
+ * The index the user's sources and flags make. What cannot be stitched as
+ * asked (two images of one platform, --format docker over OCI manifests, a
+ * platform given for an index, a source that is no image) is refused as
+ * invalid_argument before anything is pushed: bad usage, exit 2.
+ */
+async function stitchAsAsked<T>(plan: () => Promise<T>): Promise<T> {
+  try {
+    return await plan();
+  } catch (err) {
+    if (err instanceof StitchError && err.code === 'invalid_argument') {
+      throw new UsageError(err.message, { cause: err });
+    }
+    throw err;
+  }
+}
+
 export async function runManifestInspect(
   refText: string,
   flags: Record<string, unknown>,
@@ -139,7 +151,7 @@ export async function runManifestInspect(
 ): Promise<void> {
   const { raw, ...rest } = flags;
   const config = compile(registrySettings(env), rest, env);
-  const ref = parseReference(refText);
+  const ref = fromUser(() => parseReference(refText));
   const client = registryClient(config, env);
   const repo = { domain: ref.domain, repository: ref.repository };
   const fetched = await client.getManifest(repo, ref.digest ?? ref.tag ?? 'latest');

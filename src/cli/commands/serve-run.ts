@@ -6,6 +6,7 @@ import { createLogger } from '../../log.js';
 import { formatGrpcAddress } from '../../rpc/address.js';
 import { compile } from '../compile.js';
 import { stagedShutdown } from '../shutdown.js';
+import { sshSettingRefusal } from '../user-input.js';
 
 export async function runServe(
   flags: Record<string, unknown>,
@@ -41,7 +42,8 @@ export async function runServe(
     env,
   ).catch(async (err: unknown) => {
     await coordinator.stop('local agent failed to start', 0);
-    throw err;
+    // An engine's SSH key or known_hosts file that cannot be used is invalid config: exit 2.
+    throw sshSettingRefusal(err);
   });
   stagedShutdown(log, {
     drain: async () => {

@@ -3,7 +3,7 @@ import { join } from 'node:path';
 import { coordinatorSettings } from '../../config/settings.js';
 import { TokenStore, type TokenRecord } from '../../coordinator/token-store.js';
 import type { TokenKind } from '../../coordinator/token-format.js';
-import { BraidError } from '../../errors.js';
+import { BraidError, UsageError } from '../../errors.js';
 import { compile } from '../compile.js';
 import { formatAge } from '../progress/format.js';
 import { renderTable } from '../table.js';
@@ -78,9 +78,17 @@ export async function runTokensCreate(
 ): Promise<void> {
   const kind = flags.kind as TokenKind;
   const name = typeof flags.name === 'string' ? flags.name : undefined;
-  const { record, token } = withStore(openStore(flags, env, true), (store) =>
-    store.create(kind, name),
-  );
+  const { record, token } = withStore(openStore(flags, env, true), (store) => {
+    try {
+      return store.create(kind, name);
+    } catch (err) {
+      // The store refuses a --name it cannot take as invalid_argument: bad usage here.
+      if (err instanceof BraidError && err.code === 'invalid_argument') {
+        throw new UsageError(err.message, { cause: err });
+      }
+      throw err;
+    }
+  });
   printSecret(flags.output, record, token, `created ${kind} token "${record.name}" (${record.id})`);
 }
 

@@ -7,6 +7,7 @@ import { registryClientFor } from '../../oci/registry-factory.js';
 import { verifiedImagesIn } from '../../oci/verified-images.js';
 import { compile } from '../compile.js';
 import { EXIT_FAILED } from '../exit.js';
+import { fromUser } from '../user-input.js';
 import {
   failureLine,
   renderVerification,
@@ -25,7 +26,7 @@ export async function runVerify(
 ): Promise<void> {
   const { requireNative, requireProvenance, output, ...rest } = flags;
   const config = compile(registrySettings(env), rest, env);
-  const ref = parseReference(refText);
+  const ref = fromUser(() => parseReference(refText));
   const log = createLogger({
     level: config.logLevel,
     format: config.logFormat,

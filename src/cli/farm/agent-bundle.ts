@@ -12,7 +12,7 @@ import { join, relative } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { gzipSync } from 'node:zlib';
 import tar from 'tar-stream';
-import { BraidError } from '../../errors.js';
+import { BraidError, UsageError } from '../../errors.js';
 
 export interface AgentBundle {
   dir: string;
@@ -37,8 +37,7 @@ function isBundle(dir: string): boolean {
 export function findBundleDir(explicit: string | undefined): string {
   if (explicit !== undefined) {
     if (!isBundle(explicit)) {
-      throw new BraidError(
-        'invalid_argument',
+      throw new UsageError(
         `--bundle ${explicit} is not a braid bundle (it needs ${REQUIRED.join(', ')}; npm run build makes one in dist/bundle)`,
       );
     }

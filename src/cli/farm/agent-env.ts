@@ -7,7 +7,7 @@
  */
 import { agentSettings } from '../../config/settings.js';
 import { envName, loadConfig } from '../../config/loader.js';
-import { BraidError } from '../../errors.js';
+import { UsageError } from '../../errors.js';
 
 export interface AgentEnvInput {
   coordinator: string;
@@ -49,8 +49,7 @@ export function parseAgentSettings(pairs: readonly string[]): Record<string, str
     const at = pair.indexOf('=');
     const key = at > 0 ? camelCase(pair.slice(0, at)) : '';
     if (!known.includes(key)) {
-      throw new BraidError(
-        'invalid_argument',
+      throw new UsageError(
         `--agent-setting "${pair}": expected KEY=VALUE with KEY a braid agent setting (${known.join(', ')})`,
       );
     }
@@ -88,8 +87,7 @@ export function agentEnvVars(input: AgentEnvInput): [string, string][] {
 export function checkAgentEnv(vars: readonly [string, string][]): void {
   for (const [name, value] of vars) {
     if (unsafe(value)) {
-      throw new BraidError(
-        'invalid_argument',
+      throw new UsageError(
         `${name}: "${value}" holds a quote, backslash or control character, which the agent's env file cannot carry`,
       );
     }

@@ -9,7 +9,7 @@ import { createHash } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import { AGENT_NAME, agentNameFrom } from '../../agent-name.js';
 import { isLoopbackHost } from '../../loopback.js';
-import { BraidError } from '../../errors.js';
+import { UsageError } from '../../errors.js';
 import { formatGrpcAddress, isLocalAddress, parseGrpcAddress } from '../../rpc/address.js';
 import { parseSshUrl, type SshTarget } from '../../ssh/ssh-url.js';
 import type { Logger } from '../../log.js';
@@ -23,6 +23,7 @@ import {
   type ServiceFile,
 } from './agent-service.js';
 import { CoordinatorView, type AgentView } from './coordinator-view.js';
+import { fromUser } from '../user-input.js';
 import { FarmError } from './errors.js';
 import { FarmRecord, type FarmHost } from './farm-record.js';
 import { checkHost, type HostFacts } from './host-check.js';
@@ -64,12 +65,10 @@ interface Marker {
 const DEFAULT_ENGINE_SOCKET = '/var/run/docker.sock';
 
 export function parseFarmUrl(url: string): SshTarget {
-  const target = parseSshUrl(url);
+  const target = fromUser(() => parseSshUrl(url));
   if (target.path !== undefined) {
-    throw new FarmError(
-      'invalid_argument',
-      target.display,
-      `"${url}" names a path (${target.path}); braid farm add takes ssh://user@host[:port]`,
+    throw new UsageError(
+      `${target.display}: "${url}" names a path (${target.path}); braid farm add takes ssh://user@host[:port]`,
     );
   }
   return target;
@@ -79,10 +78,8 @@ export function parseFarmUrl(url: string): SshTarget {
 function nameFromHostname(hostname: string, target: SshTarget): string {
   const name = agentNameFrom(hostname.split('.')[0] ?? '');
   if (!AGENT_NAME.test(name)) {
-    throw new FarmError(
-      'invalid_argument',
-      target.display,
-      `its host name "${hostname}" makes no agent name: pass --name`,
+    throw new UsageError(
+      `${target.display}: its host name "${hostname}" makes no agent name: pass --name`,
     );
   }
   return name;
@@ -213,10 +210,7 @@ export async function farmAdd(request: AddRequest): Promise<AddResult> {
   const tlsCaText =
     config.tlsCa !== undefined ? await readLocal(config.tlsCa, '--tls-ca') : undefined;
   if ((config.agentTlsCert === undefined) !== (config.agentTlsKey === undefined)) {
-    throw new BraidError(
-      'invalid_argument',
-      '--agent-tls-cert and --agent-tls-key go together: give both, or neither',
-    );
+    throw new UsageError('--agent-tls-cert and --agent-tls-key go together: give both, or neither');
   }
   const tlsClient =
     config.agentTlsCert !== undefined && config.agentTlsKey !== undefined
@@ -413,10 +407,8 @@ function envFor(
 function checkReachable(coordinator: string, target: SshTarget): void {
   const address = parseGrpcAddress(coordinator, 'coordinator address');
   if (isLocalAddress(address) && !isLoopbackHost(target.host)) {
-    throw new FarmError(
-      'invalid_argument',
-      target.display,
-      `the agent there cannot reach the coordinator at ${coordinator}, which is its own loopback: ` +
+    throw new UsageError(
+      `${target.display}: the agent there cannot reach the coordinator at ${coordinator}, which is its own loopback: ` +
         'pass the address the host reaches it at (--coordinator HOST:PORT, or --agent-setting coordinator=HOST:PORT)',
     );
   }
@@ -458,10 +450,9 @@ async function readLocal(file: string, what: string): Promise<string> {
   try {
     return await readFile(file, 'utf8');
   } catch (err) {
-    throw new FarmError(
-      'invalid_argument',
-      what,
-      `cannot read ${file} (${(err as NodeJS.ErrnoException).code ?? 'unreadable'})`,
+    throw new UsageError(
+      `${what}: cannot read ${file} (${(err as NodeJS.ErrnoException).code ?? 'unreadable'})`,
+      { cause: err },
     );
   }
 }

@@ -12,6 +12,7 @@ import { describeIdentity, loadIdentities } from '../../ssh/identities.js';
 import { knownHostsFiles as knownHostsList } from '../../ssh/known-hosts.js';
 import { runRemoteCommand, type RemoteCommandResult } from '../../ssh/remote-command.js';
 import type { SshTarget } from '../../ssh/ssh-url.js';
+import { sshSettingRefusal } from '../user-input.js';
 import { FarmError } from './errors.js';
 import type { FarmSshConfig } from './settings.js';
 
@@ -36,8 +37,20 @@ export class RemoteHost {
     private readonly waitMs: number,
   ) {}
 
-  /** Logs in, or throws the SshError that says why not (host key, login, network). */
+  /**
+   * Logs in, or throws the SshError that says why not (host key, login,
+   * network). A key or known_hosts file that cannot be used (named by
+   * --ssh-key and --ssh-known-hosts, or their defaults) is bad usage instead.
+   */
   static async connect(target: SshTarget, options: RemoteHostOptions): Promise<RemoteHost> {
+    try {
+      return await RemoteHost.login(target, options);
+    } catch (err) {
+      throw sshSettingRefusal(err);
+    }
+  }
+
+  private static async login(target: SshTarget, options: RemoteHostOptions): Promise<RemoteHost> {
     const { ssh, env, log } = options;
     const identities = loadIdentities(
       {

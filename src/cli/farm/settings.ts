@@ -22,7 +22,7 @@ import {
   type SettingsOf,
 } from '../../config/loader.js';
 import { optional, string } from '../../schema.js';
-import { BraidError } from '../../errors.js';
+import { UsageError } from '../../errors.js';
 
 export const DEFAULT_PREFIX = '/opt/braid';
 
@@ -32,8 +32,7 @@ const SAFE_PATH = /^\/[A-Za-z0-9._/@+-]*$/;
 function checkPrefix(text: string): string {
   const path = normalize(text).replace(/\/+$/, '');
   if (!isAbsolute(text) || !SAFE_PATH.test(path) || path === '' || path.split('/').length < 2) {
-    throw new BraidError(
-      'invalid_argument',
+    throw new UsageError(
       `"${text}" is not a usable prefix: expected an absolute directory below / of letters, digits and ._/@+-`,
     );
   }

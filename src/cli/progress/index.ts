@@ -4,7 +4,7 @@
  * progress goes to (stderr) is a TTY, else `plain`.
  */
 import type { BuildEvent } from '../../gen/braid/v1/build_pb.js';
-import { BraidError } from '../../errors.js';
+import { UsageError } from '../../errors.js';
 import { JsonRenderer } from './json.js';
 import { PlainRenderer } from './plain.js';
 import type { Clock, ProgressOutput, ProgressRenderer } from './renderer.js';
@@ -29,8 +29,7 @@ export function resolveProgressMode(
     case 'auto':
       return terminal.isTTY === true && env.TERM !== 'dumb' ? 'tty' : 'plain';
     default:
-      throw new BraidError(
-        'invalid_argument',
+      throw new UsageError(
         `--progress "${choice}": expected one of ${PROGRESS_CHOICES.join(', ')}`,
       );
   }

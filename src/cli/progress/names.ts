@@ -4,7 +4,7 @@
  */
 import { BuildState, JobRole, LogSource } from '../../gen/braid/v1/build_pb.js';
 import { JobState, type Platform } from '../../gen/braid/v1/common_pb.js';
-import { BraidError } from '../../errors.js';
+import { UsageError } from '../../errors.js';
 import { formatPlatform } from '../../oci/platform.js';
 // The ends of the coordinator's transition tables: one definition of "ended".
 import { TERMINAL_BUILD_STATES, TERMINAL_JOB_STATES } from '../../coordinator/transitions.js';
@@ -41,10 +41,7 @@ export function parseEnumName<T extends number>(
     const known = Object.values(names)
       .filter((v): v is number => typeof v === 'number' && v !== 0)
       .map((v) => enumName(names as Record<number, string>, v));
-    throw new BraidError(
-      'invalid_argument',
-      `unknown ${what} "${shown}" (known: ${known.join(', ')})`,
-    );
+    throw new UsageError(`unknown ${what} "${shown}" (known: ${known.join(', ')})`);
   }
   return value as T;
 }
