@@ -111,6 +111,8 @@ export function coordinatorSettings(env: Env) {
     archCheck: boolSetting(true),
     maxJobAttempts: intSetting({ min: 1, max: 10, default: 2 }),
     waitForAgentMs: intSetting({ min: 0, max: 24 * 3_600_000, default: 5 * 60_000 }),
+    /** Builds that verify, write provenance and push their index at once (docs/scheduling.md). */
+    maxConcurrentStitches: intSetting({ min: 1, max: 1024, default: 16 }),
     jobTimeoutMs: intSetting({ min: 1000, max: 7 * 24 * 3_600_000, default: 2 * 3_600_000 }),
     buildTimeoutMs: intSetting({ min: 1000, max: 7 * 24 * 3_600_000, default: 4 * 3_600_000 }),
     /** Prefer the agent that still holds a build's cache (docs/scheduling.md). */

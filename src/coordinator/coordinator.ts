@@ -161,6 +161,7 @@ export async function startCoordinator(
       buildTimeoutMs: config.buildTimeoutMs,
       reattachGraceMs: config.heartbeatTimeoutMs * 2,
       waitForAgentMs: config.waitForAgentMs,
+      maxConcurrentStitches: config.maxConcurrentStitches,
     },
     cacheAffinity: {
       enabled: config.cacheAffinity,

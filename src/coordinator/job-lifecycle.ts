@@ -44,7 +44,7 @@ export const DEFAULT_LIMITS: OrchestratorLimits = {
   buildTimeoutMs: 4 * 3_600_000,
   reattachGraceMs: 30_000,
   waitForAgentMs: 5 * 60_000,
-  maxConcurrentStitches: 8,
+  maxConcurrentStitches: 16,
 };
 
 export interface JobLifecycleDeps {

@@ -70,6 +70,10 @@ export function addCoordinatorOptions(command: Command): Command {
       'a re-queued job waits this long for a capable agent (env BRAID_WAIT_FOR_AGENT_MS; default 300000)',
     )
     .option(
+      '--max-concurrent-stitches <n>',
+      'builds that stitch at once; the others wait their turn, oldest first (env BRAID_MAX_CONCURRENT_STITCHES; default 16)',
+    )
+    .option(
       '--job-timeout-ms <ms>',
       'a job running longer ends its build TIMED_OUT (env BRAID_JOB_TIMEOUT_MS; default 2 h)',
     )
