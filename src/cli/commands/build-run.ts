@@ -6,6 +6,7 @@ import { intSetting, parsedSetting } from '../../config/loader.js';
 import { BraidError, RpcError, UsageError } from '../../errors.js';
 import { formatPlatform, parsePlatforms, type Platform } from '../../oci/platform.js';
 import { formatReference, parseReference } from '../../oci/reference.js';
+import { backoffDelayMs, type RetryPolicy } from '../../oci/retry.js';
 import { toProtoPlatform } from '../../rpc/platform.js';
 import { fromUser } from '../user-input.js';
 import { requestIdFor } from '../../rpc/request-id.js';
@@ -31,6 +32,22 @@ const BUILD_ARG_NAME = /^[A-Za-z_][A-Za-z0-9_]*$/;
 
 const UPLOAD_CHUNK_BYTES = 1024 * 1024;
 const WATCH_RECONNECTS = 10;
+const WATCH_RETRY: RetryPolicy = {
+  maxAttempts: WATCH_RECONNECTS + 1,
+  baseDelayMs: 500,
+  maxDelayMs: 10_000,
+};
+
+/**
+ * A watch stream that broke on the way, not one the coordinator ended:
+ * the coordinator unreachable (restarting, a cut connection), or the
+ * stream reset under it (`INTERNAL: Received RST_STREAM`, a proxy or load
+ * balancer closing it). Resumed from the last event seen.
+ */
+export function watchDropped(err: unknown): boolean {
+  if (!(err instanceof RpcError)) return false;
+  return err.code === 'unavailable' || (err.code === 'internal' && /RST_STREAM/i.test(err.message));
+}
 
 function defaultPlatforms(): Platform[] {
   return parsePlatforms('linux/amd64,linux/arm64');
@@ -220,8 +237,10 @@ export async function runBuild(
         break;
       } catch (err) {
         // A dropped stream resumes where it stopped: no event is lost.
-        if (err instanceof RpcError && err.code === 'unavailable' && attempt < WATCH_RECONNECTS) {
-          await new Promise((r) => setTimeout(r, Math.min(10_000, 500 * 2 ** attempt)));
+        if (watchDropped(err) && attempt < WATCH_RECONNECTS) {
+          await new Promise((r) =>
+            setTimeout(r, backoffDelayMs(WATCH_RETRY, attempt + 1, Math.random)),
+          );
           continue;
         }
         throw err;
