@@ -34,9 +34,12 @@ export class BuildEvents {
     });
   }
 
-  /** A line of the coordinator's own in the build's log. */
+  /** A line of the coordinator's own in the build's log (on its own, stored with the next commit). */
   log(buildId: string, text: string): void {
-    this.append(buildId, { case: 'log', value: { source: LogSource.COORDINATOR, text } });
+    this.live.atomically(
+      () => this.append(buildId, { case: 'log', value: { source: LogSource.COORDINATOR, text } }),
+      { defer: true },
+    );
   }
 
   /** Events of a build after `after`; with `follow`, until the build ends. */

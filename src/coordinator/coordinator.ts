@@ -325,7 +325,9 @@ export async function startCoordinator(
       serving = false;
       // Before the store closes: a scrape reads it.
       await probe?.stop();
-      void store.close();
+      // Deferred log lines are written before the store closes.
+      await orchestrator.live.flushed().catch(() => undefined);
+      await store.close();
       tokens.close();
       if (local) rmSync(local.dir, { recursive: true, force: true });
       log.info('coordinator stopped');

@@ -52,6 +52,8 @@ export class LiveBuilds {
   private readonly warm = new Map<string, CacheRecord[]>();
   private readonly listeners: JobListener[] = [];
   private group: Group | undefined;
+  /** Deferred groups (log lines, steps) not yet committed: they go with the next commit. */
+  private deferred: Group | undefined;
   /** Commits not yet acknowledged by an asynchronous store, chained in order. */
   private tail: Promise<void> = Promise.resolve();
   private inflight = 0;
@@ -119,8 +121,13 @@ export class LiveBuilds {
    * when the outermost group ends. When it throws, every change made inside
    * is undone and nothing is written. Synchronous on purpose: nothing may
    * await between a job's move and its event.
+   *
+   * With `defer` (log lines, a job's current step: nothing anyone acts on),
+   * the group's writes wait for the next commit or the end of this turn of
+   * the event loop, so a burst of them costs one transaction. They still
+   * commit in order and before any later group's writes.
    */
-  atomically<T>(changes: () => T): T {
+  atomically<T>(changes: () => T, options: { defer?: boolean } = {}): T {
     if (this.group) return changes();
     const group: Group = { writes: [], undo: [], after: [] };
     this.group = group;
@@ -133,19 +140,22 @@ export class LiveBuilds {
       throw err;
     }
     this.group = undefined;
-    this.commit(group);
+    if (options.defer) this.defer(group);
+    else this.commit(group);
     return result;
   }
 
   /** Run `work` once everything written so far is stored (at once when it is). */
   afterCommit(work: () => void): void {
     if (this.group) this.group.after.push(work);
+    else if (this.deferred) this.deferred.after.push(work);
     else if (this.inflight === 0) work();
     else void this.tail.then(work, () => undefined);
   }
 
   /** Resolves once every write so far is stored. */
   flushed(): Promise<void> {
+    this.flushDeferred();
     return this.tail;
   }
 
@@ -227,7 +237,35 @@ export class LiveBuilds {
     group.undo.push(undo);
   }
 
+  private defer(group: Group): void {
+    if (!this.deferred) {
+      this.deferred = { writes: [], undo: [], after: [] };
+      setImmediate(() => this.flushDeferred());
+    }
+    this.deferred.writes.push(...group.writes);
+    this.deferred.after.push(...group.after);
+  }
+
+  /** Commit the deferred groups now (their changes are in memory already: a failure is fatal). */
+  private flushDeferred(): void {
+    const deferred = this.deferred;
+    if (!deferred) return;
+    this.deferred = undefined;
+    try {
+      this.commit(deferred);
+    } catch (err) {
+      this.onStoreFailure(err);
+    }
+  }
+
   private commit(group: Group): void {
+    // Deferred writes go first, in the same transaction: the store keeps memory's order.
+    const deferred = this.deferred;
+    if (deferred && deferred !== group) {
+      this.deferred = undefined;
+      group.writes.unshift(...deferred.writes);
+      group.after.unshift(...deferred.after);
+    }
     if (group.writes.length === 0) {
       for (const work of group.after) work();
       return;
@@ -240,6 +278,8 @@ export class LiveBuilds {
         this.store.commitSync(group.writes);
       } catch (err) {
         rollBack(group);
+        // The deferred writes it carried cannot be undone in memory.
+        if (deferred && deferred !== group) this.onStoreFailure(err);
         throw err;
       }
       runAfter();

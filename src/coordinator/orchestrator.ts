@@ -380,7 +380,10 @@ export class Orchestrator {
         this.lifecycle.buildStarted(job.buildId);
       });
     } else if (update.step) {
-      this.live.updateJob(job.id, { currentStep: update.step.slice(0, 200) });
+      this.live.atomically(
+        () => this.live.updateJob(job.id, { currentStep: update.step.slice(0, 200) }),
+        { defer: true },
+      );
     }
   }
 
@@ -392,21 +395,24 @@ export class Orchestrator {
     }
     const platform = toProtoPlatform(job.platform);
     let dropped = chunk.dropped;
-    this.live.atomically(() => {
-      for (const line of chunk.lines) {
-        this.events.append(job.buildId, {
-          case: 'log',
-          value: {
-            platform,
-            jobId: job.id,
-            source: chunk.source || LogSource.BUILD,
-            text: line.slice(0, MAX_LOG_LINE_CHARS),
-            droppedBefore: dropped,
-          },
-        });
-        dropped = 0;
-      }
-    });
+    this.live.atomically(
+      () => {
+        for (const line of chunk.lines) {
+          this.events.append(job.buildId, {
+            case: 'log',
+            value: {
+              platform,
+              jobId: job.id,
+              source: chunk.source || LogSource.BUILD,
+              text: line.slice(0, MAX_LOG_LINE_CHARS),
+              droppedBefore: dropped,
+            },
+          });
+          dropped = 0;
+        }
+      },
+      { defer: true },
+    );
   }
 
   jobResult(session: AgentSession, result: JobResult): void {

@@ -192,6 +192,7 @@ function newFarm(
       return (await farm.build(id))?.state ?? BuildState.UNSPECIFIED;
     },
     async eventCount(id: string): Promise<number> {
+      await orchestrator.live.flushed();
       return (await store.eventsAfter(id, 0n, 100_000)).length;
     },
   };

@@ -361,6 +361,33 @@ describe('LiveBuilds.atomically', () => {
     await store.close();
   });
 
+  it('holds deferred groups (log lines) for the next commit or the end of the turn, in order', async () => {
+    const { store, live } = await oneBuild();
+    const commits: string[][] = [];
+    const commitSync = store.commitSync.bind(store);
+    store.commitSync = (writes) => {
+      commits.push(
+        writes.map((w) => (w.kind === 'appendEvent' ? `event ${w.event.sequence}` : w.kind)),
+      );
+      commitSync(writes);
+    };
+    const log = (text: string) =>
+      live.atomically(() => live.appendEvent('b1', { case: 'log', value: { text } }, new Date()), {
+        defer: true,
+      });
+    log('one');
+    log('two');
+    expect(commits).toEqual([]);
+    // A move commits with the lines before it, in one transaction.
+    live.updateJob('b1-1', { state: JobState.ASSIGNED, agent: 'a1' });
+    expect(commits).toEqual([['event 1', 'event 2', 'updateJob']]);
+    log('three');
+    await new Promise((resolve) => setImmediate(resolve));
+    expect(commits).toEqual([['event 1', 'event 2', 'updateJob'], ['event 3']]);
+    expect((await store.eventsAfter('b1', 0n)).map((e) => e.sequence)).toEqual([1n, 2n, 3n]);
+    await store.close();
+  });
+
   it('commits in order through an asynchronous store, and tells a refused commit', async () => {
     const { store } = await oneBuild();
     // The same database seen as a store that answers later and has no synchronous path.
