@@ -18,6 +18,11 @@
  * keeps this one: its SQLite module is built for it), e.g. a Node 22 to
  * see its compile cache (`module.enableCompileCache`, which bin/braid.js
  * turns on where it exists).
+ *
+ * BENCH_INSTRUCTIONS=1 also runs each command once under valgrind's
+ * cachegrind (when installed) and prints the instructions it executed: a
+ * count a noisy neighbour barely moves, unlike wall or CPU time, so it
+ * compares two builds on a shared machine. (Slow: ~10 s per command.)
  */
 import { spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
@@ -71,6 +76,27 @@ function timed(argv: string[], env: NodeJS.ProcessEnv): Promise<Sample> {
         wallMs,
         cpuMs: cpu ? (Number(cpu[1]) + Number(cpu[2])) * 1000 : undefined,
       });
+    });
+  });
+}
+
+const VALGRIND = '/usr/bin/valgrind';
+
+/** Instructions `argv` executes from start to exit, all threads, under cachegrind. */
+function instructions(argv: string[], env: NodeJS.ProcessEnv): Promise<number> {
+  const args = ['--tool=cachegrind', '--cache-sim=no', '--cachegrind-out-file=/dev/null', ...argv];
+  return new Promise((resolve, reject) => {
+    const child = spawn(VALGRIND, args, { env, stdio: ['ignore', 'ignore', 'pipe'] });
+    let stderr = '';
+    child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
+    child.on('error', reject);
+    child.on('close', (code) => {
+      const refs = /I\s+refs:\s+([\d,]+)/.exec(stderr)?.[1];
+      if (code !== 0 || refs === undefined) {
+        reject(new Error(`valgrind ${argv.join(' ')} exited ${code}: ${stderr.trim()}`));
+        return;
+      }
+      resolve(Number(refs.replaceAll(',', '')));
     });
   });
 }
@@ -173,6 +199,21 @@ async function main(): Promise<void> {
       '',
       `target: braid status ID <= 1.3 x (node -e 0 + round trip): ${(wall('braid status ID') / floor).toFixed(2)}`,
     ];
+    if (process.env.BENCH_INSTRUCTIONS === '1' && existsSync(VALGRIND)) {
+      const counts = new Map<string, number>();
+      for (const [name, argv] of Object.entries(commands)) {
+        counts.set(name, await instructions(argv, env));
+      }
+      const base = counts.get('node -e 0') ?? 1;
+      lines.push(
+        '',
+        '| command | instructions (cachegrind, one run) | / node -e 0 |',
+        '| --- | --- | --- |',
+        ...[...counts].map(
+          ([name, n]) => `| \`${name}\` | ${(n / 1e6).toFixed(0)} M | ${(n / base).toFixed(2)} |`,
+        ),
+      );
+    }
     process.stdout.write(`${lines.join('\n')}\n`);
   } finally {
     session.cancel();

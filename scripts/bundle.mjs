@@ -12,9 +12,10 @@
  */
 import { build } from 'esbuild';
 import { execFile } from 'node:child_process';
+import { createRequire } from 'node:module';
 import { chmod, mkdir, readFile, readdir, rename, rm, writeFile } from 'node:fs/promises';
 import { dirname, join, relative } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { fileURLToPath, pathToFileURL } from 'node:url';
 import { promisify } from 'node:util';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
@@ -75,6 +76,178 @@ function withoutProtoLoaderPlugin() {
         loader: 'js',
         contents:
           "throw new Error('@grpc/proto-loader is not in the braid bundle: gRPC channelz and ORCA services are not served');",
+      }));
+    },
+  };
+}
+
+/**
+ * grpc-js asks `net.isIPv6(host)` of every address it connects to, IPv4
+ * ones included (pick-first, subchannel addresses). Node's first isIPv6
+ * call compiles its IPv6 pattern, ~11 ms of a ~40 ms Node start, for an
+ * answer a colon decides: every IPv6 address has one. In the bundle,
+ * grpc-js's `net` is Node's with isIPv6 and isIP asking for the colon
+ * first; their answers are Node's own.
+ */
+function quickIpv6CheckPlugin() {
+  return {
+    name: 'braid-quick-ipv6-check',
+    setup(builder) {
+      builder.onResolve({ filter: /^(node:)?net$/ }, (args) =>
+        args.importer.includes('/node_modules/@grpc/grpc-js/')
+          ? { path: 'grpc-net', namespace: 'braid' }
+          : undefined,
+      );
+      builder.onLoad({ filter: /^grpc-net$/, namespace: 'braid' }, () => ({
+        loader: 'js',
+        contents: [
+          "const net = require('node:net');",
+          "const isIPv6 = (input) => String(input).includes(':') && net.isIPv6(input);",
+          // net's other exports through the prototype: copying them would run its lazy getters.
+          'module.exports = Object.create(net, {',
+          '  isIPv6: { value: isIPv6, enumerable: true },',
+          '  isIP: { value: (input) => (net.isIPv4(input) ? 4 : isIPv6(input) ? 6 : 0), enumerable: true },',
+          '});',
+        ].join('\n'),
+      }));
+    },
+  };
+}
+
+/**
+ * grpc-js's index.js loads its server (server.js, server-call.js,
+ * server-interceptors.js) for every importer; a client command never uses
+ * it. In the bundle those two requires run on first use of what they
+ * export (Server, ServerInterceptingCall, ...): the coordinator and the
+ * agent load them when they make a server, the CLI's calls never do.
+ */
+function lazyGrpcServerPlugin() {
+  const lazy = {
+    'const server_1 = require("./server");': 'server_1',
+    'var server_interceptors_1 = require("./server-interceptors");': 'server_interceptors_1',
+  };
+  return {
+    name: 'braid-lazy-grpc-server',
+    setup(builder) {
+      builder.onLoad(
+        { filter: /\/node_modules\/@grpc\/grpc-js\/build\/src\/index\.js$/ },
+        async (args) => {
+          let contents = await readFile(args.path, 'utf8');
+          for (const [line, name] of Object.entries(lazy)) {
+            // Used only inside the export getters; a grpc-js that changed this fails the build.
+            const uses = contents.split(`${name}.`).length - 1;
+            if (!contents.includes(line) || uses !== contents.split(`return ${name}.`).length - 1) {
+              throw new Error(
+                `@grpc/grpc-js index.js: expected \`${line}\` used only in export getters`,
+              );
+            }
+            const path = /require\(("[^"]+")\)/.exec(line)[1];
+            contents = contents.replace(
+              line,
+              `let ${name}$loaded; const ${name} = { get _m() { return (${name}$loaded ??= require(${path})); } };`,
+            );
+            contents = contents.replaceAll(`return ${name}.`, `return ${name}._m.`);
+          }
+          return { contents, loader: 'js' };
+        },
+      );
+    },
+  };
+}
+
+/**
+ * Every generated `*_pb` file hydrates its descriptor at import:
+ * `fileDesc(base64, deps)` decodes a FileDescriptorProto with protobuf-es's
+ * reflection, which first boots google/protobuf/descriptor.proto itself
+ * (~35 messages built in the interpreter; about a fifth of `braid status`'s
+ * instructions). In the bundle, each decoded FileDescriptorProto is written
+ * out as object literals instead, decoded here at build time by the same
+ * code (fromBinary + restoreJsonNames, as fileDesc does): the same own
+ * fields in the same order, on prototypes holding the same defaults. At run
+ * time only the rest of fileDesc runs (dependencies, createFileRegistry), so
+ * a command that never reflects on descriptor.proto never boots it.
+ */
+async function prebuiltDescriptorsPlugin() {
+  const { fromBinary } = await import('@bufbuild/protobuf');
+  const { base64Decode } = await import('@bufbuild/protobuf/wire');
+  const { FileDescriptorProtoSchema } = await import('@bufbuild/protobuf/wkt');
+  // Not exported: fileDesc's own helper, from the same copy of the package.
+  const protobufDir = dirname(
+    createRequire(import.meta.url).resolve('@bufbuild/protobuf/package.json'),
+  );
+  const { restoreJsonNames } = await import(
+    pathToFileURL(join(protobufDir, 'dist', 'esm', 'codegenv2', 'restore-json-names.js')).href
+  );
+  const literal = (value, prototypes) => {
+    if (value === undefined) return 'undefined';
+    if (typeof value === 'bigint') return `${value}n`;
+    if (value instanceof Uint8Array) return `new Uint8Array(${JSON.stringify([...value])})`;
+    if (Array.isArray(value)) return `[${value.map((v) => literal(v, prototypes)).join(',')}]`;
+    if (typeof value === 'number' && (!Number.isFinite(value) || Object.is(value, -0))) {
+      throw new Error(`descriptor value ${value} has no JSON literal`);
+    }
+    if (typeof value !== 'object' || value === null) return JSON.stringify(value);
+    const fields = Object.keys(value).map(
+      (key) => `${JSON.stringify(key)}:${literal(value[key], prototypes)}`,
+    );
+    const proto = Object.getPrototypeOf(value);
+    if (proto === Object.prototype) return `{${fields.join(',')}}`;
+    if (Object.getPrototypeOf(proto) !== Object.prototype || typeof value.$typeName !== 'string') {
+      throw new Error(`descriptor message ${value.$typeName}: unexpected prototype`);
+    }
+    // One prototype per message type, shared by its instances, as protobuf-es does.
+    if (!prototypes.has(value.$typeName)) {
+      prototypes.set(value.$typeName, { name: `p${prototypes.size}`, source: literal(proto) });
+    }
+    return `m(${prototypes.get(value.$typeName).name},{${fields.join(',')}})`;
+  };
+  const call = /\bfileDesc\(\s*"([A-Za-z0-9+/=]+)"\s*(,|\))/;
+  return {
+    name: 'braid-prebuilt-descriptors',
+    setup(builder) {
+      builder.onLoad(
+        {
+          filter:
+            /(\/src\/gen\/.*_pb\.ts|\/node_modules\/@bufbuild\/protobuf\/dist\/esm\/wkt\/gen\/.*_pb\.js)$/,
+        },
+        async (args) => {
+          const contents = await readFile(args.path, 'utf8');
+          const match = call.exec(contents);
+          if (!match) return undefined;
+          const decoded = fromBinary(FileDescriptorProtoSchema, base64Decode(match[1]));
+          decoded.messageType.forEach(restoreJsonNames);
+          const prototypes = new Map();
+          const tree = literal(decoded, prototypes);
+          const protos = [...prototypes.values()].map(
+            ({ name, source }) => `const ${name}=${source};`,
+          );
+          const expression = `(()=>{const m=(p,f)=>Object.assign(Object.create(p),f);${protos.join('')}return ${tree};})()`;
+          return {
+            // A function replacement: `$&` and kin in the literals are not patterns.
+            contents: `import { fileDescFromProto as __braidFileDesc } from 'braid-file-desc';\n${contents.replace(
+              match[0],
+              () => `__braidFileDesc(${expression}${match[2]}`,
+            )}`,
+            loader: args.path.endsWith('.ts') ? 'ts' : 'js',
+          };
+        },
+      );
+      builder.onResolve({ filter: /^braid-file-desc$/ }, () => ({
+        path: 'file-desc',
+        namespace: 'braid',
+      }));
+      builder.onLoad({ filter: /^file-desc$/, namespace: 'braid' }, () => ({
+        resolveDir: root,
+        loader: 'js',
+        contents: [
+          "import { createFileRegistry } from '@bufbuild/protobuf';",
+          // protobuf-es's fileDesc after its decoding step (codegenv2/file.js).
+          'export function fileDescFromProto(root, imports) {',
+          '  root.dependency = imports?.map((f) => f.proto.name) ?? [];',
+          '  const reg = createFileRegistry(root, (name) => imports?.find((f) => f.proto.name === name));',
+          '  return reg.getFile(root.name);',
+          '}',
+        ].join('\n'),
       }));
     },
   };
@@ -142,7 +315,13 @@ const result = await build({
   banner: { js: banner },
   // src/version.ts reads package.json next to src/ or dist/; the bundle carries it.
   define: { BRAID_BUNDLED_VERSION: JSON.stringify(pkg.version) },
-  plugins: [lazyRequirePlugin(names), withoutProtoLoaderPlugin()],
+  plugins: [
+    lazyRequirePlugin(names),
+    withoutProtoLoaderPlugin(),
+    quickIpv6CheckPlugin(),
+    lazyGrpcServerPlugin(),
+    await prebuiltDescriptorsPlugin(),
+  ],
   sourcemap: 'linked',
   legalComments: 'linked',
   metafile: true,
