@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Provision the real components braid's tests and quick start need on a Debian
-# machine: Docker engine, registry, QEMU binfmt handlers, skopeo, sshd, and the
-# per-architecture busybox-static packages the test base image is built from.
+# machine: Docker engine, registry, QEMU binfmt handlers, skopeo, sshd,
+# PostgreSQL (each suite starts its own cluster), and the per-architecture
+# busybox-static packages the test base image is built from.
 # Idempotent: safe to run again; it only installs or starts what is missing.
 set -euo pipefail
 
@@ -14,7 +15,7 @@ fi
 STATE_DIR="${BRAID_TEST_ENV_DIR:-/var/lib/braid-test-env}"
 mkdir -p "$STATE_DIR"
 
-PACKAGES=(docker.io docker-registry qemu-user-static binfmt-support skopeo openssh-server openssh-client iproute2 ca-certificates openssl curl systemd gcc libc6-dev bsdutils)
+PACKAGES=(docker.io docker-registry qemu-user-static binfmt-support skopeo openssh-server openssh-client iproute2 ca-certificates openssl curl systemd gcc libc6-dev bsdutils postgresql)
 FOREIGN_ARCHES=(arm64 armhf ppc64el s390x)
 
 apt_retry() {
@@ -57,6 +58,11 @@ if [ "${#missing[@]}" -gt 0 ] || [ "$need_busybox" = 1 ] || [ "$added_arch" = 1 
   apt_retry apt-get update -q -o Acquire::Retries=3 || log "warning: apt-get update stayed incomplete; using the lists it fetched"
 fi
 if [ "${#missing[@]}" -gt 0 ]; then
+  # The tests start their own PostgreSQL clusters (test/support/postgres.ts):
+  # the package need not create and start a 'main' one on port 5432.
+  mkdir -p /etc/postgresql-common/createcluster.d
+  [ -e /etc/postgresql-common/createcluster.d/braid-test-env.conf ] ||
+    echo 'create_main_cluster = false' > /etc/postgresql-common/createcluster.d/braid-test-env.conf
   log "installing: ${missing[*]}"
   apt_retry apt-get install -y -q --no-install-recommends -o Acquire::Retries=3 "${missing[@]}"
 fi
@@ -81,6 +87,13 @@ for a in amd64 "${FOREIGN_ARCHES[@]}"; do
     rm -rf "$tmp"
   fi
 done
+
+# --- PostgreSQL (server binaries; the tests run initdb and pg_ctl themselves) ---
+pg_bin="$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)"
+if [ -z "$pg_bin" ] || [ ! -x "$pg_bin/initdb" ] || [ ! -x "$pg_bin/pg_ctl" ]; then
+  log "PostgreSQL's initdb and pg_ctl are missing under /usr/lib/postgresql/*/bin; check the postgresql package"; exit 1
+fi
+id -u postgres >/dev/null 2>&1 || { log "the postgres user is missing (the postgresql package creates it)"; exit 1; }
 
 # --- QEMU binfmt handlers ----------------------------------------------------
 if [ ! -e /proc/sys/fs/binfmt_misc/register ]; then
@@ -119,5 +132,5 @@ if ! engine_up; then
   fi
 fi
 
-log "ready: engine $(curl -sf --unix-socket /var/run/docker.sock http://localhost/version | sed -n 's/.*"Version":"\([^"]*\)".*/\1/p' | head -c 20), registry $(command -v docker-registry), skopeo $(skopeo --version | awk '{print $3}'), busybox in $busybox_dir"
+log "ready: engine $(curl -sf --unix-socket /var/run/docker.sock http://localhost/version | sed -n 's/.*"Version":"\([^"]*\)".*/\1/p' | head -c 20), registry $(command -v docker-registry), skopeo $(skopeo --version | awk '{print $3}'), PostgreSQL in $pg_bin, busybox in $busybox_dir"
 echo "BRAID_BUSYBOX_DIR=$busybox_dir"

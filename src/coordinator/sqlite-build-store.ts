@@ -20,6 +20,7 @@ import { BuildFactsSchema } from '../gen/braid/v1/agent_pb.js';
 import type { Platform } from '../oci/platform.js';
 import type { CacheRecord } from './scheduler.js';
 import { openDatabase } from './sqlite.js';
+import { latestVersion, pendingMigrations, type Migration } from './store-schema.js';
 import type {
   BuildPatch,
   BuildRecord,
@@ -72,7 +73,19 @@ interface CacheRow {
   finished_at: number;
 }
 
-const SCHEMA = `
+/**
+ * The schema's migrations, applied in order at start (store-schema.ts).
+ * 1 to 5 are what coordinators before schema_version made, one
+ * `CREATE TABLE IF NOT EXISTS` and added columns at a time: a database from
+ * then has no schema_version (version 0) and any prefix of them, so they
+ * stay idempotent. Later migrations run exactly once and need not be.
+ */
+const MIGRATIONS: readonly Migration<(db: Database.Database) => void>[] = [
+  {
+    version: 1,
+    name: 'builds, jobs, build events and cache records',
+    apply: (db) =>
+      db.exec(`
 CREATE TABLE IF NOT EXISTS builds (
   id TEXT PRIMARY KEY,
   spec BLOB NOT NULL,
@@ -115,7 +128,38 @@ CREATE TABLE IF NOT EXISTS build_events (
   event BLOB NOT NULL,
   PRIMARY KEY (build_id, sequence)
 ) WITHOUT ROWID;
-`;
+`),
+  },
+  {
+    version: 2,
+    name: 'request ids',
+    apply: (db) => addColumn(db, 'builds', 'request_id', "TEXT NOT NULL DEFAULT ''"),
+  },
+  {
+    version: 3,
+    name: 'placement reasons',
+    apply: (db) => {
+      addColumn(db, 'jobs', 'placement_reason', 'INTEGER NOT NULL DEFAULT 0');
+      addColumn(db, 'jobs', 'placement_detail', "TEXT NOT NULL DEFAULT ''");
+    },
+  },
+  {
+    version: 4,
+    name: 'build facts and attestations',
+    apply: (db) => {
+      addColumn(db, 'jobs', 'facts', 'BLOB');
+      addColumn(db, 'jobs', 'attestation', 'BLOB');
+    },
+  },
+  {
+    version: 5,
+    name: 'job roles',
+    apply: (db) => addColumn(db, 'jobs', 'role', 'INTEGER NOT NULL DEFAULT 0'),
+  },
+];
+
+/** The schema version this braid writes and reads. */
+export const SQLITE_SCHEMA_VERSION = latestVersion(MIGRATIONS);
 
 const toMs = (d: Date | undefined) => (d ? d.getTime() : null);
 const fromMs = (ms: number | null) => (ms === null ? undefined : new Date(ms));
@@ -126,13 +170,12 @@ export class SqliteBuildStore implements BuildStore {
 
   constructor(file: string) {
     this.db = openDatabase(file);
-    this.db.exec(SCHEMA);
-    addColumn(this.db, 'builds', 'request_id', "TEXT NOT NULL DEFAULT ''");
-    addColumn(this.db, 'jobs', 'placement_reason', 'INTEGER NOT NULL DEFAULT 0');
-    addColumn(this.db, 'jobs', 'placement_detail', "TEXT NOT NULL DEFAULT ''");
-    addColumn(this.db, 'jobs', 'facts', 'BLOB');
-    addColumn(this.db, 'jobs', 'attestation', 'BLOB');
-    addColumn(this.db, 'jobs', 'role', 'INTEGER NOT NULL DEFAULT 0');
+    try {
+      migrate(this.db, file);
+    } catch (err) {
+      this.db.close();
+      throw err;
+    }
   }
 
   isOpen(): boolean {
@@ -382,7 +425,32 @@ function jobFromRow(row: JobRow): JobRecord {
   };
 }
 
-/** Schema migration for databases made by an older coordinator: add a column once. */
+/**
+ * Bring the database to SQLITE_SCHEMA_VERSION in one transaction (taken
+ * for writing at once, so two processes opening one file migrate one after
+ * the other), or refuse one a newer braid migrated.
+ */
+function migrate(db: Database.Database, file: string): void {
+  db.transaction(() => {
+    db.exec(`CREATE TABLE IF NOT EXISTS schema_version (
+  version INTEGER PRIMARY KEY,
+  name TEXT NOT NULL,
+  applied_at INTEGER NOT NULL
+)`);
+    const { current } = db.prepare('SELECT MAX(version) AS current FROM schema_version').get() as {
+      current: number | null;
+    };
+    const record = db.prepare(
+      'INSERT INTO schema_version (version, name, applied_at) VALUES (?, ?, ?)',
+    );
+    for (const migration of pendingMigrations(MIGRATIONS, current ?? 0, file)) {
+      migration.apply(db);
+      record.run(migration.version, migration.name, Date.now());
+    }
+  }).immediate();
+}
+
+/** Add a column unless it is there (migrations 2 to 5 meet databases that have it). */
 function addColumn(db: Database.Database, table: string, column: string, type: string): void {
   const columns = db.prepare(`PRAGMA table_info(${table})`).all() as { name: string }[];
   if (!columns.some((c) => c.name === column)) {

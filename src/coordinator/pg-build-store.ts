@@ -1,0 +1,574 @@
+/**
+ * The build store in PostgreSQL, for coordinators that share a database:
+ * the same tables and semantics as sqlite-build-store.ts, over a `pg` pool.
+ * Specs, descriptors and events are protobuf bytes (BYTEA), times are
+ * milliseconds (BIGINT), and an identity column keeps the order builds and
+ * jobs were created in, as SQLite's rowid does. A commit is one
+ * transaction on one pooled connection; commits apply in the order of
+ * calls. The password comes from the URL, PGPASSWORD or the password file
+ * (PGPASSFILE, ~/.pgpass), as libpq takes it; the store is named by its
+ * URL without the password (redactedUrl) everywhere.
+ */
+import pg from 'pg';
+import { createHash } from 'node:crypto';
+import { fromBinary, toBinary } from '@bufbuild/protobuf';
+import {
+  BuildEventSchema,
+  BuildSpecSchema,
+  BuildState,
+  JobRole,
+  PlacementReason,
+  type BuildEvent,
+} from '../gen/braid/v1/build_pb.js';
+import { ImageDescriptorSchema, JobState } from '../gen/braid/v1/common_pb.js';
+import { BuildFactsSchema } from '../gen/braid/v1/agent_pb.js';
+import { BraidError } from '../errors.js';
+import type { Logger } from '../log.js';
+import type { Platform } from '../oci/platform.js';
+import { redactedUrl } from './pg-url.js';
+import type { CacheRecord } from './scheduler.js';
+import { latestVersion, pendingMigrations, type Migration } from './store-schema.js';
+import type {
+  BuildPatch,
+  BuildRecord,
+  BuildStore,
+  JobPatch,
+  JobRecord,
+  StoreWrite,
+  UnfinishedBuild,
+} from './store.js';
+import { TERMINAL_BUILD_STATES } from './transitions.js';
+
+export { redactedUrl };
+
+export interface PgBuildStoreOptions {
+  /** Connections in the pool (default 10). */
+  maxConnections?: number;
+  /** How long to wait for a connection before a call fails (default 10 s). */
+  connectTimeoutMs?: number;
+  /** Idle connections close after this (default 30 s). */
+  idleTimeoutMs?: number;
+  /** Shown in pg_stat_activity (default "braid"). */
+  applicationName?: string;
+  /** Where an idle connection's failure is reported (the pool replaces it). */
+  log?: Pick<Logger, 'warn'>;
+}
+
+/** The store could not be reached or refused the connection. */
+export class StoreUnavailableError extends BraidError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super('unavailable', message, options);
+  }
+}
+
+type Sql = { text: string; values?: unknown[] };
+
+/**
+ * The schema's migrations, applied in order at start, each once
+ * (store-schema.ts). Version 1 is the schema SQLite reached at its version 5.
+ */
+const MIGRATIONS: readonly Migration<readonly string[]>[] = [
+  {
+    version: 1,
+    name: 'builds, jobs, build events and cache records',
+    apply: [
+      `CREATE TABLE builds (
+        id TEXT PRIMARY KEY,
+        seq BIGINT GENERATED ALWAYS AS IDENTITY UNIQUE,
+        spec BYTEA NOT NULL,
+        state INTEGER NOT NULL,
+        created_at BIGINT NOT NULL,
+        finished_at BIGINT,
+        index_descriptor BYTEA,
+        error TEXT NOT NULL DEFAULT '',
+        request_id TEXT NOT NULL DEFAULT ''
+      )`,
+      'CREATE INDEX builds_created ON builds (created_at, seq)',
+      'CREATE INDEX builds_state ON builds (state)',
+      `CREATE TABLE jobs (
+        id TEXT PRIMARY KEY,
+        seq BIGINT GENERATED ALWAYS AS IDENTITY UNIQUE,
+        build_id TEXT NOT NULL REFERENCES builds (id),
+        platform TEXT NOT NULL,
+        state INTEGER NOT NULL,
+        agent TEXT NOT NULL DEFAULT '',
+        emulated BOOLEAN NOT NULL DEFAULT FALSE,
+        emulator TEXT NOT NULL DEFAULT '',
+        current_step TEXT NOT NULL DEFAULT '',
+        image BYTEA,
+        started_at BIGINT,
+        finished_at BIGINT,
+        duration_ms BIGINT NOT NULL DEFAULT 0,
+        attempt INTEGER NOT NULL DEFAULT 1,
+        error TEXT NOT NULL DEFAULT '',
+        placement_reason INTEGER NOT NULL DEFAULT 0,
+        placement_detail TEXT NOT NULL DEFAULT '',
+        facts BYTEA,
+        attestation BYTEA,
+        role INTEGER NOT NULL DEFAULT 0
+      )`,
+      'CREATE INDEX jobs_build ON jobs (build_id, seq)',
+      'CREATE INDEX jobs_state ON jobs (state)',
+      `CREATE TABLE build_events (
+        build_id TEXT NOT NULL,
+        sequence BIGINT NOT NULL,
+        event BYTEA NOT NULL,
+        PRIMARY KEY (build_id, sequence)
+      )`,
+      `CREATE TABLE cache_records (
+        lineage TEXT NOT NULL,
+        platform TEXT NOT NULL,
+        agent TEXT NOT NULL,
+        engine_id TEXT NOT NULL,
+        finished_at BIGINT NOT NULL,
+        PRIMARY KEY (lineage, platform, agent)
+      )`,
+      'CREATE INDEX cache_records_finished ON cache_records (finished_at)',
+    ],
+  },
+];
+
+/** The schema version this braid writes and reads. */
+export const PG_SCHEMA_VERSION = latestVersion(MIGRATIONS);
+
+/** Held (per transaction) while migrating: coordinators starting at once migrate one at a time. */
+const MIGRATION_LOCK = 0x62726169; // "brai"
+
+/** States a build can still leave, so the unfinished ones are read through the state index. */
+const UNFINISHED_STATES = Object.values(BuildState).filter(
+  (s): s is BuildState => typeof s === 'number' && !TERMINAL_BUILD_STATES.has(s),
+);
+
+interface BuildRow {
+  id: string;
+  spec: Buffer;
+  state: number;
+  created_at: string;
+  finished_at: string | null;
+  index_descriptor: Buffer | null;
+  error: string;
+  request_id: string;
+}
+
+interface JobRow {
+  id: string;
+  build_id: string;
+  platform: string;
+  state: number;
+  agent: string;
+  emulated: boolean;
+  emulator: string;
+  current_step: string;
+  image: Buffer | null;
+  started_at: string | null;
+  finished_at: string | null;
+  duration_ms: string;
+  attempt: number;
+  error: string;
+  placement_reason: number;
+  placement_detail: string;
+  facts: Buffer | null;
+  attestation: Buffer | null;
+  role: number;
+}
+
+interface CacheRow {
+  lineage: string;
+  platform: string;
+  agent: string;
+  engine_id: string;
+  finished_at: string;
+}
+
+const BUILD_COLUMNS =
+  'id, spec, state, created_at, finished_at, index_descriptor, error, request_id';
+const JOB_COLUMNS =
+  'id, build_id, platform, state, agent, emulated, emulator, current_step, image, started_at, ' +
+  'finished_at, duration_ms, attempt, error, placement_reason, placement_detail, facts, ' +
+  'attestation, role';
+
+export class PgBuildStore implements BuildStore {
+  private open = true;
+  /** Commits in the order of calls: each waits for the one before. */
+  private tail: Promise<void> = Promise.resolve();
+
+  private constructor(
+    private readonly pool: pg.Pool,
+    /** The URL without its password. */
+    readonly where: string,
+  ) {}
+
+  /** Connect, bring the schema to PG_SCHEMA_VERSION (or refuse a newer one), and return the store. */
+  static async open(url: string, options: PgBuildStoreOptions = {}): Promise<PgBuildStore> {
+    const where = redactedUrl(url);
+    const pool = new pg.Pool({
+      connectionString: url,
+      max: options.maxConnections ?? 10,
+      connectionTimeoutMillis: options.connectTimeoutMs ?? 10_000,
+      idleTimeoutMillis: options.idleTimeoutMs ?? 30_000,
+      application_name: options.applicationName ?? 'braid',
+    });
+    // An idle connection that fails is dropped and replaced by the pool;
+    // without a listener its error would end the process.
+    pool.on('error', (err) => {
+      options.log?.warn({ store: where, err: err.message }, 'store connection failed while idle');
+    });
+    const store = new PgBuildStore(pool, where);
+    try {
+      await store.migrate();
+    } catch (err) {
+      await pool.end().catch(() => undefined);
+      if (err instanceof BraidError) throw err;
+      throw new StoreUnavailableError(`cannot open the store at ${where}: ${firstLine(err)}`, {
+        cause: err,
+      });
+    }
+    return store;
+  }
+
+  /** The schema version the database is at. */
+  async schemaVersion(): Promise<number> {
+    const { rows } = await this.pool.query<{ current: number | null }>(
+      'SELECT MAX(version) AS current FROM schema_version',
+    );
+    return rows[0]?.current ?? 0;
+  }
+
+  isOpen(): boolean {
+    return this.open;
+  }
+
+  /** Waits for the commits under way, then closes every connection. */
+  async close(): Promise<void> {
+    if (!this.open) return;
+    this.open = false;
+    await this.tail.catch(() => undefined);
+    await this.pool.end();
+  }
+
+  commit(writes: readonly StoreWrite[]): Promise<void> {
+    if (!this.open) return Promise.reject(new Error(`the store at ${this.where} is closed`));
+    const run = this.tail.then(() => this.transaction(writes));
+    this.tail = run.catch(() => undefined);
+    return run;
+  }
+
+  async unfinishedBuilds(): Promise<UnfinishedBuild[]> {
+    const builds = await this.rows<BuildRow>(
+      `SELECT ${BUILD_COLUMNS} FROM builds WHERE state = ANY($1::int[]) ORDER BY created_at, seq`,
+      [UNFINISHED_STATES],
+    );
+    if (builds.length === 0) return [];
+    const ids = builds.map((b) => b.id);
+    const jobs = await this.rows<JobRow>(
+      `SELECT ${JOB_COLUMNS} FROM jobs WHERE build_id = ANY($1::text[]) ORDER BY seq`,
+      [ids],
+    );
+    const last = await this.rows<{ build_id: string; last: string }>(
+      `SELECT build_id, MAX(sequence) AS last FROM build_events
+       WHERE build_id = ANY($1::text[]) GROUP BY build_id`,
+      [ids],
+    );
+    const jobsByBuild = new Map<string, JobRecord[]>(ids.map((id) => [id, []]));
+    for (const row of jobs) jobsByBuild.get(row.build_id)?.push(jobFromRow(row));
+    const lastByBuild = new Map(last.map((r) => [r.build_id, BigInt(r.last)]));
+    return builds.map((row) => ({
+      build: buildFromRow(row),
+      jobs: jobsByBuild.get(row.id) ?? [],
+      lastSequence: lastByBuild.get(row.id) ?? 0n,
+    }));
+  }
+
+  async getBuild(id: string): Promise<BuildRecord | undefined> {
+    const [row] = await this.rows<BuildRow>(`SELECT ${BUILD_COLUMNS} FROM builds WHERE id = $1`, [
+      id,
+    ]);
+    return row ? buildFromRow(row) : undefined;
+  }
+
+  async jobsOf(buildId: string): Promise<JobRecord[]> {
+    const rows = await this.rows<JobRow>(
+      `SELECT ${JOB_COLUMNS} FROM jobs WHERE build_id = $1 ORDER BY seq`,
+      [buildId],
+    );
+    return rows.map(jobFromRow);
+  }
+
+  async listBuilds(limit: number, states: readonly BuildState[]): Promise<BuildRecord[]> {
+    const rows = states.length
+      ? await this.rows<BuildRow>(
+          `SELECT ${BUILD_COLUMNS} FROM builds WHERE state = ANY($1::int[])
+           ORDER BY created_at DESC, seq DESC LIMIT $2`,
+          [[...states], limit],
+        )
+      : await this.rows<BuildRow>(
+          `SELECT ${BUILD_COLUMNS} FROM builds ORDER BY created_at DESC, seq DESC LIMIT $1`,
+          [limit],
+        );
+    return rows.map(buildFromRow);
+  }
+
+  async eventsAfter(buildId: string, after: bigint, limit = 1000): Promise<BuildEvent[]> {
+    const rows = await this.rows<{ event: Buffer }>(
+      `SELECT event FROM build_events WHERE build_id = $1 AND sequence > $2
+       ORDER BY sequence LIMIT $3`,
+      [buildId, after, limit],
+    );
+    return rows.map((r) => fromBinary(BuildEventSchema, r.event));
+  }
+
+  async cacheRecords(since: Date): Promise<CacheRecord[]> {
+    const rows = await this.rows<CacheRow>(
+      'SELECT lineage, platform, agent, engine_id, finished_at FROM cache_records WHERE finished_at >= $1',
+      [since.getTime()],
+    );
+    return rows.map((r) => ({
+      lineage: r.lineage,
+      platform: JSON.parse(r.platform) as Platform,
+      agent: r.agent,
+      engineId: r.engine_id,
+      finishedAt: new Date(Number(r.finished_at)),
+    }));
+  }
+
+  // --- internals -------------------------------------------------------------
+
+  /** All of `writes` on one connection in one transaction, or none of them. */
+  private async transaction(writes: readonly StoreWrite[]): Promise<void> {
+    const client = await this.pool.connect();
+    let broken: Error | undefined;
+    try {
+      await client.query('BEGIN');
+      try {
+        for (const write of writes) {
+          for (const sql of statementsOf(write)) await client.query(named(sql));
+        }
+        await client.query('COMMIT');
+      } catch (err) {
+        await client.query('ROLLBACK').catch((rollbackErr: unknown) => {
+          // A connection that cannot roll back is not given to the next caller.
+          broken = rollbackErr instanceof Error ? rollbackErr : new Error(String(rollbackErr));
+        });
+        throw err;
+      }
+    } finally {
+      client.release(broken);
+    }
+  }
+
+  private async rows<R extends pg.QueryResultRow>(text: string, values: unknown[]): Promise<R[]> {
+    const result = await this.pool.query<R>(named({ text, values }));
+    return result.rows;
+  }
+
+  private async migrate(): Promise<void> {
+    const client = await this.pool.connect();
+    let broken: Error | undefined;
+    try {
+      await client.query('BEGIN');
+      try {
+        await client.query('SELECT pg_advisory_xact_lock($1)', [MIGRATION_LOCK]);
+        await client.query(`CREATE TABLE IF NOT EXISTS schema_version (
+          version INTEGER PRIMARY KEY,
+          name TEXT NOT NULL,
+          applied_at BIGINT NOT NULL
+        )`);
+        const { rows } = await client.query<{ current: number | null }>(
+          'SELECT MAX(version) AS current FROM schema_version',
+        );
+        for (const migration of pendingMigrations(MIGRATIONS, rows[0]?.current ?? 0, this.where)) {
+          for (const statement of migration.apply) await client.query(statement);
+          await client.query(
+            'INSERT INTO schema_version (version, name, applied_at) VALUES ($1, $2, $3)',
+            [migration.version, migration.name, Date.now()],
+          );
+        }
+        await client.query('COMMIT');
+      } catch (err) {
+        await client.query('ROLLBACK').catch((rollbackErr: unknown) => {
+          broken = rollbackErr instanceof Error ? rollbackErr : new Error(String(rollbackErr));
+        });
+        throw err;
+      }
+    } finally {
+      client.release(broken);
+    }
+  }
+}
+
+const names = new Map<string, string>();
+
+/** A statement prepared once per connection, named by its text. */
+function named(sql: Sql): pg.QueryConfig {
+  let name = names.get(sql.text);
+  if (name === undefined) {
+    name = `braid_${createHash('sha1').update(sql.text).digest('hex').slice(0, 16)}`;
+    names.set(sql.text, name);
+  }
+  return { name, text: sql.text, values: sql.values };
+}
+
+/** The statements of one write, in order. */
+function statementsOf(write: StoreWrite): Sql[] {
+  switch (write.kind) {
+    case 'createBuild': {
+      const { build, jobs } = write;
+      return [
+        {
+          text: `INSERT INTO builds (id, spec, state, created_at, error, request_id)
+                 VALUES ($1, $2, $3, $4, $5, $6)`,
+          values: [
+            build.id,
+            Buffer.from(toBinary(BuildSpecSchema, build.spec)),
+            build.state,
+            build.createdAt.getTime(),
+            build.error,
+            build.requestId,
+          ],
+        },
+        ...jobs.map((job) => ({
+          text: `INSERT INTO jobs (id, build_id, platform, state, attempt, role)
+                 VALUES ($1, $2, $3, $4, $5, $6)`,
+          values: [
+            job.id,
+            build.id,
+            JSON.stringify(job.platform),
+            job.state,
+            job.attempt,
+            job.role ?? JobRole.UNSPECIFIED,
+          ],
+        })),
+      ];
+    }
+    case 'updateBuild':
+      return update('builds', buildColumns(write.patch), write.id);
+    case 'updateJob':
+      return update('jobs', jobColumns(write.patch), write.id);
+    case 'appendEvent':
+      return [
+        {
+          text: 'INSERT INTO build_events (build_id, sequence, event) VALUES ($1, $2, $3)',
+          values: [
+            write.buildId,
+            write.event.sequence,
+            Buffer.from(toBinary(BuildEventSchema, write.event)),
+          ],
+        },
+      ];
+    case 'recordCache': {
+      const { record, forgetBefore } = write;
+      return [
+        {
+          text: `INSERT INTO cache_records (lineage, platform, agent, engine_id, finished_at)
+                 VALUES ($1, $2, $3, $4, $5)
+                 ON CONFLICT (lineage, platform, agent)
+                 DO UPDATE SET engine_id = excluded.engine_id, finished_at = excluded.finished_at`,
+          values: [
+            record.lineage,
+            JSON.stringify(record.platform),
+            record.agent,
+            record.engineId,
+            record.finishedAt.getTime(),
+          ],
+        },
+        {
+          text: 'DELETE FROM cache_records WHERE finished_at < $1',
+          values: [forgetBefore.getTime()],
+        },
+      ];
+    }
+  }
+}
+
+function update(table: 'builds' | 'jobs', columns: Record<string, unknown>, id: string): Sql[] {
+  const keys = Object.keys(columns);
+  if (keys.length === 0) return [];
+  // One statement per set of columns: a handful of shapes, each prepared once per connection.
+  return [
+    {
+      text: `UPDATE ${table} SET ${keys.map((k, i) => `${k} = $${i + 1}`).join(', ')} WHERE id = $${keys.length + 1}`,
+      values: [...Object.values(columns), id],
+    },
+  ];
+}
+
+const toMs = (d: Date | undefined) => (d ? d.getTime() : null);
+const fromMs = (ms: string | null) => (ms === null ? undefined : new Date(Number(ms)));
+
+function buildColumns(patch: BuildPatch): Record<string, unknown> {
+  const columns: Record<string, unknown> = {};
+  if (patch.state !== undefined) columns.state = patch.state;
+  if (patch.finishedAt !== undefined) columns.finished_at = toMs(patch.finishedAt);
+  if (patch.index !== undefined) {
+    columns.index_descriptor = Buffer.from(toBinary(ImageDescriptorSchema, patch.index));
+  }
+  if (patch.error !== undefined) columns.error = patch.error;
+  return columns;
+}
+
+function jobColumns(patch: JobPatch): Record<string, unknown> {
+  const columns: Record<string, unknown> = {};
+  if (patch.state !== undefined) columns.state = patch.state;
+  if (patch.agent !== undefined) columns.agent = patch.agent;
+  if (patch.emulated !== undefined) columns.emulated = patch.emulated;
+  if (patch.emulator !== undefined) columns.emulator = patch.emulator;
+  if (patch.currentStep !== undefined) columns.current_step = patch.currentStep;
+  if (patch.image !== undefined)
+    columns.image = Buffer.from(toBinary(ImageDescriptorSchema, patch.image));
+  if (patch.startedAt !== undefined) columns.started_at = toMs(patch.startedAt);
+  if (patch.finishedAt !== undefined) columns.finished_at = toMs(patch.finishedAt);
+  if (patch.durationMs !== undefined) columns.duration_ms = patch.durationMs;
+  if (patch.attempt !== undefined) columns.attempt = patch.attempt;
+  if (patch.error !== undefined) columns.error = patch.error;
+  if (patch.placementReason !== undefined) columns.placement_reason = patch.placementReason;
+  if (patch.placementDetail !== undefined) columns.placement_detail = patch.placementDetail;
+  if (patch.facts !== undefined)
+    columns.facts = Buffer.from(toBinary(BuildFactsSchema, patch.facts));
+  if (patch.attestation !== undefined)
+    columns.attestation = Buffer.from(toBinary(ImageDescriptorSchema, patch.attestation));
+  return columns;
+}
+
+function buildFromRow(row: BuildRow): BuildRecord {
+  return {
+    id: row.id,
+    spec: fromBinary(BuildSpecSchema, row.spec),
+    state: row.state as BuildState,
+    createdAt: new Date(Number(row.created_at)),
+    finishedAt: fromMs(row.finished_at),
+    index: row.index_descriptor
+      ? fromBinary(ImageDescriptorSchema, row.index_descriptor)
+      : undefined,
+    error: row.error,
+    requestId: row.request_id,
+  };
+}
+
+function jobFromRow(row: JobRow): JobRecord {
+  return {
+    id: row.id,
+    buildId: row.build_id,
+    platform: JSON.parse(row.platform) as Platform,
+    state: row.state as JobState,
+    agent: row.agent,
+    emulated: row.emulated,
+    emulator: row.emulator,
+    currentStep: row.current_step,
+    image: row.image ? fromBinary(ImageDescriptorSchema, row.image) : undefined,
+    startedAt: fromMs(row.started_at),
+    finishedAt: fromMs(row.finished_at),
+    durationMs: Number(row.duration_ms),
+    attempt: row.attempt,
+    error: row.error,
+    placementReason: row.placement_reason as PlacementReason,
+    placementDetail: row.placement_detail,
+    facts: row.facts ? fromBinary(BuildFactsSchema, row.facts) : undefined,
+    attestation: row.attestation ? fromBinary(ImageDescriptorSchema, row.attestation) : undefined,
+    ...(row.role !== JobRole.UNSPECIFIED && { role: row.role as JobRole }),
+  };
+}
+
+function firstLine(err: unknown): string {
+  const message = err instanceof Error ? err.message : String(err);
+  return message.split('\n')[0] ?? message;
+}
