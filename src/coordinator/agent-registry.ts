@@ -27,6 +27,8 @@ export interface AgentSession {
 
 export class AgentRegistry {
   private readonly sessions = new Map<string, AgentSession>();
+  /** Each session's view, made once from its hello: only `running` changes. */
+  private readonly viewOf = new WeakMap<AgentSession, AgentView>();
 
   add(session: AgentSession): void {
     if (this.sessions.has(session.name)) {
@@ -53,20 +55,30 @@ export class AgentRegistry {
     return [...this.sessions.values()];
   }
 
-  /** What the scheduler sees. */
+  /** What the scheduler sees: one view per agent, its load as of this call. */
   views(): AgentView[] {
-    return this.all().map((s) => ({
-      name: s.name,
-      nativePlatform: fromProtoPlatform(s.hello.nativePlatform),
-      emulated: s.hello.emulatedPlatforms.map((e) => ({
-        platform: fromProtoPlatform(e.platform),
-        handler: e.handler,
-      })),
-      capacity: Math.max(1, s.hello.capacity),
-      running: s.jobs.size,
-      labels: { ...s.hello.labels },
-      engineId: s.hello.engineId,
-    }));
+    const views: AgentView[] = [];
+    for (const session of this.sessions.values()) {
+      let view = this.viewOf.get(session);
+      if (view === undefined) {
+        view = {
+          name: session.name,
+          nativePlatform: fromProtoPlatform(session.hello.nativePlatform),
+          emulated: session.hello.emulatedPlatforms.map((e) => ({
+            platform: fromProtoPlatform(e.platform),
+            handler: e.handler,
+          })),
+          capacity: Math.max(1, session.hello.capacity),
+          running: 0,
+          labels: { ...session.hello.labels },
+          engineId: session.hello.engineId,
+        };
+        this.viewOf.set(session, view);
+      }
+      view.running = session.jobs.size;
+      views.push(view);
+    }
+    return views;
   }
 
   info(): AgentInfo[] {

@@ -182,11 +182,20 @@ export class CoordinatorMetrics implements BuildObserver {
       labelNames: ['platform', 'mode'],
       registers,
       collect() {
-        this.reset();
+        // Counted first, then set once per series: a farm has many agents and few platforms.
+        const counts = new Map<string, { platform: string; mode: string; n: number }>();
+        const count = (platform: string, mode: string) => {
+          const key = `${platform} ${mode}`;
+          const entry = counts.get(key) ?? { platform, mode, n: 0 };
+          entry.n += 1;
+          counts.set(key, entry);
+        };
         for (const agent of sources.agents()) {
-          this.inc({ platform: agent.native, mode: 'native' });
-          for (const platform of new Set(agent.emulated)) this.inc({ platform, mode: 'emulated' });
+          count(agent.native, 'native');
+          for (const platform of new Set(agent.emulated)) count(platform, 'emulated');
         }
+        this.reset();
+        for (const { platform, mode, n } of counts.values()) this.set({ platform, mode }, n);
       },
     });
     this.contextReceived = new Counter({

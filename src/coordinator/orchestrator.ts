@@ -37,7 +37,12 @@ import type { BuildObserver } from './metrics.js';
 import { Placement } from './placement.js';
 import type { ProvenanceSettings } from './provenance-writer.js';
 import { checkJobs } from './reproducibility-check.js';
-import { DEFAULT_CACHE_AFFINITY, schedule, type CacheAffinitySettings } from './scheduler.js';
+import {
+  anyCapable,
+  DEFAULT_CACHE_AFFINITY,
+  schedule,
+  type CacheAffinitySettings,
+} from './scheduler.js';
 import { SecretVault, checkSecrets, type BuildSecretValue } from './secret-vault.js';
 import { validateSpec } from './spec-validation.js';
 import type { SshJob, SshRelay } from './ssh-relay.js';
@@ -214,11 +219,12 @@ export class Orchestrator {
     // --check-reproducible: a second build of every platform to compare with.
     if (spec.checkReproducible) jobs.push(...checkJobs(id, jobs));
     // A platform nobody can build fails the submit at once: nothing is stored.
-    const placements = schedule(
-      jobs.map((j) => ({ jobId: j.id, platform: j.platform, policy: valid.policy })),
-      this.deps.agents.views(),
-    );
-    const impossible = placements.filter((p) => p.kind === 'impossible');
+    const views = this.deps.agents.views();
+    const unbuildable = jobs.filter((j) => !anyCapable(views, j.platform, valid.policy));
+    const impossible = schedule(
+      unbuildable.map((j) => ({ jobId: j.id, platform: j.platform, policy: valid.policy })),
+      views,
+    ).filter((p) => p.kind === 'impossible');
     if (impossible.length > 0) {
       throw new BraidError('failed_precondition', impossible.map((p) => p.reason).join('; '));
     }

@@ -129,10 +129,45 @@ export function canBuild(
   platform: Platform,
   policy: EmulationPolicy,
 ): BuildMode | undefined {
-  if (platformMatches(platform, agent.nativePlatform)) return { native: true };
+  if (matches(platform, agent.nativePlatform)) return { native: true };
   if (policy === 'native-only') return undefined;
-  const emulator = agent.emulated.find((entry) => platformMatches(platform, entry.platform));
+  const emulator = agent.emulated.find((entry) => matches(platform, entry.platform));
   return emulator === undefined ? undefined : { native: false, handler: emulator.handler };
+}
+
+/** Normalised platform strings, by platform object (views and jobs keep theirs). */
+const platformKeys = new WeakMap<Platform, string>();
+
+function keyOf(platform: Platform): string {
+  let key = platformKeys.get(platform);
+  if (key === undefined) {
+    key = formatPlatform(platform);
+    platformKeys.set(platform, key);
+  }
+  return key;
+}
+
+/**
+ * platformMatches, answered from the normalised strings when neither side
+ * names an OS version or features (every Linux platform): a placement
+ * pass asks this of every agent.
+ */
+function matches(wanted: Platform, offered: Platform): boolean {
+  const plain = (p: Platform) => p.osVersion === undefined && (p.osFeatures?.length ?? 0) === 0;
+  if (plain(wanted) && plain(offered)) return keyOf(wanted) === keyOf(offered);
+  return platformMatches(wanted, offered);
+}
+
+/**
+ * Whether some connected agent can build `platform` under `policy` at all
+ * (busy or not): the question a submit asks, without placing anything.
+ */
+export function anyCapable(
+  agents: readonly AgentView[],
+  platform: Platform,
+  policy: EmulationPolicy,
+): boolean {
+  return agents.some((agent) => canBuild(agent, platform, policy) !== undefined);
 }
 
 /** A capable agent and its load as seen by the job being placed. */
