@@ -16,6 +16,8 @@ export class Invalid extends Error {
   constructor(
     message: string,
     readonly path: readonly (string | number)[] = [],
+    /** The message shows the value as it may be printed (a password hidden): do not add it as given. */
+    readonly showsValue = false,
   ) {
     super(message);
     this.name = 'Invalid';
@@ -130,6 +132,7 @@ export function checked<T, U>(schema: Schema<T>, check: (value: T) => U): Schema
     try {
       return check(read);
     } catch (err) {
+      if (err instanceof Invalid) throw err;
       throw new Invalid(err instanceof Error ? err.message : String(err));
     }
   };

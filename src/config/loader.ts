@@ -139,7 +139,7 @@ export function loadConfig<S extends Shape>(
     } catch (err) {
       if (!(err instanceof Invalid)) throw err;
       const shown = value === undefined ? '' : `"${String(value)}"`;
-      const got = shown && !err.message.includes(shown) ? `, got ${shown}` : '';
+      const got = shown && !err.showsValue && !err.message.includes(shown) ? `, got ${shown}` : '';
       throw new ConfigError(origin.name, `${err.message}${got}`);
     }
     originOf[key] = origin;

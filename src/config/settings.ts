@@ -21,8 +21,9 @@ import {
   type Env,
   type SettingsOf,
 } from './loader.js';
-import { checked, optional, string, withDefault } from '../schema.js';
+import { checked, Invalid, optional, string, withDefault } from '../schema.js';
 import { UsageError } from '../errors.js';
+import { isPostgresUrl, redactedUrl } from '../pg-url.js';
 import { parseSshUrl } from '../ssh/ssh-url.js';
 
 export const DEFAULT_COORDINATOR_ADDRESS = '127.0.0.1:7465';
@@ -125,6 +126,8 @@ export function coordinatorSettings(env: Env) {
     }),
     /** The warm agent loses when its load exceeds the least loaded one's by more points than this. */
     cacheAffinityMaxLoadGapPercent: intSetting({ min: 0, max: 100, default: 50 }),
+    /** Where builds are kept: unset, SQLite in dataDir; or a postgres:// URL (docs/postgres.md). */
+    store: optionalSetting(parseStoreUrl, 'a postgres:// URL'),
     /** HTTP address of /metrics, /healthz and /readyz; unset: not served. */
     metricsListen: optionalAddressSetting('metrics listen address'),
     /** Check push access to every tag's repository before a build is accepted. */
@@ -139,6 +142,19 @@ export function coordinatorSettings(env: Env) {
     ...registryFields,
     ...logSettings,
   };
+}
+
+/**
+ * A store URL: postgres:// or postgresql://. Refused naming the value with
+ * any password hidden (the loader would print it as given).
+ */
+function parseStoreUrl(text: string): string {
+  if (isPostgresUrl(text.trim())) return text.trim();
+  throw new Invalid(
+    `expected postgres://USER@HOST:PORT/DATABASE (or unset for SQLite in the data dir), got "${redactedUrl(text)}"`,
+    [],
+    true,
+  );
 }
 
 /** How a client reaches the coordinator: TLS files (all optional). */

@@ -34,6 +34,8 @@ import { Orchestrator } from './orchestrator.js';
 import { SshRelay } from './ssh-relay.js';
 import { pushPreflightFor } from './push-preflight.js';
 import { SqliteBuildStore } from './sqlite-build-store.js';
+import type { BuildStore } from './store.js';
+import { redactedUrl } from '../pg-url.js';
 import { systemService } from './system-service.js';
 import { newToken } from './token-format.js';
 import { TokenStore } from './token-store.js';
@@ -84,7 +86,7 @@ export async function startCoordinator(
   const startedAt = new Date();
   const events = new EventLog({ retained: config.eventsRetained });
   const stopping = new AbortController();
-  const store = new SqliteBuildStore(join(config.dataDir, 'braid.db'));
+  const store = await openBuildStore(config.store, config.dataDir, log);
   const tokens = new TokenStore(join(config.dataDir, 'braid.db'));
   const local = options.localAgent
     ? {
@@ -294,6 +296,7 @@ export async function startCoordinator(
     {
       listen: address,
       dataDir: config.dataDir,
+      store: config.store ? redactedUrl(config.store) : 'sqlite',
       version: BRAID_VERSION,
       transport: tls ? (tls.ca ? 'mtls' : 'tls') : 'plaintext',
       auth: auth.required ? 'required' : 'optional',
@@ -333,6 +336,20 @@ export async function startCoordinator(
       log.info('coordinator stopped');
     },
   };
+}
+
+/**
+ * The build store: PostgreSQL when a store URL is configured (loaded only
+ * then), else SQLite in the data dir.
+ */
+async function openBuildStore(
+  url: string | undefined,
+  dataDir: string,
+  log: Logger,
+): Promise<BuildStore> {
+  if (url === undefined) return new SqliteBuildStore(join(dataDir, 'braid.db'));
+  const { PgBuildStore } = await import('./pg-build-store.js');
+  return PgBuildStore.open(url, { log });
 }
 
 /** Tokens are required and a kind has none: say how to make one. */

@@ -25,7 +25,7 @@ import { BuildFactsSchema } from '../gen/braid/v1/agent_pb.js';
 import { BraidError } from '../errors.js';
 import type { Logger } from '../log.js';
 import type { Platform } from '../oci/platform.js';
-import { redactedUrl } from './pg-url.js';
+import { redactedUrl } from '../pg-url.js';
 import type { CacheRecord } from './scheduler.js';
 import { latestVersion, pendingMigrations, type Migration } from './store-schema.js';
 import type {

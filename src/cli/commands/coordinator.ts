@@ -70,6 +70,10 @@ export function addCoordinatorOptions(command: Command): Command {
       'a re-queued job waits this long for a capable agent (env BRAID_WAIT_FOR_AGENT_MS; default 300000)',
     )
     .option(
+      '--store <url>',
+      'keep builds in PostgreSQL: postgres://USER@HOST:PORT/DB (env BRAID_STORE; default SQLite in the data dir; docs/postgres.md)',
+    )
+    .option(
       '--max-concurrent-stitches <n>',
       'builds that stitch at once; the others wait their turn, oldest first (env BRAID_MAX_CONCURRENT_STITCHES; default 16)',
     )

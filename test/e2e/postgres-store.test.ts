@@ -1,0 +1,159 @@
+/**
+ * `braid coordinator --store postgres://...`: a farm whose builds live in a
+ * real PostgreSQL cluster. A build runs end to end, its rows are read back
+ * from the database itself, and a second coordinator with an empty data dir
+ * on the same database serves the finished build (status and logs).
+ */
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import pg from 'pg';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { braid, startTestCoordinator } from '../support/braid-cli.js';
+import { startOneBoxFarm, type OneBoxFarm } from '../support/one-box-farm.js';
+import { startPostgres, type PostgresCluster } from '../support/postgres.js';
+
+describe('the coordinator on a PostgreSQL store', () => {
+  let postgres: PostgresCluster;
+  let url: string;
+  let farm: OneBoxFarm;
+  let dataDir: string;
+
+  beforeAll(async () => {
+    dataDir = await mkdtemp(join(tmpdir(), 'braid-pg-refused-'));
+    postgres = await startPostgres();
+    url = await postgres.createDatabase('braid_farm');
+    farm = await startOneBoxFarm({
+      qemu: 'qemu-aarch64',
+      agentName: 'pg1',
+      name: 'postgres-store',
+      coordinatorArgs: ['--store', url],
+    });
+  }, 600_000);
+
+  afterAll(async () => {
+    await farm?.stop();
+    await postgres?.stop();
+    if (dataDir) await rm(dataDir, { recursive: true, force: true });
+  });
+
+  it('stores a build, its jobs and its events in the database, and another coordinator serves them', async () => {
+    const tag = `${farm.registry.host}/team/pg-store:1`;
+    const built = await braid(
+      [
+        'build',
+        farm.dir,
+        '-t',
+        tag,
+        '--platform',
+        'linux/amd64,linux/arm64',
+        '--progress',
+        'plain',
+        '--metadata-file',
+        '-',
+        '--coordinator',
+        farm.coordinator.address,
+      ],
+      { timeoutMs: 300_000 },
+    );
+    expect(built.code, built.stderr).toBe(0);
+    const index = await farm.raw<{ manifests: { platform?: { architecture: string } }[] }>(tag);
+    // Provenance attestations are entries too, of platform unknown/unknown.
+    const platforms = index.manifests.map((m) => m.platform?.architecture);
+    expect(platforms.filter((a) => a !== 'unknown').sort()).toEqual(['amd64', 'arm64']);
+    const listed = await braid([
+      'builds',
+      '--output',
+      'json',
+      '--coordinator',
+      farm.coordinator.address,
+    ]);
+    expect(listed.code, listed.stderr).toBe(0);
+    // JSON lines, newest first.
+    const [build] = listed.stdout
+      .trim()
+      .split('\n')
+      .map((line) => JSON.parse(line) as { id: string; state: string });
+    expect(build?.state).toBe('succeeded');
+    const id = build?.id ?? '';
+
+    // The database itself holds the build, both jobs and the event log.
+    const client = new pg.Client({ connectionString: url });
+    await client.connect();
+    try {
+      const builds = await client.query<{ state: number }>(
+        'SELECT state FROM builds WHERE id = $1',
+        [id],
+      );
+      expect(builds.rows).toHaveLength(1);
+      const jobs = await client.query<{ agent: string }>(
+        'SELECT agent FROM jobs WHERE build_id = $1',
+        [id],
+      );
+      expect(jobs.rows.map((r) => r.agent)).toEqual(['pg1', 'pg1']);
+      const events = await client.query<{ n: string }>(
+        'SELECT COUNT(*) AS n FROM build_events WHERE build_id = $1',
+        [id],
+      );
+      expect(Number(events.rows[0]?.n)).toBeGreaterThan(5);
+    } finally {
+      await client.end();
+    }
+
+    // A coordinator with nothing in its data dir, on the same database.
+    await farm.coordinator.stop();
+    const second = await startTestCoordinator('127.0.0.1:0', ['--store', url]);
+    try {
+      const status = await braid([
+        'status',
+        id,
+        '--output',
+        'json',
+        '--coordinator',
+        second.address,
+      ]);
+      expect(status.code, status.stderr).toBe(0);
+      const shown = JSON.parse(status.stdout) as { state: string; index?: { digest: string } };
+      expect(shown.state).toBe('succeeded');
+      expect(shown.index?.digest).toMatch(/^sha256:/);
+      const logs = await braid(['logs', id, '--coordinator', second.address]);
+      expect(logs.code, logs.stderr).toBe(0);
+      expect(logs.stdout).toContain('pushed');
+    } finally {
+      await second.stop();
+    }
+  });
+
+  it('refuses a store that is not a PostgreSQL URL in one line, hiding its password', async () => {
+    const refused = await braid([
+      'coordinator',
+      '--listen',
+      '127.0.0.1:0',
+      '--data-dir',
+      dataDir,
+      '--store',
+      'mysql://braid:hunter2@127.0.0.1/braid',
+    ]);
+    expect(refused.code).toBe(2);
+    expect(refused.stderr.trim().split('\n')).toHaveLength(1);
+    expect(refused.stderr).toContain('mysql://braid:***@127.0.0.1/braid');
+    expect(refused.stderr).not.toContain('hunter2');
+  });
+
+  it('fails to start in one line naming the store when the database refuses the login', async () => {
+    const wrong = url.replace(/\/\/([^:]+):[^@]+@/, '//$1:wrong-password@');
+    const refused = await braid([
+      'coordinator',
+      '--listen',
+      '127.0.0.1:0',
+      '--data-dir',
+      dataDir,
+      '--store',
+      wrong,
+    ]);
+    expect(refused.code).toBe(1);
+    expect(refused.stderr).toContain('password authentication failed');
+    expect(refused.stderr).toContain(':***@');
+    expect(refused.stderr).not.toContain('wrong-password');
+  });
+});
