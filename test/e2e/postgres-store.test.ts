@@ -49,8 +49,6 @@ describe('the coordinator on a PostgreSQL store', () => {
         'linux/amd64,linux/arm64',
         '--progress',
         'plain',
-        '--metadata-file',
-        '-',
         '--coordinator',
         farm.coordinator.address,
       ],
