@@ -128,6 +128,12 @@ export function coordinatorSettings(env: Env) {
     cacheAffinityMaxLoadGapPercent: intSetting({ min: 0, max: 100, default: 50 }),
     /** Where builds are kept: unset, SQLite in dataDir; or a postgres:// URL (docs/postgres.md). */
     store: optionalSetting(parseStoreUrl, 'a postgres:// URL'),
+    /** The address others reach this coordinator at (standbys name the leader by it); '' is the listen address. */
+    advertise: stringSetting(''),
+    /** On PostgreSQL: how often a standby asks for the leadership and the leader renews its lease. */
+    leaderPollMs: intSetting({ min: 100, max: 60_000, default: 1000 }),
+    /** On PostgreSQL: a leader that has not renewed its lease for this long is taken over from. */
+    leaderLeaseMs: intSetting({ min: 500, max: 600_000, default: 5000 }),
     /** HTTP address of /metrics, /healthz and /readyz; unset: not served. */
     metricsListen: optionalAddressSetting('metrics listen address'),
     /** Check push access to every tag's repository before a build is accepted. */

@@ -30,7 +30,8 @@ function sameCaller(a: CallIdentity | undefined, b: CallIdentity | undefined): b
 type Outbound = MessageInitShape<typeof ConnectResponseSchema> | { refused: unknown };
 
 export function agentService(deps: {
-  orchestrator: Orchestrator;
+  /** The orchestrator of the current term; throws (UNAVAILABLE) on a standby. */
+  orchestrator: () => Orchestrator;
   contexts: ContextStore;
   agents: AgentRegistry;
   /** Whether the join token behind a session still works. */
@@ -48,7 +49,10 @@ export function agentService(deps: {
         let reason = 'stream ended';
         const iterator = requests[Symbol.asyncIterator]();
         let watchdog: NodeJS.Timeout | undefined;
+        // A session belongs to the term it joined in: a later leader never hears of it.
+        let orchestrator: Orchestrator | undefined;
         try {
+          orchestrator = deps.orchestrator();
           const first = await iterator.next();
           if (first.done || first.value.body.case !== 'hello') {
             throw new BraidError('invalid_argument', 'an agent session must start with a hello');
@@ -74,7 +78,7 @@ export function agentService(deps: {
               outbound.close();
             },
           };
-          deps.orchestrator.agentConnected(current);
+          orchestrator.agentConnected(current);
           session = current;
           outbound.push({
             body: {
@@ -115,13 +119,13 @@ export function agentService(deps: {
               case 'heartbeat':
                 break;
               case 'update':
-                deps.orchestrator.jobUpdate(current, body.value);
+                orchestrator.jobUpdate(current, body.value);
                 break;
               case 'log':
-                deps.orchestrator.jobLog(current, body.value);
+                orchestrator.jobLog(current, body.value);
                 break;
               case 'result':
-                deps.orchestrator.jobResult(current, body.value);
+                orchestrator.jobResult(current, body.value);
                 break;
               case 'hello':
                 throw new BraidError('invalid_argument', 'a second hello on one session');
@@ -136,7 +140,7 @@ export function agentService(deps: {
         } finally {
           if (watchdog) clearInterval(watchdog);
           if (session)
-            deps.orchestrator.agentLost(session, ctx.signal.aborted ? 'connection lost' : reason);
+            orchestrator?.agentLost(session, ctx.signal.aborted ? 'connection lost' : reason);
           outbound.close();
         }
       })();
@@ -150,7 +154,7 @@ export function agentService(deps: {
     forwardSsh(requests, ctx) {
       // As with contexts: only an agent that joined with the job's agent's token.
       const resolve = (jobId: string) => {
-        const job = deps.orchestrator.sshJob(jobId);
+        const job = deps.orchestrator().sshJob(jobId);
         const held = deps.agents
           .all()
           .some((session) => sameCaller(session.identity, ctx.identity) && session.jobs.has(jobId));
@@ -173,7 +177,7 @@ export function agentService(deps: {
           (session) =>
             sameCaller(session.identity, ctx.identity) &&
             [...session.jobs].some(
-              (jobId) => deps.orchestrator.contextOfJob(jobId) === request.digest,
+              (jobId) => deps.orchestrator().contextOfJob(jobId) === request.digest,
             ),
         );
       if (!assigned) {

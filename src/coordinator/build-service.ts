@@ -12,7 +12,8 @@ import type { Orchestrator } from './orchestrator.js';
 import type { SshRelay } from './ssh-relay.js';
 
 export function buildService(deps: {
-  orchestrator: Orchestrator;
+  /** The orchestrator of the current term; throws (UNAVAILABLE) on a standby. */
+  orchestrator: () => Orchestrator;
   contexts: ContextStore;
   agents: AgentRegistry;
   stopping: AbortSignal;
@@ -53,7 +54,7 @@ export function buildService(deps: {
     async submitBuild(request, ctx) {
       if (deps.stopping.aborted)
         throw new BraidError('unavailable', 'the coordinator is shutting down');
-      const build = await deps.orchestrator.submit(
+      const build = await deps.orchestrator().submit(
         request.spec ?? ({} as never),
         request.requestId,
         request.secrets,
@@ -70,7 +71,7 @@ export function buildService(deps: {
     },
     async *watchBuild(request, ctx) {
       const signal = AbortSignal.any([ctx.signal, deps.stopping]);
-      for await (const event of deps.orchestrator.watch(
+      for await (const event of deps.orchestrator().watch(
         request.buildId,
         request.afterSequence,
         request.follow,
@@ -80,14 +81,14 @@ export function buildService(deps: {
       }
     },
     async getBuild(request) {
-      return { build: await deps.orchestrator.getBuild(request.buildId) };
+      return { build: await deps.orchestrator().getBuild(request.buildId) };
     },
     async listBuilds(request) {
       const limit = request.limit > 0 ? Math.min(request.limit, 1000) : 50;
-      return { builds: await deps.orchestrator.listBuilds(limit, request.states) };
+      return { builds: await deps.orchestrator().listBuilds(limit, request.states) };
     },
     async cancelBuild(request) {
-      return { build: await deps.orchestrator.cancel(request.buildId, request.reason) };
+      return { build: await deps.orchestrator().cancel(request.buildId, request.reason) };
     },
     listAgents() {
       return { agents: deps.agents.info() };

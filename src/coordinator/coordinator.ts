@@ -11,7 +11,7 @@ import { BuildService } from '../gen/braid/v1/build_pb.js';
 import { AgentService } from '../gen/braid/v1/agent_pb.js';
 import type { CoordinatorConfig } from '../config/settings.js';
 import { serverTlsFiles } from '../config/tls-files.js';
-import { BraidError, errorLine } from '../errors.js';
+import { BraidError, ConfigError, errorLine } from '../errors.js';
 import type { Logger } from '../log.js';
 import { archGuardVerifier } from '../oci/image-verifier.js';
 import { verifiedImagesInMemory } from '../oci/verified-images.js';
@@ -35,6 +35,8 @@ import { SshRelay } from './ssh-relay.js';
 import { pushPreflightFor } from './push-preflight.js';
 import { SqliteBuildStore } from './sqlite-build-store.js';
 import type { BuildStore } from './store.js';
+import type { Leadership, Term } from './leadership.js';
+import type { PgBuildStore } from './pg-build-store.js';
 import { redactedUrl } from '../pg-url.js';
 import { systemService } from './system-service.js';
 import { newToken } from './token-format.js';
@@ -74,6 +76,11 @@ export async function startCoordinator(
 ): Promise<Coordinator> {
   // TLS files are checked before anything is created: a bad one is exit 2.
   const tls = serverTlsFiles(config);
+  if (config.leaderLeaseMs < 2 * config.leaderPollMs)
+    throw new ConfigError(
+      'leaderLeaseMs',
+      `a lease of ${config.leaderLeaseMs} ms must last at least two renewals (leaderPollMs ${config.leaderPollMs} ms)`,
+    );
   try {
     mkdirSync(config.dataDir, { recursive: true, mode: 0o700 });
   } catch (err) {
@@ -115,9 +122,10 @@ export async function startCoordinator(
     ? new CoordinatorMetrics(
         {
           queuedJobs: (): { platform: string; count: number }[] =>
-            orchestrator
-              .queuedJobsByPlatform()
-              .map((q) => ({ platform: formatPlatform(q.platform), count: q.count })),
+            (term?.orchestrator.queuedJobsByPlatform() ?? []).map((q) => ({
+              platform: formatPlatform(q.platform),
+              count: q.count,
+            })),
           agents: () =>
             agents.all().map((a) => ({
               native: formatPlatform(fromProtoPlatform(a.hello.nativePlatform)),
@@ -137,64 +145,149 @@ export async function startCoordinator(
   const sshRelay = new SshRelay(log);
   // Known once the server listens (port 0 picks one).
   let boundAddress = formatGrpcAddress(config.listen);
-  const orchestrator = new Orchestrator({
-    store,
-    onStoreFailure: (err) => {
-      // Memory is ahead of the store now: stop (the error is thrown on), and a restart resumes from it.
-      log.fatal({ err: errorLine(err) }, 'the build store refused a write; stopping');
-      throw err;
-    },
-    contexts,
-    agents,
-    registry,
-    log,
-    verifyImage: config.archCheck
-      ? archGuardVerifier(registry, {
-          budgetBytes: config.archCheckBudgetBytes,
-          log,
-          // A manifest digest pins its layers: an image passed once is not read again
-          // (builds of unchanged platforms, re-tags, --check-reproducible's twins).
-          verified: verifiedImagesInMemory(),
-        })
-      : undefined,
-    limits: {
-      maxJobAttempts: config.maxJobAttempts,
-      jobTimeoutMs: config.jobTimeoutMs,
-      buildTimeoutMs: config.buildTimeoutMs,
-      reattachGraceMs: config.heartbeatTimeoutMs * 2,
-      waitForAgentMs: config.waitForAgentMs,
-      maxConcurrentStitches: config.maxConcurrentStitches,
-    },
-    cacheAffinity: {
-      enabled: config.cacheAffinity,
-      maxAgeMs: config.cacheAffinityMaxAgeMs,
-      maxLoadGapPercent: config.cacheAffinityMaxLoadGapPercent,
-    },
-    onAgent: (kind, name, detail) =>
-      events.append({
-        kind: kind === 'connected' ? EventKind.AGENT_CONNECTED : EventKind.AGENT_DISCONNECTED,
-        severity: kind === 'connected' ? Severity.INFO : Severity.WARNING,
-        message: `agent ${name} ${kind}${detail ? `: ${detail}` : ''}`,
-        agent: name,
+  // The arch guard's memory outlives a term: a digest passed once is passed.
+  const verifiedImages = verifiedImagesInMemory();
+  /**
+   * The orchestrator of one term of leadership. `fenced` is the store as
+   * that term writes it; `stepDown` ends the term when a write fails.
+   */
+  const makeOrchestrator = (
+    fenced: BuildStore & { assertLeading?: () => Promise<void> },
+    stepDown: (err: unknown) => void,
+  ) =>
+    new Orchestrator({
+      store: fenced,
+      onStoreFailure: stepDown,
+      beforeTagMove: fenced.assertLeading,
+      contexts,
+      agents,
+      registry,
+      log,
+      verifyImage: config.archCheck
+        ? archGuardVerifier(registry, {
+            budgetBytes: config.archCheckBudgetBytes,
+            log,
+            // A manifest digest pins its layers: an image passed once is not read again
+            // (builds of unchanged platforms, re-tags, --check-reproducible's twins).
+            verified: verifiedImages,
+          })
+        : undefined,
+      limits: {
+        maxJobAttempts: config.maxJobAttempts,
+        jobTimeoutMs: config.jobTimeoutMs,
+        buildTimeoutMs: config.buildTimeoutMs,
+        reattachGraceMs: config.heartbeatTimeoutMs * 2,
+        waitForAgentMs: config.waitForAgentMs,
+        maxConcurrentStitches: config.maxConcurrentStitches,
+      },
+      cacheAffinity: {
+        enabled: config.cacheAffinity,
+        maxAgeMs: config.cacheAffinityMaxAgeMs,
+        maxLoadGapPercent: config.cacheAffinityMaxLoadGapPercent,
+      },
+      onAgent: (kind, name, detail) =>
+        events.append({
+          kind: kind === 'connected' ? EventKind.AGENT_CONNECTED : EventKind.AGENT_DISCONNECTED,
+          severity: kind === 'connected' ? Severity.INFO : Severity.WARNING,
+          message: `agent ${name} ${kind}${detail ? `: ${detail}` : ''}`,
+          agent: name,
+        }),
+      onBuildState: (buildId, state, message) =>
+        events.append({
+          kind: EventKind.BUILD_STATE,
+          message: `${state}: ${message}`,
+          buildId,
+          severity: buildStateSeverity(state),
+        }),
+      observer: metrics,
+      sshRelay,
+      provenance: {
+        builderId: () => config.builderId || `braid://${boundAddress}`,
+        coordinator: () => boundAddress,
+      },
+      checkPush: pushPreflight && ((tags) => pushPreflight.checkTags(tags)),
+    });
+  /** This coordinator's term while it leads; undefined while it stands by. */
+  let term: { orchestrator: Orchestrator; deadlines: NodeJS.Timeout } | undefined;
+  const beginTerm = async (orchestrator: Orchestrator) => {
+    await orchestrator.recover();
+    const deadlines = setInterval(() => orchestrator.checkDeadlines(), 1000);
+    deadlines.unref();
+    term = { orchestrator, deadlines };
+  };
+  const endTerm = (why: string) => {
+    if (!term) return;
+    clearInterval(term.deadlines);
+    term = undefined;
+    // Its agents reconnect to whoever leads now; its in-flight work is fenced off.
+    for (const session of agents.all()) session.close(`the coordinator stopped leading: ${why}`);
+  };
+  // On PostgreSQL, coordinators sharing the database elect a leader (leadership.ts) once listening.
+  const shared = 'fencedBy' in store ? (store as PgBuildStore) : undefined;
+  let leadership: Leadership | undefined;
+  /** What the services call: the current term's orchestrator, or a standby's refusal. */
+  const lead = (): Orchestrator => {
+    if (term) return term.orchestrator;
+    const leader = leadership?.leaderSeen;
+    throw new BraidError(
+      'unavailable',
+      `standby coordinator: ${leader ? `the leader is ${leader}` : 'no leader elected yet'}`,
+    );
+  };
+  if (!shared) {
+    // One coordinator on its own store: it leads from the start; a failed write stops it.
+    await beginTerm(
+      makeOrchestrator(store, (err) => {
+        // Memory is ahead of the store now: stop (the error is thrown on), and a restart resumes from it.
+        log.fatal({ err: errorLine(err) }, 'the build store refused a write; stopping');
+        throw err;
       }),
-    onBuildState: (buildId, state, message) =>
+    );
+  }
+  /**
+   * Stand by until elected, lead until the term ends (lost, or a write of
+   * it failed), and stand by again, until the coordinator stops. Each term
+   * writes through the store fenced by its epoch and starts as a restart
+   * does: from what is stored.
+   */
+  const leadTerms = async (election: Leadership, pgStore: PgBuildStore): Promise<void> => {
+    while (!stopping.signal.aborted) {
+      let won: Term;
+      try {
+        won = await election.campaign(stopping.signal);
+      } catch {
+        return;
+      }
+      const stepDown = (err: unknown) => {
+        // Memory may be ahead of the store: this term ends; the next starts from the store.
+        if (term?.orchestrator !== orchestrator) return;
+        log.error(
+          { err: errorLine(err), epoch: won.epoch.toString() },
+          'a write of this term failed',
+        );
+        void election.resign();
+      };
+      const orchestrator = makeOrchestrator(pgStore.fencedBy(won.epoch), stepDown);
+      try {
+        await beginTerm(orchestrator);
+      } catch (err) {
+        log.error({ err: errorLine(err) }, 'could not resume the builds in flight; standing by');
+        await election.resign();
+        continue;
+      }
       events.append({
-        kind: EventKind.BUILD_STATE,
-        message: `${state}: ${message}`,
-        buildId,
-        severity: buildStateSeverity(state),
-      }),
-    observer: metrics,
-    sshRelay,
-    provenance: {
-      builderId: () => config.builderId || `braid://${boundAddress}`,
-      coordinator: () => boundAddress,
-    },
-    checkPush: pushPreflight && ((tags) => pushPreflight.checkTags(tags)),
-  });
-  await orchestrator.recover();
-  const deadlines = setInterval(() => orchestrator.checkDeadlines(), 1000);
-  deadlines.unref();
+        kind: EventKind.COORDINATOR_STARTED,
+        message: `coordinator ${boundAddress} leads the farm (epoch ${won.epoch})`,
+      });
+      await new Promise<void>((resolve) => {
+        if (won.lost.aborted || stopping.signal.aborted) return resolve();
+        won.lost.addEventListener('abort', () => resolve(), { once: true });
+        stopping.signal.addEventListener('abort', () => resolve(), { once: true });
+      });
+      if (stopping.signal.aborted) return;
+      endTerm(errorLine(won.lost.reason));
+    }
+  };
   const guard = { guard: auth.guard };
   const running = await startServer({
     address: config.listen,
@@ -216,7 +309,7 @@ export async function startCoordinator(
         server,
         BuildService,
         buildService({
-          orchestrator,
+          orchestrator: lead,
           contexts,
           agents,
           stopping: stopping.signal,
@@ -230,7 +323,7 @@ export async function startCoordinator(
         server,
         AgentService,
         agentService({
-          orchestrator,
+          orchestrator: lead,
           contexts,
           agents,
           tokenActive: (identity) => auth.isActive(identity),
@@ -248,7 +341,7 @@ export async function startCoordinator(
   }).catch((err: unknown) => {
     // Nothing listens: what started before the server goes, so the process can exit 1 cleanly.
     stopping.abort();
-    clearInterval(deadlines);
+    endTerm('the coordinator failed to start');
     void store.close();
     tokens.close();
     if (local) rmSync(local.dir, { recursive: true, force: true });
@@ -256,12 +349,28 @@ export async function startCoordinator(
   });
   const address = formatGrpcAddress(running.address);
   boundAddress = address;
+  if (shared && config.store) {
+    const { Leadership } = await import('./leadership.js');
+    const election = new Leadership(config.store, config.advertise || address, log, {
+      pollMs: config.leaderPollMs,
+      leaseMs: config.leaderLeaseMs,
+    });
+    leadership = election;
+    void leadTerms(election, shared);
+  }
   let serving = true;
   const readiness = (): Readiness => {
     if (stopping.signal.aborted)
       return { ready: false, reason: 'draining: the coordinator is stopping' };
     if (!serving) return { ready: false, reason: 'the gRPC server is not listening' };
     if (!store.isOpen()) return { ready: false, reason: 'the build store is closed' };
+    if (!term) {
+      const leader = leadership?.leaderSeen;
+      return {
+        ready: false,
+        reason: `standby: ${leader ? `the leader is ${leader}` : 'no leader elected yet'}`,
+      };
+    }
     return { ready: true };
   };
   let probe: ProbeServer | undefined;
@@ -272,7 +381,7 @@ export async function startCoordinator(
       readiness,
       log,
     }).catch(async (err: unknown) => {
-      clearInterval(deadlines);
+      endTerm('the coordinator failed to start');
       await running.stop(0);
       void store.close();
       tokens.close();
@@ -322,14 +431,17 @@ export async function startCoordinator(
       });
       log.info({ reason, graceMs }, 'coordinator stopping');
       stopping.abort();
-      clearInterval(deadlines);
+      const last = term?.orchestrator;
+      if (term) clearInterval(term.deadlines);
       for (const session of agents.all()) session.close('coordinator stopping');
       await running.stop(graceMs);
       serving = false;
       // Before the store closes: a scrape reads it.
       await probe?.stop();
       // Deferred log lines are written before the store closes.
-      await orchestrator.live.flushed().catch(() => undefined);
+      await last?.live.flushed().catch(() => undefined);
+      term = undefined;
+      await leadership?.resign();
       await store.close();
       tokens.close();
       if (local) rmSync(local.dir, { recursive: true, force: true });

@@ -83,6 +83,8 @@ export interface OrchestratorDeps {
   sshRelay?: SshRelay;
   /** Names the builder in provenance; without it no provenance is written. */
   provenance?: ProvenanceSettings;
+  /** Throws when this coordinator may no longer move tags (a deposed leader). */
+  beforeTagMove?: () => Promise<void>;
   /** Refuses tags the coordinator may not push to, before anything is stored (push-preflight.ts). */
   checkPush?: (tags: readonly ImageReference[]) => Promise<void>;
 }
@@ -158,6 +160,7 @@ export class Orchestrator {
       verifyImage: deps.verifyImage,
       provenance: deps.provenance,
       maxConcurrent: limits.maxConcurrentStitches,
+      beforeTagMove: deps.beforeTagMove,
     });
   }
 

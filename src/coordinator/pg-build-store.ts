@@ -126,7 +126,30 @@ const MIGRATIONS: readonly Migration<readonly string[]>[] = [
       'CREATE INDEX cache_records_finished ON cache_records (finished_at)',
     ],
   },
+  {
+    version: 2,
+    name: 'leadership: the leading coordinator, its epoch and its lease',
+    apply: [
+      `CREATE TABLE leadership (
+        id INTEGER PRIMARY KEY CHECK (id = 1),
+        epoch BIGINT NOT NULL,
+        leader TEXT NOT NULL,
+        lease_until_ms BIGINT NOT NULL
+      )`,
+      "INSERT INTO leadership (id, epoch, leader, lease_until_ms) VALUES (1, 0, '', 0)",
+    ],
+  },
 ];
+
+/** A commit of a coordinator that no longer leads: refused, nothing written. */
+export class FencedError extends BraidError {
+  constructor(mine: bigint, current: bigint) {
+    super(
+      'failed_precondition',
+      `this coordinator led in epoch ${mine}, and another has led since (epoch ${current}): nothing was written`,
+    );
+  }
+}
 
 /** The schema version this braid writes and reads. */
 export const PG_SCHEMA_VERSION = latestVersion(MIGRATIONS);
@@ -189,6 +212,7 @@ const JOB_COLUMNS =
 
 export class PgBuildStore implements BuildStore {
   private open = true;
+
   /** Commits in the order of calls: each waits for the one before. */
   private tail: Promise<void> = Promise.resolve();
 
@@ -226,6 +250,37 @@ export class PgBuildStore implements BuildStore {
     return store;
   }
 
+  /**
+   * The store as the leader of `epoch` writes it (leadership.ts): each of
+   * its commits is refused (FencedError) once another term has begun, and
+   * `assertLeading` says whether it still leads (asked before a tag moves).
+   * Reads are the store's own.
+   */
+  fencedBy(epoch: bigint): BuildStore & { assertLeading(): Promise<void> } {
+    return {
+      commit: (writes) => this.commitIn(writes, epoch),
+      unfinishedBuilds: () => this.unfinishedBuilds(),
+      getBuild: (id) => this.getBuild(id),
+      jobsOf: (buildId) => this.jobsOf(buildId),
+      listBuilds: (limit, states) => this.listBuilds(limit, states),
+      eventsAfter: (buildId, after, limit) => this.eventsAfter(buildId, after, limit),
+      cacheRecords: (since) => this.cacheRecords(since),
+      isOpen: () => this.isOpen(),
+      close: () => this.close(),
+      assertLeading: async () => {
+        const current = await this.currentEpoch();
+        if (current !== epoch) throw new FencedError(epoch, current);
+      },
+    };
+  }
+
+  private async currentEpoch(): Promise<bigint> {
+    const { rows } = await this.pool.query<{ epoch: string }>(
+      'SELECT epoch FROM leadership WHERE id = 1',
+    );
+    return BigInt(rows[0]?.epoch ?? '0');
+  }
+
   /** The schema version the database is at. */
   async schemaVersion(): Promise<number> {
     const { rows } = await this.pool.query<{ current: number | null }>(
@@ -247,8 +302,12 @@ export class PgBuildStore implements BuildStore {
   }
 
   commit(writes: readonly StoreWrite[]): Promise<void> {
+    return this.commitIn(writes, undefined);
+  }
+
+  private commitIn(writes: readonly StoreWrite[], epoch: bigint | undefined): Promise<void> {
     if (!this.open) return Promise.reject(new Error(`the store at ${this.where} is closed`));
-    const run = this.tail.then(() => this.transaction(writes));
+    const run = this.tail.then(() => this.transaction(writes, epoch));
     this.tail = run.catch(() => undefined);
     return run;
   }
@@ -334,12 +393,23 @@ export class PgBuildStore implements BuildStore {
   // --- internals -------------------------------------------------------------
 
   /** All of `writes` on one connection in one transaction, or none of them. */
-  private async transaction(writes: readonly StoreWrite[]): Promise<void> {
+  private async transaction(
+    writes: readonly StoreWrite[],
+    epoch: bigint | undefined,
+  ): Promise<void> {
     const client = await this.pool.connect();
     let broken: Error | undefined;
     try {
       await client.query('BEGIN');
       try {
+        if (epoch !== undefined) {
+          // Held until the commit: a takeover (which raises the epoch) waits for it, or fences it.
+          const { rows } = await client.query<{ epoch: string }>(
+            'SELECT epoch FROM leadership WHERE id = 1 FOR SHARE',
+          );
+          const current = BigInt(rows[0]?.epoch ?? '0');
+          if (current !== epoch) throw new FencedError(epoch, current);
+        }
         for (const write of writes) {
           for (const sql of statementsOf(write)) await client.query(named(sql));
         }

@@ -41,6 +41,8 @@ export interface StitchDeps {
   provenance?: ProvenanceSettings | undefined;
   /** Stitches run at once; the others wait their turn, oldest first. */
   maxConcurrent: number;
+  /** Throws when this coordinator may no longer move tags (it lost the leadership). */
+  beforeTagMove?: (() => Promise<void>) | undefined;
 }
 
 export class StitchStep {
@@ -183,6 +185,7 @@ export class StitchStep {
     // --cache-to type=registry: the same index, whose images carry inline
     // cache, under the cache ref — before the tags, so a refused cache push
     // moves no tag (unless ignore-error).
+    await this.deps.beforeTagMove?.();
     for (const cache of live.build(buildId)?.spec.cacheTo ?? []) {
       if (cache.type !== CacheType.REGISTRY) continue;
       try {
@@ -195,6 +198,7 @@ export class StitchStep {
         log(`cache-to ${cache.ref} failed (ignore-error): ${errorLine(err)}`);
       }
     }
+    await this.deps.beforeTagMove?.();
     await publishIndex(registry, plan, valid.tags, publish);
     const index: ImageDescriptor = create(ImageDescriptorSchema, {
       digest: plan.digest,

@@ -74,6 +74,18 @@ export function addCoordinatorOptions(command: Command): Command {
       'keep builds in PostgreSQL: postgres://USER@HOST:PORT/DB (env BRAID_STORE; default SQLite in the data dir; docs/postgres.md)',
     )
     .option(
+      '--advertise <host:port>',
+      'the address agents and clients reach this coordinator at; standbys name the leader by it (env BRAID_ADVERTISE; default the listen address)',
+    )
+    .option(
+      '--leader-poll-ms <ms>',
+      'PostgreSQL store: how often a standby asks for the leadership and the leader renews its lease (env BRAID_LEADER_POLL_MS; default 1000)',
+    )
+    .option(
+      '--leader-lease-ms <ms>',
+      'PostgreSQL store: a leader that has not renewed its lease this long is taken over from (env BRAID_LEADER_LEASE_MS; default 5000)',
+    )
+    .option(
       '--max-concurrent-stitches <n>',
       'builds that stitch at once; the others wait their turn, oldest first (env BRAID_MAX_CONCURRENT_STITCHES; default 16)',
     )
