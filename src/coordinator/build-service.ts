@@ -10,10 +10,16 @@ import type { ContextStore } from './context-store.js';
 import type { CoordinatorMetrics } from './metrics.js';
 import type { Orchestrator } from './orchestrator.js';
 import type { SshRelay } from './ssh-relay.js';
+import type { BuildReads } from './stored-builds.js';
 
 export function buildService(deps: {
   /** The orchestrator of the current term; throws (UNAVAILABLE) on a standby. */
   orchestrator: () => Orchestrator;
+  /**
+   * Who answers reads now: the leader's orchestrator (with a signal aborted
+   * when its term ends), or the store on a standby.
+   */
+  reads: () => { reads: BuildReads; termEnded?: AbortSignal | undefined };
   contexts: ContextStore;
   agents: AgentRegistry;
   stopping: AbortSignal;
@@ -54,12 +60,9 @@ export function buildService(deps: {
     async submitBuild(request, ctx) {
       if (deps.stopping.aborted)
         throw new BraidError('unavailable', 'the coordinator is shutting down');
-      const build = await deps.orchestrator().submit(
-        request.spec ?? ({} as never),
-        request.requestId,
-        request.secrets,
-        ctx.identity,
-      );
+      const build = await deps
+        .orchestrator()
+        .submit(request.spec ?? ({} as never), request.requestId, request.secrets, ctx.identity);
       return { build };
     },
     forwardSsh(requests, ctx) {
@@ -70,8 +73,13 @@ export function buildService(deps: {
       );
     },
     async *watchBuild(request, ctx) {
-      const signal = AbortSignal.any([ctx.signal, deps.stopping]);
-      for await (const event of deps.orchestrator().watch(
+      const { reads, termEnded } = deps.reads();
+      const signal = AbortSignal.any([
+        ctx.signal,
+        deps.stopping,
+        ...(termEnded ? [termEnded] : []),
+      ]);
+      for await (const event of reads.watch(
         request.buildId,
         request.afterSequence,
         request.follow,
@@ -79,13 +87,16 @@ export function buildService(deps: {
       )) {
         yield { event };
       }
+      // The leader stepped down mid-stream: the client resumes from its last event elsewhere.
+      if (termEnded?.aborted && !ctx.signal.aborted && !deps.stopping.aborted)
+        throw new BraidError('unavailable', 'this coordinator stopped leading; resume the watch');
     },
     async getBuild(request) {
-      return { build: await deps.orchestrator().getBuild(request.buildId) };
+      return { build: await deps.reads().reads.getBuild(request.buildId) };
     },
     async listBuilds(request) {
       const limit = request.limit > 0 ? Math.min(request.limit, 1000) : 50;
-      return { builds: await deps.orchestrator().listBuilds(limit, request.states) };
+      return { builds: await deps.reads().reads.listBuilds(limit, request.states) };
     },
     async cancelBuild(request) {
       return { build: await deps.orchestrator().cancel(request.buildId, request.reason) };

@@ -35,6 +35,7 @@ import { SshRelay } from './ssh-relay.js';
 import { pushPreflightFor } from './push-preflight.js';
 import { SqliteBuildStore } from './sqlite-build-store.js';
 import type { BuildStore } from './store.js';
+import { StoredBuilds } from './stored-builds.js';
 import type { Leadership, Term } from './leadership.js';
 import type { PgBuildStore } from './pg-build-store.js';
 import { redactedUrl } from '../pg-url.js';
@@ -208,22 +209,27 @@ export async function startCoordinator(
       checkPush: pushPreflight && ((tags) => pushPreflight.checkTags(tags)),
     });
   /** This coordinator's term while it leads; undefined while it stands by. */
-  let term: { orchestrator: Orchestrator; deadlines: NodeJS.Timeout } | undefined;
+  let term:
+    { orchestrator: Orchestrator; deadlines: NodeJS.Timeout; ended: AbortController } | undefined;
   const beginTerm = async (orchestrator: Orchestrator) => {
     await orchestrator.recover();
     const deadlines = setInterval(() => orchestrator.checkDeadlines(), 1000);
     deadlines.unref();
-    term = { orchestrator, deadlines };
+    term = { orchestrator, deadlines, ended: new AbortController() };
   };
   const endTerm = (why: string) => {
     if (!term) return;
     clearInterval(term.deadlines);
+    // Its watch streams end UNAVAILABLE: their clients resume at the leader.
+    term.ended.abort();
     term = undefined;
     // Its agents reconnect to whoever leads now; its in-flight work is fenced off.
     for (const session of agents.all()) session.close(`the coordinator stopped leading: ${why}`);
   };
   // On PostgreSQL, coordinators sharing the database elect a leader (leadership.ts) once listening.
   const shared = 'fencedBy' in store ? (store as PgBuildStore) : undefined;
+  // A standby answers reads from the store.
+  const storedBuilds = new StoredBuilds(store);
   let leadership: Leadership | undefined;
   /** What the services call: the current term's orchestrator, or a standby's refusal. */
   const lead = (): Orchestrator => {
@@ -310,6 +316,10 @@ export async function startCoordinator(
         BuildService,
         buildService({
           orchestrator: lead,
+          reads: () =>
+            term
+              ? { reads: term.orchestrator, termEnded: term.ended.signal }
+              : { reads: storedBuilds },
           contexts,
           agents,
           stopping: stopping.signal,

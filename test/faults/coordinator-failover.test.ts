@@ -9,6 +9,18 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { credentials } from '@grpc/grpc-js';
+import { create } from '@bufbuild/protobuf';
+import { AgentService } from '../../src/gen/braid/v1/agent_pb.js';
+import {
+  BuildEventSchema,
+  BuildService,
+  BuildSpecSchema,
+  BuildState,
+} from '../../src/gen/braid/v1/build_pb.js';
+import { PgBuildStore } from '../../src/coordinator/pg-build-store.js';
+import { queuedJob } from '../../src/coordinator/store.js';
+import { createClient } from '../../src/rpc/client.js';
 import { BRAID_BIN, cleanEnv } from '../support/braid-cli.js';
 import { recordFault } from '../support/fault-ledger.js';
 import { startPostgres, type PostgresCluster } from '../support/postgres.js';
@@ -155,6 +167,73 @@ describe('coordinators taking over from each other on PostgreSQL', () => {
       incompleteTagMoves: 0,
       rebuiltAfterRestart: 0,
     });
+  });
+
+  it('answers reads from the store while standing by, and refuses agents naming the leader', async () => {
+    const url = await postgres.createDatabase();
+    // A finished build, as a leader would have stored it.
+    const store = await PgBuildStore.open(url);
+    try {
+      await store.commit([
+        {
+          kind: 'createBuild',
+          build: {
+            id: 'bstored',
+            spec: create(BuildSpecSchema, { tags: ['127.0.0.1:5000/app:1'] }),
+            state: BuildState.QUEUED,
+            createdAt: new Date(),
+            error: '',
+            requestId: '',
+          },
+          jobs: [queuedJob('bstored-1', 'bstored', { os: 'linux', architecture: 'amd64' })],
+        },
+        { kind: 'updateBuild', id: 'bstored', patch: { state: BuildState.CANCELLED, error: 'x' } },
+        {
+          kind: 'appendEvent',
+          buildId: 'bstored',
+          event: create(BuildEventSchema, {
+            sequence: 1n,
+            body: { case: 'buildState', value: { state: BuildState.CANCELLED, message: 'x' } },
+          }),
+        },
+      ]);
+    } finally {
+      await store.close();
+    }
+    const [a, b] = await Promise.all([startNode('a', url), startNode('b', url)]);
+    await waitFor(
+      'one of two coordinators to lead',
+      async () => (await role(a)) === 'leader' || (await role(b)) === 'leader',
+      15_000,
+    );
+    const leader = (await role(a)) === 'leader' ? a : b;
+    const standby = leader === a ? b : a;
+    // Straight to the standby, without following any hint.
+    const options = { credentials: credentials.createInsecure() };
+    const builds = createClient(BuildService, standby.address, options);
+    const { build } = await builds.getBuild({ buildId: 'bstored' });
+    expect(build?.state).toBe(BuildState.CANCELLED);
+    const { builds: listed } = await builds.listBuilds({});
+    expect(listed.map((l) => l.id)).toEqual(['bstored']);
+    const events: bigint[] = [];
+    for await (const { event } of builds.watchBuild({ buildId: 'bstored', follow: true }))
+      events.push(event?.sequence ?? 0n);
+    expect(events).toEqual([1n]);
+    const agents = createClient(AgentService, standby.address, options);
+    const session = agents.connect();
+    await session.send({
+      body: {
+        case: 'hello',
+        value: { name: 'x1', nativePlatform: { os: 'linux', architecture: 'amd64' }, capacity: 1 },
+      },
+    });
+    await expect(
+      (async () => {
+        for await (const _ of session) return 'answered';
+        return 'ended';
+      })(),
+    ).rejects.toThrow(`standby coordinator: the leader is ${leader.address}`);
+    session.cancel();
   });
 
   it('changes nothing when the standby is killed', async () => {
