@@ -1,19 +1,25 @@
 /**
  * Build contexts on disk, content-addressed by the sha256 of their tar.
  * An upload lands in a temp file and is renamed into place only when its
- * digest and size match what the client announced.
+ * digest and size match what the client announced. Nothing here removes
+ * a context: they stay until the data dir is cleaned by hand.
  */
-import { createHash, randomUUID } from 'node:crypto';
-import { createReadStream, createWriteStream } from 'node:fs';
+import { randomUUID } from 'node:crypto';
+import { createReadStream } from 'node:fs';
 import { mkdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Readable } from 'node:stream';
 import { BraidError } from '../errors.js';
-import { checkContextTar } from './context-check.js';
+import {
+  checkOffset,
+  digestHex,
+  normaliseContextPath,
+  receiveContext,
+  tooLarge,
+  type BuildContexts,
+} from './contexts.js';
 
-const DIGEST = /^sha256:([a-f0-9]{64})$/;
-
-export class ContextStore {
+export class ContextStore implements BuildContexts {
   private readonly dir: string;
 
   constructor(
@@ -28,10 +34,7 @@ export class ContextStore {
   }
 
   private pathOf(digest: string): string {
-    const match = DIGEST.exec(digest);
-    if (!match)
-      throw new BraidError('invalid_argument', `context digest "${digest}" is not sha256:<64 hex>`);
-    return join(this.dir, match[1] as string);
+    return join(this.dir, digestHex(digest));
   }
 
   /** Size of the stored context, or undefined. */
@@ -54,52 +57,15 @@ export class ContextStore {
     chunks: AsyncIterable<Uint8Array>,
   ): Promise<boolean> {
     const target = this.pathOf(digest);
-    if (sizeBytes > this.maxBytes) {
-      throw new BraidError(
-        'invalid_argument',
-        `context of ${sizeBytes} bytes exceeds the coordinator's limit of ${this.maxBytes} bytes`,
-      );
-    }
+    if (sizeBytes > this.maxBytes) throw tooLarge(sizeBytes, this.maxBytes);
     if ((await this.size(digest)) !== undefined) return true;
     const temp = join(this.dir, `.upload-${randomUUID()}`);
-    const out = createWriteStream(temp, { mode: 0o600 });
-    const hash = createHash('sha256');
-    let received = 0;
     try {
-      for await (const chunk of chunks) {
-        received += chunk.length;
-        if (received > sizeBytes) {
-          throw new BraidError(
-            'invalid_argument',
-            `context upload sent more than the announced ${sizeBytes} bytes`,
-          );
-        }
-        hash.update(chunk);
-        if (!out.write(chunk)) await new Promise<void>((r) => out.once('drain', () => r()));
-      }
-      await new Promise<void>((resolve, reject) =>
-        out.end((err?: Error | null) => (err ? reject(err) : resolve())),
-      );
-      if (received !== sizeBytes) {
-        throw new BraidError(
-          'invalid_argument',
-          `context upload ended after ${received} of ${sizeBytes} bytes`,
-        );
-      }
-      const actual = `sha256:${hash.digest('hex')}`;
-      if (actual !== digest) {
-        throw new BraidError(
-          'invalid_argument',
-          `context upload hashes to ${actual}, not the announced ${digest}`,
-        );
-      }
-      // Untrusted bytes: only a context whose every entry stays inside is kept.
-      const listing = await checkContextTar(temp);
-      await writeFile(`${target}.files`, [...listing.files].sort().join('\n'), { mode: 0o600 });
+      const files = await receiveContext(temp, digest, sizeBytes, chunks);
+      await writeFile(`${target}.files`, files.join('\n'), { mode: 0o600 });
       await rename(temp, target);
       return false;
     } catch (err) {
-      out.destroy();
       await rm(temp, { force: true });
       throw err;
     }
@@ -107,10 +73,7 @@ export class ContextStore {
 
   /** Whether the context holds a file (or link) at `path`. */
   async hasFile(digest: string, path: string): Promise<boolean> {
-    const normalised = path
-      .split('/')
-      .filter((p) => p !== '' && p !== '.')
-      .join('/');
+    const normalised = normaliseContextPath(path);
     try {
       const files = (await readFile(`${this.pathOf(digest)}.files`, 'utf8')).split('\n');
       return files.includes(normalised);
@@ -125,11 +88,7 @@ export class ContextStore {
     const size = await this.size(digest);
     if (size === undefined)
       throw new BraidError('not_found', `context ${digest} is not on this coordinator`);
-    if (offset > size)
-      throw new BraidError(
-        'invalid_argument',
-        `offset ${offset} is past the end of context ${digest} (${size} bytes)`,
-      );
+    checkOffset(digest, offset, size);
     return createReadStream(this.pathOf(digest), { start: offset, highWaterMark: 256 * 1024 });
   }
 }
