@@ -10,7 +10,7 @@ import { AsyncQueue } from '../rpc/async-queue.js';
 import type { CallIdentity, ImplOf } from '../rpc/service.js';
 import { BRAID_VERSION } from '../version.js';
 import type { AgentRegistry, AgentSession } from './agent-registry.js';
-import type { ContextStore } from './context-store.js';
+import type { BuildContexts } from './contexts.js';
 import type { Orchestrator } from './orchestrator.js';
 import type { SshRelay } from './ssh-relay.js';
 
@@ -32,7 +32,7 @@ type Outbound = MessageInitShape<typeof ConnectResponseSchema> | { refused: unkn
 export function agentService(deps: {
   /** The orchestrator of the current term; throws (UNAVAILABLE) on a standby. */
   orchestrator: () => Orchestrator;
-  contexts: ContextStore;
+  contexts: BuildContexts;
   agents: AgentRegistry;
   /** Whether the join token behind a session still works. */
   tokenActive: (identity: CallIdentity | undefined) => boolean;

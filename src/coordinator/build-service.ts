@@ -6,7 +6,7 @@ import { BraidError } from '../errors.js';
 import type { Logger } from '../log.js';
 import type { ImplOf } from '../rpc/service.js';
 import type { AgentRegistry } from './agent-registry.js';
-import type { ContextStore } from './context-store.js';
+import type { BuildContexts } from './contexts.js';
 import type { CoordinatorMetrics } from './metrics.js';
 import type { Orchestrator } from './orchestrator.js';
 import type { SshRelay } from './ssh-relay.js';
@@ -20,7 +20,7 @@ export function buildService(deps: {
    * when its term ends), or the store on a standby.
    */
   reads: () => { reads: BuildReads; termEnded?: AbortSignal | undefined };
-  contexts: ContextStore;
+  contexts: BuildContexts;
   agents: AgentRegistry;
   stopping: AbortSignal;
   log: Logger;

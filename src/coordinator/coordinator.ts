@@ -27,6 +27,7 @@ import { agentService } from './agent-service.js';
 import { Authenticator, authRequired } from './auth.js';
 import { buildService } from './build-service.js';
 import { ContextStore } from './context-store.js';
+import type { BuildContexts } from './contexts.js';
 import { EventLog, buildStateSeverity } from './event-log.js';
 import { startProbeServer, type ProbeServer, type Readiness } from './http-probe-server.js';
 import { CoordinatorMetrics, meteredRegistry } from './metrics.js';
@@ -115,7 +116,14 @@ export async function startCoordinator(
         ]
       : [],
   });
-  const contexts = new ContextStore(config.dataDir, config.maxContextBytes);
+  // On a shared PostgreSQL store the contexts live in it too: any coordinator serves any upload.
+  const contexts: BuildContexts =
+    'fencedBy' in store
+      ? new (await import('./pg-context-store.js')).PgContextStore(
+          (store as PgBuildStore).pool,
+          config.maxContextBytes,
+        )
+      : new ContextStore(config.dataDir, config.maxContextBytes);
   await contexts.init();
   const agents = new AgentRegistry();
   // Metrics only when someone can read them.

@@ -30,7 +30,7 @@ import type { CallIdentity } from '../rpc/service.js';
 import type { AgentRegistry, AgentSession } from './agent-registry.js';
 import { BuildEvents } from './build-events.js';
 import { BuildSpecs } from './build-specs.js';
-import type { ContextStore } from './context-store.js';
+import type { BuildContexts } from './contexts.js';
 import { Deadlines } from './deadlines.js';
 import { DEFAULT_LIMITS, JobLifecycle, type OrchestratorLimits } from './job-lifecycle.js';
 import type { BuildObserver } from './metrics.js';
@@ -63,7 +63,7 @@ export interface OrchestratorDeps {
   store: BuildStore;
   /** A commit an asynchronous store refused (memory is then ahead of it): the coordinator stops. */
   onStoreFailure?: (err: unknown) => void;
-  contexts: ContextStore;
+  contexts: BuildContexts;
   agents: AgentRegistry;
   registry: RegistryClient;
   log: Logger;

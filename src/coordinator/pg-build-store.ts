@@ -217,7 +217,8 @@ export class PgBuildStore implements BuildStore {
   private tail: Promise<void> = Promise.resolve();
 
   private constructor(
-    private readonly pool: pg.Pool,
+    /** Its connection pool (the shared context store uses it too). */
+    readonly pool: pg.Pool,
     /** The URL without its password. */
     readonly where: string,
   ) {}
