@@ -70,21 +70,27 @@ export class ConfigError extends UsageError {
   }
 }
 
-/** A remote call failed; `operation` is the RPC path, `target` the address. */
+/**
+ * A remote call failed; `operation` is the RPC path, `target` the address.
+ * `leader` is the leader a standby coordinator named when it refused the
+ * call (src/rpc/leader-hint.ts); undefined otherwise.
+ */
 export class RpcError extends BraidError {
   readonly operation: string;
   readonly target: string;
+  readonly leader: string | undefined;
 
   constructor(
     code: ErrorCode,
     operation: string,
     target: string,
     message: string,
-    options?: { cause?: unknown },
+    options?: { cause?: unknown; leader?: string | undefined },
   ) {
     super(code, message, options);
     this.operation = operation;
     this.target = target;
+    this.leader = options?.leader;
   }
 }
 

@@ -2,7 +2,6 @@
  * The agent process: finds what its engine can build (native platform and
  * QEMU-emulated ones), joins the coordinator and runs the jobs it is given.
  */
-import { AgentService } from '../gen/braid/v1/agent_pb.js';
 import type { AgentConfig } from '../config/settings.js';
 import { clientTlsFiles } from '../config/tls-files.js';
 import { BraidError, errorLine } from '../errors.js';
@@ -10,8 +9,7 @@ import type { Logger } from '../log.js';
 import { DockerConfigCredentials } from '../oci/credentials.js';
 import { sshForwarderFor } from './ssh-forwarder.js';
 import { registryClientFor } from '../oci/registry-factory.js';
-import { formatGrpcAddress } from '../rpc/address.js';
-import { createClient } from '../rpc/client.js';
+import { formatGrpcAddress, type GrpcAddress } from '../rpc/address.js';
 import { clientTransport } from '../rpc/credentials.js';
 import { startProbeServer, type ProbeServer, type Readiness } from '../rpc/http-probe-server.js';
 import { isUnrecoverable } from '../rpc/retryable.js';
@@ -28,6 +26,7 @@ import { runJob } from './job-runner.js';
 import { AgentMetrics } from './agent-metrics.js';
 import { EngineWatch } from './engine-watch.js';
 import { AgentSessionLoop } from './session.js';
+import { CoordinatorClients } from './coordinator-clients.js';
 
 export interface RunningAgent {
   /** Resolves when the agent stops; rejects on a fatal session error. */
@@ -39,16 +38,18 @@ export interface RunningAgent {
 }
 
 export async function startAgent(
-  config: Omit<AgentConfig, 'logLevel' | 'logFormat' | 'metricsListen'> &
-    Partial<Pick<AgentConfig, 'metricsListen'>>,
+  config: Omit<AgentConfig, 'logLevel' | 'logFormat' | 'metricsListen' | 'coordinators'> &
+    Partial<Pick<AgentConfig, 'metricsListen' | 'coordinators'>>,
   log: Logger,
   env: Readonly<Record<string, string | undefined>>,
 ): Promise<RunningAgent> {
+  // Several coordinators: the session finds the leader among them (and any it names).
+  const coordinators = (config.coordinators ?? [config.coordinator]).map(formatGrpcAddress);
+  const tls = clientTlsFiles(config);
+  const transportTo = (address: GrpcAddress) =>
+    clientTransport(address, { insecure: config.insecure, tls });
   // TLS files are checked before the engine is asked anything: a bad one is exit 2.
-  const transport = clientTransport(config.coordinator, {
-    insecure: config.insecure,
-    tls: clientTlsFiles(config),
-  });
+  const transport = transportTo(config.coordinator);
   const engine = createEngine(config.engine, {
     ssh: {
       keyFiles: config.sshKey,
@@ -98,18 +99,19 @@ export async function startAgent(
       "the engine has no 'bridge' network; RUN steps use network 'host'",
     );
   }
-  const target = formatGrpcAddress(config.coordinator);
-  if (transport.warning) log.warn({ coordinator: target }, transport.warning);
-  const client = createClient(AgentService, target, {
-    credentials: transport.credentials,
-    transport: transport.secure ? 'tls' : 'plaintext',
-    metadata: config.joinToken ? { authorization: `Bearer ${config.joinToken}` } : {},
-    channelOptions: {
-      'grpc.keepalive_time_ms': 20_000,
-      'grpc.keepalive_timeout_ms': 10_000,
-      'grpc.max_receive_message_length': 16 * 1024 * 1024,
-    },
+  const target = coordinators.join(',');
+  const first = formatGrpcAddress(config.coordinator);
+  const clients = new CoordinatorClients({
+    coordinators,
+    // The first coordinator's transport is the one checked above (and its warning logged once).
+    transportTo: (address) =>
+      formatGrpcAddress(address) === first ? transport : transportTo(address),
+    joinToken: config.joinToken,
+    log,
   });
+  clients.get(); // the first coordinator's client now: its transport warning comes first, as before
+  /** The client of the coordinator the session talks to now. */
+  const client = () => clients.get(session.coordinator);
   const contexts = new ContextCache(config.cacheDir, config.maxCacheBytes);
   const registry = registryClientFor(config, env);
   const credentials = new DockerConfigCredentials({ env });
@@ -147,7 +149,7 @@ export async function startAgent(
     emulated,
     engineVersion: info.serverVersion,
     engineId: info.id,
-    client,
+    ...clients.sessionOptions(),
     log: agentLog,
     runJob: async (job, report, signal) => {
       const outcome = await runJob(
@@ -156,13 +158,13 @@ export async function startAgent(
           engine,
           contexts,
           fetchContext: async function* (digest) {
-            for await (const response of client.fetchContext({ digest })) yield response.chunk;
+            for await (const response of client().fetchContext({ digest })) yield response.chunk;
           },
           registry,
           credentials,
           builder: { engine: info, platform: native },
           emulatorVersion: (platform) => emulatorVersions.versionFor(platform),
-          sshForwarder: (job) => sshForwarderFor((options) => client.forwardSsh(options), job),
+          sshForwarder: (job) => sshForwarderFor((options) => client().forwardSsh(options), job),
           buildNetwork,
           log: agentLog,
         },
@@ -187,7 +189,7 @@ export async function startAgent(
         log: agentLog,
       });
     } catch (err) {
-      client.close();
+      clients.close();
       await engine.close();
       throw err;
     }
@@ -209,7 +211,7 @@ export async function startAgent(
     .run(abort.signal)
     .finally(async () => {
       watch?.stop();
-      client.close();
+      clients.close();
       await Promise.all([engine.close(), probe?.stop()]);
     })
     .then(() => {

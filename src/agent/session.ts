@@ -4,6 +4,11 @@
  * capped, jittered backoff when the coordinator goes away. Errors a retry
  * cannot fix (bad name, name in use, refused credentials) end the loop.
  *
+ * Given several coordinators, the session looks for the leader
+ * (src/rpc/leader-search.ts): a standby's refusal naming the leader sends
+ * it there at once, an unreachable one to the next address; only when every
+ * address failed does it wait out the backoff.
+ *
  * The session is in one state at a time (SessionState). `move` is the only
  * way from one to another: it refuses a move the table does not allow with
  * IllegalSessionMoveError and logs each move once.
@@ -22,6 +27,7 @@ import type { Logger } from '../log.js';
 import { formatPlatform, type Platform } from '../oci/platform.js';
 import { backoffDelayMs } from '../oci/retry.js';
 import { fromProtoPlatform, toProtoPlatform } from '../rpc/platform.js';
+import { LeaderSearch } from '../rpc/leader-search.js';
 import { isUnrecoverable } from '../rpc/retryable.js';
 import { BRAID_VERSION } from '../version.js';
 import type { EmulatedPlatform } from './capabilities.js';
@@ -81,6 +87,12 @@ export interface SessionOptions {
   engineId?: string;
   /** Opens session streams: the AgentService client, or a test's fake. */
   client: { connect(): SessionCall };
+  /**
+   * Several coordinators to find the leader among: their addresses in
+   * order (canonical), and how to open a session stream to any address (a
+   * leader a standby names need not be listed). Unset: `client` alone.
+   */
+  coordinators?: { addresses: readonly string[]; connect(address: string): SessionCall };
   log: Logger;
   runJob: (job: AssignJob, report: JobReporter, signal: AbortSignal) => Promise<JobOutcome>;
   /** Reconnect backoff: `baseMs` doubling to `maxMs`, jittered (default 500 ms to 60 s). */
@@ -132,10 +144,21 @@ export class AgentSessionLoop {
   private joinedAt: number | undefined;
   private readonly now: () => number;
   private readonly sleep: (ms: number, signal: AbortSignal) => Promise<void>;
+  /** Where the leader is looked for; undefined with one coordinator. */
+  private readonly search: LeaderSearch | undefined;
 
   constructor(private readonly options: SessionOptions) {
     this.now = options.now ?? Date.now;
     this.sleep = options.sleep ?? abortableSleep;
+    this.search =
+      options.coordinators && options.coordinators.addresses.length > 0
+        ? new LeaderSearch(options.coordinators.addresses)
+        : undefined;
+  }
+
+  /** The coordinator the session talks to (or dials next); undefined: the client's one. */
+  get coordinator(): string | undefined {
+    return this.search?.current;
   }
 
   get state(): SessionStateKind {
@@ -169,6 +192,7 @@ export class AgentSessionLoop {
           this.move({ kind: 'connecting', attempt: this.current.attempt });
         let lost: string;
         let joinedAt: number | undefined;
+        let failure: unknown;
         try {
           joinedAt = await this.session();
           lost = 'the coordinator ended the session';
@@ -179,9 +203,13 @@ export class AgentSessionLoop {
             throw err;
           }
           lost = errorLine(err);
+          failure = err;
           joinedAt = this.joinedAt;
         }
         if (this.isStopped()) break;
+        if (this.nextCoordinator(joinedAt, failure ?? new BraidError('unavailable', lost))) {
+          continue;
+        }
         failures =
           joinedAt !== undefined && this.now() - joinedAt >= stableAfterMs ? 1 : failures + 1;
         const delayMs = backoffDelayMs(
@@ -207,6 +235,48 @@ export class AgentSessionLoop {
     } finally {
       signal.removeEventListener('abort', onAbort);
     }
+  }
+
+  /**
+   * With several coordinators, after a session that ended: true when
+   * another one is to be dialled now (a standby named the leader, or this
+   * one could not be reached and some other was not tried yet); false when
+   * the backoff comes first. A session that was welcomed starts a new round
+   * at the same coordinator.
+   */
+  private nextCoordinator(joinedAt: number | undefined, failure: unknown): boolean {
+    const search = this.search;
+    if (!search) return false;
+    const from = search.current;
+    if (joinedAt !== undefined) {
+      search.newRound(from);
+      return false;
+    }
+    const next = search.failed(failure);
+    if (!next) {
+      this.options.log.warn(
+        { coordinators: search.attempts.map((a) => `${a.address} (${a.reason})`) },
+        'no coordinator took the session; waiting before the next round',
+      );
+      search.newRound();
+      return false;
+    }
+    if (next.hinted) {
+      this.options.log.info(
+        {
+          coordinator: from,
+          leader: next.address,
+          ...(!search.addresses.includes(next.address) && { listed: false }),
+        },
+        'a standby coordinator named the leader; connecting to it',
+      );
+    } else {
+      this.options.log.info(
+        { coordinator: from, err: errorLine(failure), next: next.address },
+        'coordinator did not take the session; trying the next one',
+      );
+    }
+    return true;
   }
 
   /**
@@ -319,7 +389,10 @@ export class AgentSessionLoop {
   /** One session, hello to end; resolves with when it was welcomed (undefined: never). */
   private async session(): Promise<number | undefined> {
     const { options } = this;
-    const call = options.client.connect();
+    const call =
+      this.search && options.coordinators
+        ? options.coordinators.connect(this.search.current)
+        : options.client.connect();
     this.call = call;
     this.joinedAt = undefined;
     let heartbeat: NodeJS.Timeout | undefined;
@@ -353,6 +426,7 @@ export class AgentSessionLoop {
             this.move(
               { kind: 'joined', since: this.joinedAt },
               {
+                ...(this.search && { coordinator: this.search.current }),
                 coordinatorVersion: body.value.coordinatorVersion,
                 native: formatPlatform(options.native),
                 emulated: options.emulated.map((e) => formatPlatform(e.platform)),

@@ -19,6 +19,7 @@ import {
   string,
   withDefault,
   type Infer,
+  type Schema,
   type Shape,
 } from '../schema.js';
 
@@ -101,6 +102,25 @@ export function settingSource(config: object, key: string): string {
 /** The settings of one command, key by key. */
 export type SettingsOf<S extends Shape> = { [K in keyof S]: Infer<S[K]> };
 
+/** Settings that are a second reading of another key's value, by the key they read. */
+const DERIVED = new WeakMap<object, string>();
+
+/**
+ * A setting read from the value given for `fromKey` (flag, variable, file
+ * or default alike): `coordinators` is every address `coordinator` names.
+ * It has no flag, variable or file key of its own.
+ */
+export function derivedSetting<T>(fromKey: string, schema: Schema<T>): Schema<T> {
+  const read: Schema<T> = (value) => schema(value);
+  DERIVED.set(read, fromKey);
+  return read;
+}
+
+/** The keys of `schema` a user can set: all but the derived ones. */
+export function givenKeys(schema: Shape): string[] {
+  return Object.keys(schema).filter((key) => !DERIVED.has(schema[key] as object));
+}
+
 /** Build the frozen config for `schema` from the three sources. */
 export function loadConfig<S extends Shape>(
   schema: S,
@@ -108,30 +128,33 @@ export function loadConfig<S extends Shape>(
 ): Readonly<SettingsOf<S>> {
   const fileValues = sources.file ? readYaml(sources.file) : {};
   const keys = Object.keys(schema);
+  const settable = givenKeys(schema);
   for (const key of Object.keys(fileValues)) {
-    if (!keys.includes(key)) {
+    if (!settable.includes(key)) {
       throw new ConfigError(
         `${sources.file}: ${key}`,
-        `unknown setting (known: ${keys.join(', ')})`,
+        `unknown setting (known: ${settable.join(', ')})`,
       );
     }
   }
   const result: Record<string, unknown> = {};
   const originOf: Record<string, SettingOrigin> = {};
   for (const key of keys) {
+    // A derived setting reads its source key's value, and is named by it.
+    const from = DERIVED.get(schema[key] as object) ?? key;
     let origin: SettingOrigin;
     let value: unknown;
-    if (sources.flags[key] !== undefined) {
-      origin = { kind: 'flag', name: flagName(key) };
-      value = sources.flags[key];
-    } else if (sources.env[envName(key)] !== undefined) {
-      origin = { kind: 'env', name: envName(key) };
-      value = sources.env[envName(key)];
-    } else if (sources.file && fileValues[key] !== undefined) {
-      origin = { kind: 'file', name: `${sources.file}: ${key}`, file: sources.file, key };
-      value = fileValues[key];
+    if (sources.flags[from] !== undefined) {
+      origin = { kind: 'flag', name: flagName(from) };
+      value = sources.flags[from];
+    } else if (sources.env[envName(from)] !== undefined) {
+      origin = { kind: 'env', name: envName(from) };
+      value = sources.env[envName(from)];
+    } else if (sources.file && fileValues[from] !== undefined) {
+      origin = { kind: 'file', name: `${sources.file}: ${from}`, file: sources.file, key: from };
+      value = fileValues[from];
     } else {
-      origin = { kind: 'default', name: `${key} (default)` };
+      origin = { kind: 'default', name: `${from} (default)` };
       value = undefined;
     }
     try {

@@ -7,9 +7,10 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { AGENT_NAME, agentNameFrom } from '../agent-name.js';
 import { LOG_LEVELS } from '../log.js';
-import { parseGrpcAddress } from '../rpc/address.js';
+import { parseGrpcAddress, parseGrpcAddressList, type GrpcAddress } from '../rpc/address.js';
 import {
   boolSetting,
+  derivedSetting,
   enumSetting,
   intSetting,
   listSetting,
@@ -172,12 +173,38 @@ const clientTlsFields = {
   tlsKey: optionalPathSetting(),
 };
 
+/**
+ * The coordinators a client or agent reaches: `--coordinator a:7465,b:7465`
+ * (`BRAID_COORDINATOR` alike; the config file may also give a YAML list),
+ * in order, each once. One of them leads; the others stand by and name it.
+ */
+function coordinatorListSetting() {
+  const text = withDefault<string>((value) => {
+    if (Array.isArray(value) && value.length > 0 && value.every((v) => typeof v === 'string')) {
+      return value.join(',');
+    }
+    return string({ message: 'expected a string' })(value);
+  }, DEFAULT_COORDINATOR_ADDRESS);
+  return checked(text, (t): readonly GrpcAddress[] =>
+    parseGrpcAddressList(t, 'coordinator address'),
+  );
+}
+
+/**
+ * `coordinator`: the first address named (what a single-address caller
+ * dials, as before); `coordinators`: all of them, read from the same
+ * `--coordinator` / `BRAID_COORDINATOR` / `coordinator:` value.
+ */
+function coordinatorFields() {
+  return {
+    coordinator: checked(coordinatorListSetting(), (list): GrpcAddress => list[0]!),
+    coordinators: derivedSetting('coordinator', coordinatorListSetting()),
+  };
+}
+
 export function clientSettings() {
   return {
-    coordinator: parsedSetting(
-      (t) => parseGrpcAddress(t, 'coordinator address'),
-      DEFAULT_COORDINATOR_ADDRESS,
-    ),
+    ...coordinatorFields(),
     insecure: boolSetting(false),
     ...clientTlsFields,
     /** API token (`braid_api_...`), sent as `authorization: Bearer`. */
@@ -245,10 +272,7 @@ export function agentFields(env: Env) {
 
 export function agentSettings(env: Env) {
   return {
-    coordinator: parsedSetting(
-      (t) => parseGrpcAddress(t, 'coordinator address'),
-      DEFAULT_COORDINATOR_ADDRESS,
-    ),
+    ...coordinatorFields(),
     insecure: boolSetting(false),
     ...clientTlsFields,
     /** Join token (`braid_join_...`), sent as `authorization: Bearer`. */

@@ -49,3 +49,24 @@ export function isLocalAddress(address: GrpcAddress): boolean {
   if (address.kind === 'unix') return true;
   return isLoopbackHost(address.host);
 }
+
+/**
+ * A comma-separated list of addresses (`a:7465,b:7465`), in order, each
+ * named once: several coordinators, of which one leads. Empty entries
+ * (a trailing comma) are dropped; an empty list is refused.
+ */
+export function parseGrpcAddressList(text: string, what = 'address'): GrpcAddress[] {
+  const seen = new Set<string>();
+  const list: GrpcAddress[] = [];
+  for (const item of text.split(',')) {
+    if (item.trim() === '') continue;
+    const address = parseGrpcAddress(item, what);
+    const key = formatGrpcAddress(address);
+    if (seen.has(key)) continue;
+    seen.add(key);
+    list.push(address);
+  }
+  // Nothing named: refused as a single address is, in the same words.
+  if (list.length === 0) return [parseGrpcAddress(text, what)];
+  return list;
+}

@@ -8,6 +8,7 @@ import {
   type StatusObject,
 } from '@grpc/grpc-js';
 import { BraidError, RpcError, isErrorCode, type ErrorCode } from '../errors.js';
+import { LEADER_METADATA_KEY } from './leader-hint.js';
 
 const TO_GRPC: Record<ErrorCode, GrpcStatus> = {
   invalid_argument: GrpcStatus.INVALID_ARGUMENT,
@@ -35,11 +36,24 @@ const FROM_GRPC = new Map<GrpcStatus, ErrorCode>([
 /** Trailer carrying braid's own code, so clients keep the exact code. */
 const CODE_TRAILER = 'braid-error-code';
 
+/** A BraidError that sends trailer metadata with its status (a StandbyError: `braid-leader`). */
+interface WithTrailers {
+  readonly trailers: Readonly<Record<string, string>>;
+}
+
+function trailersOf(err: BraidError): Readonly<Record<string, string>> {
+  const trailers = (err as Partial<WithTrailers>).trailers;
+  return typeof trailers === 'object' && trailers !== null ? trailers : {};
+}
+
 /** A thrown value as the status object a grpc-js handler returns. */
 export function toStatusObject(err: unknown): Partial<StatusObject> {
   const braid = err instanceof BraidError ? err : undefined;
   const code: ErrorCode = braid?.code ?? 'internal';
   const metadata = new Metadata();
+  for (const [key, value] of Object.entries(braid ? trailersOf(braid) : {})) {
+    if (key !== CODE_TRAILER && typeof value === 'string') metadata.set(key, value);
+  }
   metadata.set(CODE_TRAILER, code);
   const details = braid ? braid.message : 'internal error';
   return { code: TO_GRPC[code], details, metadata };
@@ -58,7 +72,11 @@ export function fromServiceError(
   const details = err.details || GrpcStatus[err.code] || 'unknown error';
   const message =
     code === 'unavailable' && !sent ? unreachable(target, details, transport) : details;
-  return new RpcError(code, operation, target, message, { cause: err });
+  const leader = err.metadata?.get(LEADER_METADATA_KEY)[0];
+  return new RpcError(code, operation, target, message, {
+    cause: err,
+    leader: typeof leader === 'string' && leader !== '' ? leader : undefined,
+  });
 }
 
 const SOCKET_ERRORS: Record<string, string> = {

@@ -1,7 +1,6 @@
 import { timestampDate } from '@bufbuild/protobuf/wkt';
 import { clientSettings } from '../../config/settings.js';
 import { SystemService } from '../../gen/braid/v1/system_pb.js';
-import { formatGrpcAddress } from '../../rpc/address.js';
 import { BRAID_VERSION } from '../../version.js';
 import { coordinatorClient } from '../client.js';
 import { compile } from '../compile.js';
@@ -21,7 +20,8 @@ export async function runVersion(
         { timeoutMs: config.timeoutMs },
       );
       result.coordinator = {
-        address: formatGrpcAddress(config.coordinator),
+        // With several coordinators: the one that answered.
+        address: client.coordinator(),
         version: v.version,
         apiVersions: v.apiVersions,
         hostname: v.hostname,

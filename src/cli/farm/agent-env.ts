@@ -6,7 +6,7 @@
  * is touched, so a bad one is refused with the variable's name.
  */
 import { agentSettings } from '../../config/settings.js';
-import { envName, loadConfig } from '../../config/loader.js';
+import { envName, givenKeys, loadConfig } from '../../config/loader.js';
 import { UsageError } from '../../errors.js';
 
 export interface AgentEnvInput {
@@ -43,7 +43,7 @@ const OWN_FLAGS = ['name', 'labels', 'joinToken', 'tlsCa', 'tlsCert', 'tlsKey', 
  * when that differs from --coordinator.
  */
 export function parseAgentSettings(pairs: readonly string[]): Record<string, string> {
-  const known = Object.keys(agentSettings({})).filter((key) => !OWN_FLAGS.includes(key));
+  const known = givenKeys(agentSettings({})).filter((key) => !OWN_FLAGS.includes(key));
   const settings: Record<string, string> = {};
   for (const pair of pairs) {
     const at = pair.indexOf('=');

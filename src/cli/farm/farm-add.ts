@@ -10,7 +10,7 @@ import { readFile } from 'node:fs/promises';
 import { AGENT_NAME, agentNameFrom } from '../../agent-name.js';
 import { isLoopbackHost } from '../../loopback.js';
 import { UsageError } from '../../errors.js';
-import { formatGrpcAddress, isLocalAddress, parseGrpcAddress } from '../../rpc/address.js';
+import { formatGrpcAddress, isLocalAddress, parseGrpcAddressList } from '../../rpc/address.js';
 import { parseSshUrl, type SshTarget } from '../../ssh/ssh-url.js';
 import type { Logger } from '../../log.js';
 import { packBundle, findBundleDir, type AgentBundle } from './agent-bundle.js';
@@ -202,7 +202,8 @@ export async function farmAdd(request: AddRequest): Promise<AddResult> {
   const target = parseFarmUrl(request.url);
   const prefix = config.prefix;
   const paths = installPaths(prefix);
-  const coordinator = request.agentSettings.coordinator ?? formatGrpcAddress(config.coordinator);
+  const coordinator =
+    request.agentSettings.coordinator ?? config.coordinators.map(formatGrpcAddress).join(',');
   checkReachable(coordinator, target);
 
   // Everything that can be refused here is, before any host is touched.
@@ -390,7 +391,7 @@ function envFor(
   extra: Record<string, string>,
 ): [string, string][] {
   return agentEnvVars({
-    coordinator: formatGrpcAddress(config.coordinator),
+    coordinator: config.coordinators.map(formatGrpcAddress).join(','),
     name,
     labels: config.labels,
     joinToken: token?.token,
@@ -405,8 +406,8 @@ function envFor(
 
 /** A loopback coordinator is the host itself for an agent anywhere but here. */
 function checkReachable(coordinator: string, target: SshTarget): void {
-  const address = parseGrpcAddress(coordinator, 'coordinator address');
-  if (isLocalAddress(address) && !isLoopbackHost(target.host)) {
+  const addresses = parseGrpcAddressList(coordinator, 'coordinator address');
+  if (addresses.some(isLocalAddress) && !isLoopbackHost(target.host)) {
     throw new UsageError(
       `${target.display}: the agent there cannot reach the coordinator at ${coordinator}, which is its own loopback: ` +
         'pass the address the host reaches it at (--coordinator HOST:PORT, or --agent-setting coordinator=HOST:PORT)',
