@@ -16,7 +16,7 @@ export function addCoordinatorAccessOptions(command: Command): Command {
   return command
     .option(
       '--coordinator <address>',
-      'coordinator HOST:PORT or unix:/path (env BRAID_COORDINATOR)',
+      'coordinator HOST:PORT or unix:/path, or a comma-separated list of coordinators sharing a store: the leader is found (env BRAID_COORDINATOR)',
     )
     .option(
       '--insecure',

@@ -102,6 +102,8 @@ export function buildService(deps: {
       return { build: await deps.orchestrator().cancel(request.buildId, request.reason) };
     },
     listAgents() {
+      // A standby has no agents: it names the leader, which has them.
+      deps.orchestrator();
       return { agents: deps.agents.info() };
     },
   };

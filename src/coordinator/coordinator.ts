@@ -40,6 +40,7 @@ import { StoredBuilds } from './stored-builds.js';
 import type { Leadership, Term } from './leadership.js';
 import type { PgBuildStore } from './pg-build-store.js';
 import { redactedUrl } from '../pg-url.js';
+import { StandbyError } from '../rpc/leader-hint.js';
 import { systemService } from './system-service.js';
 import { newToken } from './token-format.js';
 import { TokenStore } from './token-store.js';
@@ -242,11 +243,8 @@ export async function startCoordinator(
   /** What the services call: the current term's orchestrator, or a standby's refusal. */
   const lead = (): Orchestrator => {
     if (term) return term.orchestrator;
-    const leader = leadership?.leaderSeen;
-    throw new BraidError(
-      'unavailable',
-      `standby coordinator: ${leader ? `the leader is ${leader}` : 'no leader elected yet'}`,
-    );
+    // UNAVAILABLE naming the leader (message and braid-leader trailer): agents and the CLI follow it.
+    throw new StandbyError(leadership?.leaderSeen || undefined);
   };
   if (!shared) {
     // One coordinator on its own store: it leads from the start; a failed write stops it.
