@@ -12,31 +12,26 @@
 import pg from 'pg';
 import { createHash } from 'node:crypto';
 import { fromBinary, toBinary } from '@bufbuild/protobuf';
-import {
-  BuildEventSchema,
-  BuildSpecSchema,
-  BuildState,
-  JobRole,
-  PlacementReason,
-  type BuildEvent,
-} from '../gen/braid/v1/build_pb.js';
-import { ImageDescriptorSchema, JobState } from '../gen/braid/v1/common_pb.js';
-import { BuildFactsSchema } from '../gen/braid/v1/agent_pb.js';
+import { BuildEventSchema, BuildState, type BuildEvent } from '../gen/braid/v1/build_pb.js';
 import { BraidError } from '../errors.js';
 import type { Logger } from '../log.js';
-import type { Platform } from '../oci/platform.js';
 import { redactedUrl } from '../pg-url.js';
 import type { CacheRecord } from './scheduler.js';
 import { latestVersion, pendingMigrations, type Migration } from './store-schema.js';
-import type {
-  BuildPatch,
-  BuildRecord,
-  BuildStore,
-  JobPatch,
-  JobRecord,
-  StoreWrite,
-  UnfinishedBuild,
-} from './store.js';
+import type { BuildRecord, BuildStore, JobRecord, StoreWrite, UnfinishedBuild } from './store.js';
+import {
+  buildColumns,
+  buildFromRow,
+  buildInsertValues,
+  cacheFromRow,
+  cacheInsertValues,
+  jobColumns,
+  jobFromRow,
+  jobInsertValues,
+  type BuildRow,
+  type CacheRow,
+  type JobRow,
+} from './store-rows.js';
 import { TERMINAL_BUILD_STATES } from './transitions.js';
 
 export { redactedUrl };
@@ -161,47 +156,6 @@ const MIGRATION_LOCK = 0x62726169; // "brai"
 const UNFINISHED_STATES = Object.values(BuildState).filter(
   (s): s is BuildState => typeof s === 'number' && !TERMINAL_BUILD_STATES.has(s),
 );
-
-interface BuildRow {
-  id: string;
-  spec: Buffer;
-  state: number;
-  created_at: string;
-  finished_at: string | null;
-  index_descriptor: Buffer | null;
-  error: string;
-  request_id: string;
-}
-
-interface JobRow {
-  id: string;
-  build_id: string;
-  platform: string;
-  state: number;
-  agent: string;
-  emulated: boolean;
-  emulator: string;
-  current_step: string;
-  image: Buffer | null;
-  started_at: string | null;
-  finished_at: string | null;
-  duration_ms: string;
-  attempt: number;
-  error: string;
-  placement_reason: number;
-  placement_detail: string;
-  facts: Buffer | null;
-  attestation: Buffer | null;
-  role: number;
-}
-
-interface CacheRow {
-  lineage: string;
-  platform: string;
-  agent: string;
-  engine_id: string;
-  finished_at: string;
-}
 
 const BUILD_COLUMNS =
   'id, spec, state, created_at, finished_at, index_descriptor, error, request_id';
@@ -382,13 +336,7 @@ export class PgBuildStore implements BuildStore {
       'SELECT lineage, platform, agent, engine_id, finished_at FROM cache_records WHERE finished_at >= $1',
       [since.getTime()],
     );
-    return rows.map((r) => ({
-      lineage: r.lineage,
-      platform: JSON.parse(r.platform) as Platform,
-      agent: r.agent,
-      engineId: r.engine_id,
-      finishedAt: new Date(Number(r.finished_at)),
-    }));
+    return rows.map(cacheFromRow);
   }
 
   // --- internals -------------------------------------------------------------
@@ -488,33 +436,19 @@ function statementsOf(write: StoreWrite): Sql[] {
         {
           text: `INSERT INTO builds (id, spec, state, created_at, error, request_id)
                  VALUES ($1, $2, $3, $4, $5, $6)`,
-          values: [
-            build.id,
-            Buffer.from(toBinary(BuildSpecSchema, build.spec)),
-            build.state,
-            build.createdAt.getTime(),
-            build.error,
-            build.requestId,
-          ],
+          values: buildInsertValues(build),
         },
         ...jobs.map((job) => ({
           text: `INSERT INTO jobs (id, build_id, platform, state, attempt, role)
                  VALUES ($1, $2, $3, $4, $5, $6)`,
-          values: [
-            job.id,
-            build.id,
-            JSON.stringify(job.platform),
-            job.state,
-            job.attempt,
-            job.role ?? JobRole.UNSPECIFIED,
-          ],
+          values: jobInsertValues(job, build.id),
         })),
       ];
     }
     case 'updateBuild':
       return update('builds', buildColumns(write.patch), write.id);
     case 'updateJob':
-      return update('jobs', jobColumns(write.patch), write.id);
+      return update('jobs', jobColumns(write.patch, 'boolean'), write.id);
     case 'appendEvent':
       return [
         {
@@ -534,13 +468,7 @@ function statementsOf(write: StoreWrite): Sql[] {
                  VALUES ($1, $2, $3, $4, $5)
                  ON CONFLICT (lineage, platform, agent)
                  DO UPDATE SET engine_id = excluded.engine_id, finished_at = excluded.finished_at`,
-          values: [
-            record.lineage,
-            JSON.stringify(record.platform),
-            record.agent,
-            record.engineId,
-            record.finishedAt.getTime(),
-          ],
+          values: cacheInsertValues(record),
         },
         {
           text: 'DELETE FROM cache_records WHERE finished_at < $1',
@@ -561,82 +489,6 @@ function update(table: 'builds' | 'jobs', columns: Record<string, unknown>, id: 
       values: [...Object.values(columns), id],
     },
   ];
-}
-
-const toMs = (d: Date | undefined) => (d ? d.getTime() : null);
-const fromMs = (ms: string | null) => (ms === null ? undefined : new Date(Number(ms)));
-
-function buildColumns(patch: BuildPatch): Record<string, unknown> {
-  const columns: Record<string, unknown> = {};
-  if (patch.state !== undefined) columns.state = patch.state;
-  if (patch.finishedAt !== undefined) columns.finished_at = toMs(patch.finishedAt);
-  if (patch.index !== undefined) {
-    columns.index_descriptor = Buffer.from(toBinary(ImageDescriptorSchema, patch.index));
-  }
-  if (patch.error !== undefined) columns.error = patch.error;
-  return columns;
-}
-
-function jobColumns(patch: JobPatch): Record<string, unknown> {
-  const columns: Record<string, unknown> = {};
-  if (patch.state !== undefined) columns.state = patch.state;
-  if (patch.agent !== undefined) columns.agent = patch.agent;
-  if (patch.emulated !== undefined) columns.emulated = patch.emulated;
-  if (patch.emulator !== undefined) columns.emulator = patch.emulator;
-  if (patch.currentStep !== undefined) columns.current_step = patch.currentStep;
-  if (patch.image !== undefined)
-    columns.image = Buffer.from(toBinary(ImageDescriptorSchema, patch.image));
-  if (patch.startedAt !== undefined) columns.started_at = toMs(patch.startedAt);
-  if (patch.finishedAt !== undefined) columns.finished_at = toMs(patch.finishedAt);
-  if (patch.durationMs !== undefined) columns.duration_ms = patch.durationMs;
-  if (patch.attempt !== undefined) columns.attempt = patch.attempt;
-  if (patch.error !== undefined) columns.error = patch.error;
-  if (patch.placementReason !== undefined) columns.placement_reason = patch.placementReason;
-  if (patch.placementDetail !== undefined) columns.placement_detail = patch.placementDetail;
-  if (patch.facts !== undefined)
-    columns.facts = Buffer.from(toBinary(BuildFactsSchema, patch.facts));
-  if (patch.attestation !== undefined)
-    columns.attestation = Buffer.from(toBinary(ImageDescriptorSchema, patch.attestation));
-  return columns;
-}
-
-function buildFromRow(row: BuildRow): BuildRecord {
-  return {
-    id: row.id,
-    spec: fromBinary(BuildSpecSchema, row.spec),
-    state: row.state as BuildState,
-    createdAt: new Date(Number(row.created_at)),
-    finishedAt: fromMs(row.finished_at),
-    index: row.index_descriptor
-      ? fromBinary(ImageDescriptorSchema, row.index_descriptor)
-      : undefined,
-    error: row.error,
-    requestId: row.request_id,
-  };
-}
-
-function jobFromRow(row: JobRow): JobRecord {
-  return {
-    id: row.id,
-    buildId: row.build_id,
-    platform: JSON.parse(row.platform) as Platform,
-    state: row.state as JobState,
-    agent: row.agent,
-    emulated: row.emulated,
-    emulator: row.emulator,
-    currentStep: row.current_step,
-    image: row.image ? fromBinary(ImageDescriptorSchema, row.image) : undefined,
-    startedAt: fromMs(row.started_at),
-    finishedAt: fromMs(row.finished_at),
-    durationMs: Number(row.duration_ms),
-    attempt: row.attempt,
-    error: row.error,
-    placementReason: row.placement_reason as PlacementReason,
-    placementDetail: row.placement_detail,
-    facts: row.facts ? fromBinary(BuildFactsSchema, row.facts) : undefined,
-    attestation: row.attestation ? fromBinary(ImageDescriptorSchema, row.attestation) : undefined,
-    ...(row.role !== JobRole.UNSPECIFIED && { role: row.role as JobRole }),
-  };
 }
 
 function firstLine(err: unknown): string {

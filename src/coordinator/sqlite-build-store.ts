@@ -7,71 +7,25 @@
  */
 import type Database from 'better-sqlite3';
 import { fromBinary, toBinary } from '@bufbuild/protobuf';
-import {
-  BuildEventSchema,
-  BuildSpecSchema,
-  BuildState,
-  JobRole,
-  PlacementReason,
-  type BuildEvent,
-} from '../gen/braid/v1/build_pb.js';
-import { ImageDescriptorSchema, JobState } from '../gen/braid/v1/common_pb.js';
-import { BuildFactsSchema } from '../gen/braid/v1/agent_pb.js';
-import type { Platform } from '../oci/platform.js';
+import { BuildEventSchema, BuildState, type BuildEvent } from '../gen/braid/v1/build_pb.js';
 import type { CacheRecord } from './scheduler.js';
 import { openDatabase } from './sqlite.js';
 import { latestVersion, pendingMigrations, type Migration } from './store-schema.js';
-import type {
-  BuildPatch,
-  BuildRecord,
-  BuildStore,
-  JobPatch,
-  JobRecord,
-  StoreWrite,
-  UnfinishedBuild,
-} from './store.js';
+import type { BuildRecord, BuildStore, JobRecord, StoreWrite, UnfinishedBuild } from './store.js';
+import {
+  buildColumns,
+  buildFromRow,
+  buildInsertValues,
+  cacheFromRow,
+  cacheInsertValues,
+  jobColumns,
+  jobFromRow,
+  jobInsertValues,
+  type BuildRow,
+  type CacheRow,
+  type JobRow,
+} from './store-rows.js';
 import { TERMINAL_BUILD_STATES } from './transitions.js';
-
-interface BuildRow {
-  id: string;
-  spec: Buffer;
-  state: number;
-  created_at: number;
-  finished_at: number | null;
-  index_descriptor: Buffer | null;
-  error: string;
-  request_id: string;
-}
-
-interface JobRow {
-  id: string;
-  build_id: string;
-  platform: string;
-  state: number;
-  agent: string;
-  emulated: number;
-  emulator: string;
-  current_step: string;
-  image: Buffer | null;
-  started_at: number | null;
-  finished_at: number | null;
-  duration_ms: number;
-  attempt: number;
-  error: string;
-  placement_reason: number;
-  placement_detail: string;
-  facts: Buffer | null;
-  attestation: Buffer | null;
-  role: number;
-}
-
-interface CacheRow {
-  lineage: string;
-  platform: string;
-  agent: string;
-  engine_id: string;
-  finished_at: number;
-}
 
 /**
  * The schema's migrations, applied in order at start (store-schema.ts).
@@ -161,9 +115,6 @@ CREATE TABLE IF NOT EXISTS build_events (
 /** The schema version this braid writes and reads. */
 export const SQLITE_SCHEMA_VERSION = latestVersion(MIGRATIONS);
 
-const toMs = (d: Date | undefined) => (d ? d.getTime() : null);
-const fromMs = (ms: number | null) => (ms === null ? undefined : new Date(ms));
-
 export class SqliteBuildStore implements BuildStore {
   private readonly db: Database.Database;
   private readonly statements = new Map<string, Database.Statement>();
@@ -252,15 +203,7 @@ export class SqliteBuildStore implements BuildStore {
     const rows = this.statement('SELECT * FROM cache_records WHERE finished_at >= ?').all(
       since.getTime(),
     ) as CacheRow[];
-    return Promise.resolve(
-      rows.map((r) => ({
-        lineage: r.lineage,
-        platform: JSON.parse(r.platform) as Platform,
-        agent: r.agent,
-        engineId: r.engine_id,
-        finishedAt: new Date(r.finished_at),
-      })),
-    );
+    return Promise.resolve(rows.map(cacheFromRow));
   }
 
   /** One write inside the open transaction (protected: tests die in the middle of a group). */
@@ -270,33 +213,17 @@ export class SqliteBuildStore implements BuildStore {
         const { build, jobs } = write;
         this.statement(
           'INSERT INTO builds (id, spec, state, created_at, error, request_id) VALUES (?, ?, ?, ?, ?, ?)',
-        ).run(
-          build.id,
-          Buffer.from(toBinary(BuildSpecSchema, build.spec)),
-          build.state,
-          build.createdAt.getTime(),
-          build.error,
-          build.requestId,
-        );
+        ).run(...buildInsertValues(build));
         const insertJob = this.statement(
           'INSERT INTO jobs (id, build_id, platform, state, attempt, role) VALUES (?, ?, ?, ?, ?, ?)',
         );
-        for (const job of jobs) {
-          insertJob.run(
-            job.id,
-            build.id,
-            JSON.stringify(job.platform),
-            job.state,
-            job.attempt,
-            job.role ?? JobRole.UNSPECIFIED,
-          );
-        }
+        for (const job of jobs) insertJob.run(...jobInsertValues(job, build.id));
         return;
       }
       case 'updateBuild':
         return this.update('builds', buildColumns(write.patch), write.id);
       case 'updateJob':
-        return this.update('jobs', jobColumns(write.patch), write.id);
+        return this.update('jobs', jobColumns(write.patch, 'integer'), write.id);
       case 'appendEvent':
         this.statement('INSERT INTO build_events (build_id, sequence, event) VALUES (?, ?, ?)').run(
           write.buildId,
@@ -311,13 +238,7 @@ export class SqliteBuildStore implements BuildStore {
            VALUES (?, ?, ?, ?, ?)
            ON CONFLICT (lineage, platform, agent)
            DO UPDATE SET engine_id = excluded.engine_id, finished_at = excluded.finished_at`,
-        ).run(
-          record.lineage,
-          JSON.stringify(record.platform),
-          record.agent,
-          record.engineId,
-          record.finishedAt.getTime(),
-        );
+        ).run(...cacheInsertValues(record));
         this.statement('DELETE FROM cache_records WHERE finished_at < ?').run(
           forgetBefore.getTime(),
         );
@@ -350,79 +271,6 @@ export class SqliteBuildStore implements BuildStore {
     }
     return statement;
   }
-}
-
-function buildColumns(patch: BuildPatch): Record<string, unknown> {
-  const columns: Record<string, unknown> = {};
-  if (patch.state !== undefined) columns.state = patch.state;
-  if (patch.finishedAt !== undefined) columns.finished_at = toMs(patch.finishedAt);
-  if (patch.index !== undefined) {
-    columns.index_descriptor = Buffer.from(toBinary(ImageDescriptorSchema, patch.index));
-  }
-  if (patch.error !== undefined) columns.error = patch.error;
-  return columns;
-}
-
-function jobColumns(patch: JobPatch): Record<string, unknown> {
-  const columns: Record<string, unknown> = {};
-  if (patch.state !== undefined) columns.state = patch.state;
-  if (patch.agent !== undefined) columns.agent = patch.agent;
-  if (patch.emulated !== undefined) columns.emulated = patch.emulated ? 1 : 0;
-  if (patch.emulator !== undefined) columns.emulator = patch.emulator;
-  if (patch.currentStep !== undefined) columns.current_step = patch.currentStep;
-  if (patch.image !== undefined)
-    columns.image = Buffer.from(toBinary(ImageDescriptorSchema, patch.image));
-  if (patch.startedAt !== undefined) columns.started_at = toMs(patch.startedAt);
-  if (patch.finishedAt !== undefined) columns.finished_at = toMs(patch.finishedAt);
-  if (patch.durationMs !== undefined) columns.duration_ms = patch.durationMs;
-  if (patch.attempt !== undefined) columns.attempt = patch.attempt;
-  if (patch.error !== undefined) columns.error = patch.error;
-  if (patch.placementReason !== undefined) columns.placement_reason = patch.placementReason;
-  if (patch.placementDetail !== undefined) columns.placement_detail = patch.placementDetail;
-  if (patch.facts !== undefined)
-    columns.facts = Buffer.from(toBinary(BuildFactsSchema, patch.facts));
-  if (patch.attestation !== undefined)
-    columns.attestation = Buffer.from(toBinary(ImageDescriptorSchema, patch.attestation));
-  return columns;
-}
-
-function buildFromRow(row: BuildRow): BuildRecord {
-  return {
-    id: row.id,
-    spec: fromBinary(BuildSpecSchema, row.spec),
-    state: row.state as BuildState,
-    createdAt: new Date(row.created_at),
-    finishedAt: fromMs(row.finished_at),
-    index: row.index_descriptor
-      ? fromBinary(ImageDescriptorSchema, row.index_descriptor)
-      : undefined,
-    error: row.error,
-    requestId: row.request_id,
-  };
-}
-
-function jobFromRow(row: JobRow): JobRecord {
-  return {
-    id: row.id,
-    buildId: row.build_id,
-    platform: JSON.parse(row.platform) as Platform,
-    state: row.state as JobState,
-    agent: row.agent,
-    emulated: row.emulated === 1,
-    emulator: row.emulator,
-    currentStep: row.current_step,
-    image: row.image ? fromBinary(ImageDescriptorSchema, row.image) : undefined,
-    startedAt: fromMs(row.started_at),
-    finishedAt: fromMs(row.finished_at),
-    durationMs: row.duration_ms,
-    attempt: row.attempt,
-    error: row.error,
-    placementReason: row.placement_reason as PlacementReason,
-    placementDetail: row.placement_detail,
-    facts: row.facts ? fromBinary(BuildFactsSchema, row.facts) : undefined,
-    attestation: row.attestation ? fromBinary(ImageDescriptorSchema, row.attestation) : undefined,
-    ...(row.role !== JobRole.UNSPECIFIED && { role: row.role as JobRole }),
-  };
 }
 
 /**
