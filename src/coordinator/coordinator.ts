@@ -279,11 +279,13 @@ export async function startCoordinator(
         );
         void election.resign();
       };
-      const orchestrator = makeOrchestrator(pgStore.fencedBy(won.epoch), stepDown);
+      const fenced = pgStore.fencedBy(won.epoch);
+      const orchestrator = makeOrchestrator(fenced, stepDown);
       try {
         await beginTerm(orchestrator);
       } catch (err) {
         log.error({ err: errorLine(err) }, 'could not resume the builds in flight; standing by');
+        fenced.retire();
         await election.resign();
         continue;
       }
@@ -296,6 +298,8 @@ export async function startCoordinator(
         won.lost.addEventListener('abort', () => resolve(), { once: true });
         stopping.signal.addEventListener('abort', () => resolve(), { once: true });
       });
+      // Nothing of this term is written from now on: not the re-queues its closing sessions cause.
+      fenced.retire();
       if (stopping.signal.aborted) return;
       endTerm(errorLine(won.lost.reason));
     }

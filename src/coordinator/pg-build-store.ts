@@ -138,10 +138,13 @@ const MIGRATIONS: readonly Migration<readonly string[]>[] = [
 
 /** A commit of a coordinator that no longer leads: refused, nothing written. */
 export class FencedError extends BraidError {
-  constructor(mine: bigint, current: bigint) {
+  /** `current` undefined: this coordinator ended its own term. */
+  constructor(mine: bigint, current?: bigint) {
     super(
       'failed_precondition',
-      `this coordinator led in epoch ${mine}, and another has led since (epoch ${current}): nothing was written`,
+      current === undefined
+        ? `this coordinator's term (epoch ${mine}) has ended: nothing was written`
+        : `this coordinator led in epoch ${mine}, and another has led since (epoch ${current}): nothing was written`,
     );
   }
 }
@@ -211,9 +214,16 @@ export class PgBuildStore implements BuildStore {
    * `assertLeading` says whether it still leads (asked before a tag moves).
    * Reads are the store's own.
    */
-  fencedBy(epoch: bigint): BuildStore & { assertLeading(): Promise<void> } {
+  fencedBy(epoch: bigint): BuildStore & { assertLeading(): Promise<void>; retire(): void } {
+    // Once the term has ended here, its writes stop here too: even before another
+    // coordinator raises the epoch (a term given up after a failed write).
+    let retired = false;
+    const ended = () => new FencedError(epoch);
     return {
-      commit: (writes) => this.commitIn(writes, epoch),
+      commit: (writes) => (retired ? Promise.reject(ended()) : this.commitIn(writes, epoch)),
+      retire: () => {
+        retired = true;
+      },
       unfinishedBuilds: () => this.unfinishedBuilds(),
       getBuild: (id) => this.getBuild(id),
       jobsOf: (buildId) => this.jobsOf(buildId),
@@ -223,6 +233,7 @@ export class PgBuildStore implements BuildStore {
       isOpen: () => this.isOpen(),
       close: () => this.close(),
       assertLeading: async () => {
+        if (retired) throw ended();
         const current = await this.currentEpoch();
         if (current !== epoch) throw new FencedError(epoch, current);
       },

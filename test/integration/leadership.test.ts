@@ -84,6 +84,12 @@ describe('leader election on PostgreSQL', () => {
     const oldTerm = store.fencedBy(term1.epoch);
     await oldTerm.commit([build('b1')]);
     await oldTerm.assertLeading();
+    // A term this coordinator ended itself writes nothing more, before anyone else leads.
+    const givenUp = store.fencedBy(term1.epoch);
+    givenUp.retire();
+    await expect(givenUp.commit([build('bx')])).rejects.toThrow('term (epoch 1) has ended');
+    await expect(givenUp.assertLeading()).rejects.toBeInstanceOf(FencedError);
+    expect(await store.getBuild('bx')).toBeUndefined();
 
     const waiting = second.campaign(stop.signal);
     const startedAt = Date.now();
