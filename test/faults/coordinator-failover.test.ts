@@ -28,7 +28,7 @@ import { startProcess, type Started } from '../support/process.js';
 import { freePort } from '../support/registry.js';
 
 const POLL_MS = 300;
-const LEASE_MS = 2000;
+const LEASE_MS = 3000;
 
 interface Node {
   name: string;
