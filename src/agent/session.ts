@@ -33,6 +33,7 @@ import { BRAID_VERSION } from '../version.js';
 import type { EmulatedPlatform } from './capabilities.js';
 import { LogShipper } from './log-shipper.js';
 import type { JobOutcome, JobReporter } from './job-runner.js';
+import { abortableSleep } from '../abortable-sleep.js';
 
 type ConnectRequestInit = MessageInitShape<typeof ConnectRequestSchema>;
 
@@ -109,19 +110,7 @@ export interface SessionOptions {
 
 const MAX_UNACKED = 256;
 
-/** A wait that ends early on abort and leaves no listener behind either way. */
-export function abortableSleep(ms: number, signal: AbortSignal): Promise<void> {
-  return new Promise<void>((resolve) => {
-    if (signal.aborted) return resolve();
-    const done = () => {
-      clearTimeout(timer);
-      signal.removeEventListener('abort', done);
-      resolve();
-    };
-    const timer = setTimeout(done, ms);
-    signal.addEventListener('abort', done, { once: true });
-  });
-}
+export { abortableSleep };
 
 interface RunningJob {
   readonly controller: AbortController;

@@ -16,6 +16,7 @@
  *   leader that wakes up moves no job, takes no result and moves no tag.
  */
 import pg from 'pg';
+import { abortableSleep } from '../abortable-sleep.js';
 import { BraidError, errorLine } from '../errors.js';
 import type { Logger } from '../log.js';
 import { redactedUrl } from '../pg-url.js';
@@ -73,7 +74,7 @@ export class Leadership {
         );
         await this.dropClient();
       }
-      await sleep(this.settings.pollMs, signal);
+      await abortableSleep(this.settings.pollMs, signal);
     }
   }
 
@@ -206,16 +207,4 @@ export class Leadership {
     this.client = undefined;
     await client?.end().catch(() => undefined);
   }
-}
-
-function sleep(ms: number, signal: AbortSignal): Promise<void> {
-  return new Promise((resolve) => {
-    const timer = setTimeout(done, ms);
-    function done() {
-      clearTimeout(timer);
-      signal.removeEventListener('abort', done);
-      resolve();
-    }
-    signal.addEventListener('abort', done, { once: true });
-  });
 }

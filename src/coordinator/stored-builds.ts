@@ -6,6 +6,7 @@
  * calls from memory (orchestrator.ts); both implement BuildReads.
  */
 import type { Build, BuildEvent, BuildState } from '../gen/braid/v1/build_pb.js';
+import { abortableSleep } from '../abortable-sleep.js';
 import { BraidError } from '../errors.js';
 import { buildToProto, type BuildStore } from './store.js';
 import { TERMINAL_BUILD_STATES } from './transitions.js';
@@ -66,16 +67,7 @@ export class StoredBuilds implements BuildReads {
         if ((await this.store.eventsAfter(id, cursor, 1)).length === 0) return;
         continue;
       }
-      if (signal.aborted) return;
-      await new Promise<void>((resolve) => {
-        const timer = setTimeout(done, this.pollMs);
-        function done() {
-          clearTimeout(timer);
-          signal.removeEventListener('abort', done);
-          resolve();
-        }
-        signal.addEventListener('abort', done, { once: true });
-      });
+      await abortableSleep(this.pollMs, signal);
       if (signal.aborted) return;
     }
   }
