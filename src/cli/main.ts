@@ -14,6 +14,7 @@ import { logsCommand } from './commands/logs.js';
 import { serveCommand } from './commands/serve.js';
 import { statusCommand } from './commands/status.js';
 import { tokensCommand } from './commands/tokens.js';
+import { storeCommand } from './commands/store.js';
 import { eventsCommand } from './commands/events.js';
 import { farmCommand } from './commands/farm.js';
 import { manifestCommand } from './commands/manifest.js';
@@ -38,6 +39,7 @@ export const COMMANDS: Record<string, (env: NodeJS.ProcessEnv) => Command> = {
   version: versionCommand,
   events: eventsCommand,
   tokens: tokensCommand,
+  store: storeCommand,
   farm: farmCommand,
   certs: () => certsCommand(),
 };
