@@ -22,6 +22,9 @@
  * and a table of how each figure grows with agents and jobs.
  *
  *   --agents 100,300,1000   scale points (agents; a quarter per platform)
+ *   --stores sqlite,postgres  the coordinator's store at each point, one run per store in turn
+ *                           (default sqlite; --store postgres the same); postgres: a real cluster
+ *                           (test/support/postgres.ts), a fresh database per point
  *   --builds-per-agent 2.5  builds at each point (2,500 at 1,000 agents)
  *   --watchers-per-agent 0.2
  *   --job-ms 2000           how long a fake job "builds"
@@ -38,23 +41,26 @@
  *
  * Everything listens on 127.0.0.1; every process is stopped by its pid.
  */
-import { mkdir, mkdtemp, readdir, readFile, rm } from 'node:fs/promises';
-import { cpus, tmpdir } from 'node:os';
+import { mkdir, readdir, readFile } from 'node:fs/promises';
+import { cpus } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { setMaxListeners } from 'node:events';
 import { parseArgs } from 'node:util';
-import { credentials } from '@grpc/grpc-js';
 import { timestampMs } from '@bufbuild/protobuf/wkt';
-import { BuildService, ProvenanceMode, type Build } from '../src/gen/braid/v1/build_pb.js';
-import { packContext } from '../src/cli/context.js';
-import { parsePlatform } from '../src/oci/platform.js';
-import { createClient, type ServiceClient } from '../src/rpc/client.js';
-import { toProtoPlatform } from '../src/rpc/platform.js';
-import { pushBaseImage } from '../test/support/base-image.js';
+import type { Build } from '../src/gen/braid/v1/build_pb.js';
 import { requireCommand, requireEngine } from '../test/support/components.js';
 import { scrape, type Exposition } from '../test/support/prom-text.js';
-import { startRegistry } from '../test/support/registry.js';
+import type { PostgresCluster } from '../test/support/postgres.js';
+import {
+  bounded,
+  buildClient,
+  buildSpec,
+  PLATFORMS,
+  pushImages,
+  REPOSITORY,
+  uploadContext,
+  type BuildClient,
+} from './scale/builds.js';
 import type { FleetConfig, FleetCounters, FleetImage, FleetReport } from './scale/fleet.js';
 import { placementLatencies, summarize, type Summary } from './scale/placement.js';
 import {
@@ -62,16 +68,21 @@ import {
   startFleet,
   startRealAgent,
   type Child,
+  waitForLeader,
   type CoordinatorProcess,
 } from './scale/processes.js';
 import { boxCpuSeconds, ProcSampler, readProc, type ProcWindow } from './scale/proc.js';
 import { hotFunctions } from './scale/profile.js';
+import { startBenchRun } from './scale/bench-run.js';
+import {
+  pgServerCpuSeconds,
+  pgWritesBetween,
+  readPgWrites,
+  type PgWrites,
+} from './scale/pg-stats.js';
 
-type BuildClient = ServiceClient<(typeof BuildService)['method']>;
+type StoreKind = 'sqlite' | 'postgres';
 
-const PLATFORMS = ['linux/amd64', 'linux/arm64', 'linux/ppc64le', 'linux/s390x'];
-const CONTEXT_DIR = fileURLToPath(new URL('../examples/hello', import.meta.url));
-const REPOSITORY = 'bench/scale';
 const MB = 1024 * 1024;
 const WATCH_RESUMES = 10;
 const DRAIN_STALL_MS = 300_000;
@@ -81,6 +92,8 @@ const DRAIN_STALL_MS = 300_000;
 const { values: flags } = parseArgs({
   options: {
     agents: { type: 'string' },
+    stores: { type: 'string', default: 'sqlite' },
+    store: { type: 'string' },
     'builds-per-agent': { type: 'string', default: '2.5' },
     'watchers-per-agent': { type: 'string', default: '0.2' },
     'job-ms': { type: 'string' },
@@ -127,6 +140,11 @@ const OPTIONS = {
   realAgent: flags['no-real-agent'] !== true,
   keep: flags.keep === true,
   coordinatorArgs: flags['coordinator-arg'] ?? [],
+  stores: (flags.store ?? flags.stores ?? 'sqlite').split(',').map((s): StoreKind => {
+    if (s !== 'sqlite' && s !== 'postgres')
+      throw new Error(`--stores takes sqlite and/or postgres, not ${s}`);
+    return s;
+  }),
 };
 if (!(OPTIONS.watchersPerAgent >= 0)) throw new Error('--watchers-per-agent must be >= 0');
 
@@ -136,82 +154,6 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const mb = (bytes: number) => `${(bytes / MB).toFixed(0)} MB`;
 const ms1 = (ms: number) => (Number.isFinite(ms) ? `${ms.toFixed(1)} ms` : 'n/a');
 const log = (text: string) => process.stderr.write(`bench:scale: ${text}\n`);
-
-/** Resolves within `ms` or fails naming what did not finish. */
-async function bounded<T>(what: string, ms: number, work: Promise<T>): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  try {
-    return await Promise.race([
-      work,
-      new Promise<never>((_, reject) => {
-        timer = setTimeout(() => reject(new Error(`${what}: not done within ${ms} ms`)), ms);
-      }),
-    ]);
-  } finally {
-    clearTimeout(timer);
-  }
-}
-
-function buildClient(address: string): BuildClient {
-  // A connection of its own, as separate CLI processes have.
-  return createClient(BuildService, address, {
-    credentials: credentials.createInsecure(),
-    transport: 'plaintext',
-    channelOptions: { 'grpc.use_local_subchannel_pool': 1 },
-  });
-}
-
-/** The per-platform manifests of the base index the bench pushed: what fake jobs report. */
-async function pushedImages(registryHost: string): Promise<Record<string, FleetImage>> {
-  const response = await fetch(`http://${registryHost}/v2/${REPOSITORY}/manifests/base`, {
-    headers: { Accept: 'application/vnd.oci.image.index.v1+json' },
-    signal: AbortSignal.timeout(10_000),
-  });
-  if (response.status !== 200) throw new Error(`base index: HTTP ${response.status}`);
-  const index = (await response.json()) as {
-    manifests: {
-      digest: string;
-      size: number;
-      mediaType: string;
-      platform: { os: string; architecture: string; variant?: string };
-    }[];
-  };
-  const images: Record<string, FleetImage> = {};
-  for (const platform of PLATFORMS) {
-    const wanted = parsePlatform(platform);
-    const entry = index.manifests.find(
-      (m) => m.platform.os === wanted.os && m.platform.architecture === wanted.architecture,
-    );
-    if (!entry) throw new Error(`base index has no ${platform}`);
-    images[platform] = { digest: entry.digest, sizeBytes: entry.size, mediaType: entry.mediaType };
-  }
-  return images;
-}
-
-async function uploadContext(client: BuildClient): Promise<{ digest: string; dockerfile: string }> {
-  const packed = await packContext(CONTEXT_DIR, { maxBytes: 64 * MB });
-  try {
-    const has = await client.hasContext({ digest: packed.digest }, { timeoutMs: 30_000 });
-    if (!has.present) {
-      const bytes = await readFile(packed.path);
-      await client.uploadContext(
-        [
-          {
-            payload: {
-              case: 'header',
-              value: { digest: packed.digest, sizeBytes: BigInt(packed.sizeBytes) },
-            },
-          },
-          { payload: { case: 'chunk', value: bytes } },
-        ],
-        { timeoutMs: 30_000 },
-      );
-    }
-    return { digest: packed.digest, dockerfile: packed.dockerfileInContext };
-  } finally {
-    await packed.cleanup();
-  }
-}
 
 const TERMINAL = ['succeeded', 'failed', 'cancelled', 'timed_out'];
 
@@ -240,6 +182,7 @@ async function oldestHeartbeatMs(client: BuildClient): Promise<number> {
 // --- one scale point -------------------------------------------------------------------
 
 interface PointResult {
+  store: StoreKind;
   agents: number;
   builds: number;
   jobs: number;
@@ -279,6 +222,7 @@ interface PointResult {
   outcomes: Record<string, number>;
   realAgentRssBytes?: number;
   profile?: string[];
+  pg?: PgCost;
 }
 
 interface Context {
@@ -287,37 +231,69 @@ interface Context {
   workDir: string;
   started: Set<Child>;
   deadline: number;
+  /** The cluster of the points on PostgreSQL (set when postgres is among --stores). */
+  postgres?: PostgresCluster;
+}
+
+/** What a point on PostgreSQL cost the database (pg-stats.ts). */
+interface PgCost {
+  /** Writes while idle with N agents (heartbeats only). */
+  idle: PgWrites;
+  /** Writes from the first submit to the end of the idle window after it (the lease renewal, 1 commit/s, included). */
+  burst: PgWrites;
+  /** CPU of the server's processes, in CPUs, over those windows. */
+  idleCpuCores: number;
+  burstCpuCores: number;
+}
+
+/** A point's directory and profile name: n300, or n300-postgres when several stores run. */
+function pointName(agents: number, store: StoreKind): string {
+  return OPTIONS.stores.length > 1 ? `n${agents}-${store}` : `n${agents}`;
 }
 
 async function runPoint(
   ctx: Context,
   agents: number,
+  store: StoreKind,
   withRealAgent: boolean,
 ): Promise<PointResult> {
   const builds = Math.round(agents * OPTIONS.buildsPerAgent);
   const watchers = Math.min(builds, Math.round(agents * OPTIONS.watchersPerAgent));
-  const dir = join(ctx.workDir, `n${agents}`);
+  const dir = join(ctx.workDir, pointName(agents, store));
   await mkdir(dir, { recursive: true });
   const remaining = () => ctx.deadline - Date.now();
-  log(`${agents} agents, ${builds} builds (${builds * 4} jobs), ${watchers} watchers`);
+  log(
+    `${agents} agents, ${builds} builds (${builds * 4} jobs), ${watchers} watchers, store ${store}`,
+  );
 
-  const profDir = OPTIONS.cpuProfDir ? join(OPTIONS.cpuProfDir, `n${agents}`) : undefined;
+  const profDir = OPTIONS.cpuProfDir
+    ? join(OPTIONS.cpuProfDir, pointName(agents, store))
+    : undefined;
+  let storeUrl: string | undefined;
+  if (store === 'postgres') {
+    if (!ctx.postgres) throw new Error('no PostgreSQL cluster was started');
+    storeUrl = await ctx.postgres.createDatabase();
+  }
   const coordinator: CoordinatorProcess = await startCoordinator({
     dataDir: join(dir, 'data'),
     logFile: join(dir, 'coordinator.log'),
     ...(profDir && { cpuProfDir: profDir }),
+    ...(storeUrl && { store: storeUrl }),
     extraArgs: OPTIONS.coordinatorArgs,
   });
   ctx.started.add(coordinator);
+  // On PostgreSQL a lone coordinator still wins the election before it takes agents.
+  if (storeUrl) await waitForLeader([coordinator], 30_000);
   const client = buildClient(coordinator.address);
   const fleetConfig: FleetConfig = {
-    coordinator: coordinator.address,
+    coordinators: [coordinator.address],
     agents,
     capacity: OPTIONS.capacity,
     jobMs: OPTIONS.jobMs,
     images: ctx.images,
     joinBatch: 50,
     joinTimeoutMs: Math.min(remaining(), 5 * 60_000),
+    backoff: { baseMs: 500, maxMs: 5000 },
   };
   const { fleet, joinMs } = await startFleet(
     fleetConfig,
@@ -327,14 +303,20 @@ async function runPoint(
   ctx.started.add(fleet);
   log(`  ${agents} agents joined in ${(joinMs / 1000).toFixed(1)} s`);
   try {
-    // Idle with N agents: what heartbeats alone cost. One interval to settle first.
-    await sleep(Math.min(5000, OPTIONS.idleMs));
+    // Idle with N agents: what heartbeats alone cost. One interval to settle first; on
+    // PostgreSQL also the 10 s an idle backend may hold its statistics (the schema's, the joins').
+    await sleep(Math.min(5000, OPTIONS.idleMs) + (storeUrl ? 10_000 : 0));
     const countersBefore = (
       await fleet.ask<{ counters: FleetCounters }>('counters', 'counters', 30_000)
     ).counters;
+    const pgCpu = () => (ctx.postgres ? pgServerCpuSeconds(ctx.postgres.port) : NaN);
+    const pgIdleBefore = storeUrl ? await readPgWrites(storeUrl) : undefined;
+    const pgIdleCpuBefore = pgCpu();
     const idleSampler = new ProcSampler(coordinator.pid);
     await sleep(OPTIONS.idleMs);
     const idleBefore = idleSampler.stop();
+    const pgIdleCpu = pgCpu() - pgIdleCpuBefore;
+    const pgIdleAfter = storeUrl ? await readPgWrites(storeUrl) : undefined;
     const countersAfter = (
       await fleet.ask<{ counters: FleetCounters }>('counters', 'counters', 30_000)
     ).counters;
@@ -394,16 +376,12 @@ async function runPoint(
         })(),
       );
     };
-    const spec = {
-      contextDigest: context.digest,
-      dockerfile: context.dockerfile,
-      platforms: PLATFORMS.map((p) => toProtoPlatform(parsePlatform(p))),
-      buildArgs: { BASE: `${ctx.registryHost}/${REPOSITORY}:base` },
-      provenance: OPTIONS.provenance ? ProvenanceMode.UNSPECIFIED : ProvenanceMode.DISABLED,
-    };
+    const spec = buildSpec(context, ctx.registryHost, OPTIONS.provenance);
     const boxBefore = boxCpuSeconds();
     const fleetCpuBefore = readProc(fleet.pid)?.cpuSeconds ?? 0;
     const selfCpuBefore = process.cpuUsage();
+    const pgBurstBefore = storeUrl ? await readPgWrites(storeUrl) : undefined;
+    const pgBurstCpuBefore = pgCpu();
     const burstSampler = new ProcSampler(coordinator.pid);
     const burstStart = Date.now();
     let next = 0;
@@ -480,6 +458,7 @@ async function runPoint(
     const drainMs = Date.now() - burstStart;
     clearInterval(heartbeatWatch);
     const burst = burstSampler.stop();
+    const pgBurstCpu = pgCpu() - pgBurstCpuBefore;
     const otherCpuCores =
       (boxCpuSeconds() -
         boxBefore -
@@ -509,7 +488,17 @@ async function runPoint(
     const afterSampler = new ProcSampler(coordinator.pid);
     await sleep(OPTIONS.idleMs);
     const idleAfter = afterSampler.stop();
-
+    // Read after the idle window: by then every backend has flushed the burst's statistics.
+    const pgBurstAfter = storeUrl ? await readPgWrites(storeUrl) : undefined;
+    const pg: PgCost | undefined =
+      pgIdleBefore && pgIdleAfter && pgBurstBefore && pgBurstAfter
+        ? {
+            idle: pgWritesBetween(pgIdleBefore, pgIdleAfter),
+            burst: pgWritesBetween(pgBurstBefore, pgBurstAfter),
+            idleCpuCores: pgIdleCpu / idleBefore.seconds,
+            burstCpuCores: pgBurstCpu / burst.seconds,
+          }
+        : undefined;
     let realAgentRssBytes: number | undefined;
     if (withRealAgent) realAgentRssBytes = await realAgentRss(ctx, coordinator, client, dir);
 
@@ -517,6 +506,7 @@ async function runPoint(
     const jobsPerPlatform = builds;
     const slots = (agents / 4) * OPTIONS.capacity;
     return {
+      store,
       agents,
       builds,
       jobs: builds * 4,
@@ -553,6 +543,7 @@ async function runPoint(
       fleetRssBytes: report.rssBytes,
       outcomes,
       ...(realAgentRssBytes !== undefined && { realAgentRssBytes }),
+      ...(pg && { pg }),
     };
   } finally {
     client.close();
@@ -619,7 +610,7 @@ function reportPoint(p: PointResult): void {
   {
     line();
     line(
-      `${p.agents} agents, ${p.builds} builds x 4 platforms = ${p.jobs} jobs, ${p.watchers} watchers` +
+      `${p.agents} agents on ${p.store === 'postgres' ? 'PostgreSQL' : 'SQLite'}, ${p.builds} builds x 4 platforms = ${p.jobs} jobs, ${p.watchers} watchers` +
         ` (agents joined in ${(p.joinMs / 1000).toFixed(1)} s)`,
     );
     line(
@@ -675,6 +666,20 @@ function reportPoint(p: PointResult): void {
       line(
         `  real agent         idle RSS ${mb(p.realAgentRssBytes)}   [target <= 80 MB: ${verdict(p.realAgentRssBytes <= 80 * MB)}]`,
       );
+    if (p.pg) {
+      const { idle, burst } = p.pg;
+      const perBuild = (n: number) => (p.finished ? (n / p.finished).toFixed(1) : 'n/a');
+      line(
+        `  postgres           idle: ${(idle.commits / idle.at).toFixed(1)} commits/s, ${((idle.inserted + idle.updated) / idle.at).toFixed(1)} rows written/s, ` +
+          `${(idle.walBytes / idle.at / 1024).toFixed(1)} KB WAL/s, server ${(p.pg.idleCpuCores * 100).toFixed(1)}% CPU`,
+      );
+      line(
+        `                     burst: ${burst.commits} commits, ${burst.inserted} rows inserted, ${burst.updated} updated, ${burst.deleted} deleted, ` +
+          `${mb(burst.walBytes)} WAL = per build ${perBuild(burst.commits)} commits, ${perBuild(burst.inserted)} inserts, ` +
+          `${perBuild(burst.updated)} updates, ${p.finished ? (burst.walBytes / p.finished / 1024).toFixed(0) : 'n/a'} KB WAL; ` +
+          `server ${(p.pg.burstCpuCores * 100).toFixed(0)}% CPU (mean)`,
+      );
+    }
     if (p.profile) {
       line('  coordinator CPU profile over the whole run, self time:');
       for (const entry of p.profile) line(`    ${entry}`);
@@ -689,7 +694,9 @@ function reportGrowth(points: PointResult[]): void {
   const line = (text = '') => out.push(text);
   line();
   line('growth');
+  const several = OPTIONS.stores.length > 1;
   const header = [
+    ...(several ? ['store'] : []),
     'agents',
     'jobs',
     'place p50',
@@ -704,6 +711,7 @@ function reportGrowth(points: PointResult[]): void {
     'peak CPU',
   ];
   const rows = points.map((p) => [
+    ...(several ? [p.store] : []),
     String(p.agents),
     String(p.jobs),
     p.placement.p50.toFixed(1),
@@ -717,14 +725,51 @@ function reportGrowth(points: PointResult[]): void {
     (p.idleAfter.lastRssBytes / MB).toFixed(0),
     `${(p.burst.peakCpuCores * 100).toFixed(0)}%`,
   ]);
+  for (const text of table(header, rows)) line(text);
+  console.log(out.join('\n'));
+}
+
+/** A markdown table, cells right-aligned. */
+function table(header: string[], rows: string[][]): string[] {
   const widths = header.map((h, i) =>
     Math.max(h.length, ...rows.map((r) => (r[i] as string).length)),
   );
   const row = (cells: string[]) =>
     `| ${cells.map((c, i) => c.padStart(widths[i] as number)).join(' | ')} |`;
-  line(row(header));
-  line(`|${widths.map((w) => '-'.repeat(w + 2)).join('|')}|`);
-  for (const r of rows) line(row(r));
+  return [row(header), `|${widths.map((w) => '-'.repeat(w + 2)).join('|')}|`, ...rows.map(row)];
+}
+
+/** SQLite and PostgreSQL side by side at each scale point, measured in the same run. */
+function reportStores(points: PointResult[]): void {
+  const out: string[] = [
+    '',
+    'stores side by side (postgres / sqlite: above 1 is PostgreSQL slower or bigger)',
+  ];
+  const figures: [string, (p: PointResult) => number, number][] = [
+    ['placement p50 ms', (p) => p.placement.p50, 1],
+    ['placement p99 ms', (p) => p.placement.p99, 1],
+    ['submits/s', (p) => p.submitPerSecond, 0],
+    ['sent -> stored p50 ms', (p) => p.submitToStored.p50, 1],
+    ['drain s', (p) => p.drainMs / 1000, 1],
+    ['idle CPU ms per heartbeat', (p) => p.cpuMsPerHeartbeat, 2],
+    ['coordinator CPU in burst %', (p) => p.burst.cpuCores * 100, 0],
+    ['coordinator RSS peak MB', (p) => p.burst.peakRssBytes / MB, 0],
+    ['coordinator RSS idle after MB', (p) => p.idleAfter.lastRssBytes / MB, 0],
+    ['oldest heartbeat s', (p) => p.oldestHeartbeatMs / 1000, 1],
+    ['sessions lost', (p) => p.sessionsEnded, 0],
+  ];
+  for (const agents of OPTIONS.agents) {
+    const sqlite = points.find((p) => p.agents === agents && p.store === 'sqlite');
+    const postgres = points.find((p) => p.agents === agents && p.store === 'postgres');
+    if (!sqlite || !postgres) continue;
+    out.push('', `${agents} agents, ${sqlite.builds} builds`);
+    const rows = figures.map(([name, of, digits]) => {
+      const a = of(sqlite);
+      const b = of(postgres);
+      return [name, a.toFixed(digits), b.toFixed(digits), a > 0 ? (b / a).toFixed(2) : 'n/a'];
+    });
+    out.push(...table(['figure', 'sqlite', 'postgres', 'ratio'], rows));
+  }
   console.log(out.join('\n'));
 }
 
@@ -734,60 +779,52 @@ async function main(): Promise<void> {
   await requireCommand('docker-registry', 'docker-registry');
   await requireCommand('skopeo', 'skopeo');
   if (OPTIONS.realAgent) await requireEngine();
-  const workDir = await mkdtemp(join(tmpdir(), 'braid-bench-scale-'));
-  const started = new Set<Child>();
-  const registry = await startRegistry();
-  let cleaned: Promise<void> | undefined;
-  const cleanup = (): Promise<void> =>
-    (cleaned ??= (async () => {
-      for (const child of started) await child.stop(5000).catch(() => undefined);
-      await registry.stop();
-      if (OPTIONS.keep) log(`logs kept in ${workDir}`);
-      else await rm(workDir, { recursive: true, force: true });
-    })());
-  // A failure anywhere stops what was started before the process ends.
-  for (const event of ['unhandledRejection', 'uncaughtException'] as const)
-    process.once(event, (err: unknown) => {
-      log(`${event}: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}`);
-      void cleanup().finally(() => process.exit(1));
-    });
-  for (const signal of ['SIGINT', 'SIGTERM'] as const)
-    process.once(signal, () => {
-      log(`${signal}: stopping what the bench started`);
-      void cleanup().finally(() => process.exit(130));
-    });
-  // The global deadline fails the bench loudly, whatever is running.
-  const deadline = Date.now() + OPTIONS.deadlineMs;
-  const watchdog = setTimeout(() => {
-    log(`GLOBAL DEADLINE: not done within ${OPTIONS.deadlineMs / 60_000} min; stopping everything`);
-    void cleanup().finally(() => process.exit(1));
-  }, OPTIONS.deadlineMs);
+  const run = await startBenchRun({
+    name: 'scale',
+    deadlineMs: OPTIONS.deadlineMs,
+    keep: OPTIONS.keep,
+    postgres: OPTIONS.stores.includes('postgres'),
+    log,
+  });
+  const { workDir, started, deadline, registry, postgres } = run;
   try {
-    await pushBaseImage(registry.host, REPOSITORY, 'base');
-    const images = await pushedImages(registry.host);
-    const ctx: Context = { registryHost: registry.host, images, workDir, started, deadline };
+    const images = await pushImages(registry.host);
+    const ctx: Context = {
+      registryHost: registry.host,
+      images,
+      workDir,
+      started,
+      deadline,
+      ...(postgres && { postgres }),
+    };
     const points: PointResult[] = [];
     header();
     for (const [i, agents] of OPTIONS.agents.entries()) {
-      const point = await runPoint(ctx, agents, OPTIONS.realAgent && i === 0);
-      if (OPTIONS.cpuProfDir) {
-        const profDir = join(OPTIONS.cpuProfDir, `n${agents}`);
-        const files = (await readdir(profDir)).filter((f) => f.endsWith('.cpuprofile'));
-        if (files[0]) point.profile = await hotFunctions(join(profDir, files[0]), 12);
+      // With several stores, who goes first alternates from point to point.
+      const stores = i % 2 === 0 ? OPTIONS.stores : [...OPTIONS.stores].reverse();
+      for (const [j, store] of stores.entries()) {
+        const point = await runPoint(ctx, agents, store, OPTIONS.realAgent && i === 0 && j === 0);
+        if (OPTIONS.cpuProfDir) {
+          const profDir = join(OPTIONS.cpuProfDir, pointName(agents, store));
+          const files = (await readdir(profDir)).filter((f) => f.endsWith('.cpuprofile'));
+          if (files[0]) point.profile = await hotFunctions(join(profDir, files[0]), 12);
+        }
+        points.push(point);
+        reportPoint(point);
       }
-      points.push(point);
-      reportPoint(point);
     }
     reportGrowth(points);
+    if (OPTIONS.stores.length > 1) reportStores(points);
     const failed = points.filter((p) => (p.outcomes.succeeded ?? 0) !== p.builds);
     // Every figure is printed either way; a run in which builds were lost exits 1.
     if (failed.length > 0) {
-      log(`builds did not all succeed at ${failed.map((p) => `${p.agents} agents`).join(', ')}`);
+      log(
+        `builds did not all succeed at ${failed.map((p) => `${p.agents} agents (${p.store})`).join(', ')}`,
+      );
       process.exitCode = 1;
     }
   } finally {
-    clearTimeout(watchdog);
-    await cleanup();
+    await run.cleanup();
   }
 }
 

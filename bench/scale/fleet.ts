@@ -10,6 +10,10 @@
  * is read off the stream and the moment a result is handed to it are taken
  * on this process's clock (epoch ms, sub-ms resolution).
  *
+ * Given several coordinators, each agent gets them all as a list and finds
+ * the leader as `braid agent --coordinator a,b` does
+ * (src/agent/coordinator-clients.ts): one client per address.
+ *
  * Driven over stdin/stdout, one JSON object a line:
  *   stdin  {"cmd":"counters"} | {"cmd":"report"} | {"cmd":"stop"}
  *   stdout {"event":"ready",...} | {"event":"counters",...} | {"event":"report",...}
@@ -34,7 +38,8 @@ export interface FleetImage {
 }
 
 export interface FleetConfig {
-  coordinator: string;
+  /** One coordinator, or several to find the leader among (in this order). */
+  coordinators: string[];
   agents: number;
   capacity: number;
   jobMs: number;
@@ -44,6 +49,8 @@ export interface FleetConfig {
   joinBatch: number;
   /** Give up when not every agent joined within this. */
   joinTimeoutMs: number;
+  /** Reconnect backoff; unset: the session's default, as a real `braid agent` has. */
+  backoff?: { baseMs: number; maxMs: number };
 }
 
 export interface FleetCounters {
@@ -65,6 +72,8 @@ export interface FleetReport {
   assigns: Record<string, number[]>;
   /** Per platform: when each result was handed to the stream (the slot is free again). */
   results: Record<string, number[]>;
+  /** When each Welcome was read, of every agent and session (joins and rejoins). */
+  welcomes: number[];
   /** The fleet process's RSS at the time of the report. */
   rssBytes: number;
 }
@@ -105,6 +114,7 @@ class Fleet {
   private readonly joinSlots = new Map<string, number[]>();
   private readonly assigns = new Map<string, number[]>();
   private readonly results = new Map<string, number[]>();
+  private readonly welcomes: number[] = [];
   private readonly clients: AgentClient[] = [];
   private readonly abort = new AbortController();
   private readonly loops: Promise<void>[] = [];
@@ -148,6 +158,7 @@ class Fleet {
       joinSlots: record(this.joinSlots),
       assigns: record(this.assigns),
       results: record(this.results),
+      welcomes: [...this.welcomes],
       rssBytes: process.memoryUsage.rss(),
     };
   }
@@ -166,17 +177,23 @@ class Fleet {
     const image = this.config.images[platformText];
     if (!image) throw new Error(`no pushed image for ${platformText}`);
     const name = `sim-${platformText.split('/')[1]}-${String(index).padStart(4, '0')}`;
-    // One connection per agent, as separate agent processes have: no shared subchannel.
-    const client = createClient(AgentService, this.config.coordinator, {
-      credentials: credentials.createInsecure(),
-      transport: 'plaintext',
-      channelOptions: {
-        'grpc.keepalive_time_ms': 20_000,
-        'grpc.keepalive_timeout_ms': 10_000,
-        'grpc.use_local_subchannel_pool': 1,
-      },
+    // One connection per agent and coordinator, as separate agent processes have: no shared subchannel.
+    const clients = this.config.coordinators.map((address) => {
+      const client = createClient(AgentService, address, {
+        credentials: credentials.createInsecure(),
+        transport: 'plaintext',
+        channelOptions: {
+          'grpc.keepalive_time_ms': 20_000,
+          'grpc.keepalive_timeout_ms': 10_000,
+          'grpc.use_local_subchannel_pool': 1,
+        },
+      });
+      this.clients.push(client);
+      return this.instrument(client, platformText);
     });
-    this.clients.push(client);
+    const byAddress = new Map(this.config.coordinators.map((a, i) => [a, clients[i]]));
+    const first = clients[0];
+    if (!first) throw new Error('the fleet needs at least one coordinator');
     const loop = new AgentSessionLoop({
       name,
       capacity: this.config.capacity,
@@ -185,10 +202,21 @@ class Fleet {
       emulated: [],
       engineVersion: 'bench-fake',
       engineId: `bench-fake-${index}`,
-      client: this.instrument(client, platformText),
+      client: first,
+      ...(clients.length > 1 && {
+        coordinators: {
+          addresses: this.config.coordinators,
+          connect: (address: string) => {
+            // A leader a standby names is one of the list here (each coordinator advertises its listen address).
+            const client = byAddress.get(address);
+            if (!client) throw new Error(`a standby named ${address}, not one of the fleet's list`);
+            return client.connect();
+          },
+        },
+      }),
       log: this.log,
       runJob: (job, report, signal) => this.fakeJob(job, report, signal, native, image, name),
-      backoff: { baseMs: 500, maxMs: 5000 },
+      ...(this.config.backoff && { backoff: this.config.backoff }),
     });
     this.loops.push(
       loop.run(this.abort.signal).catch((err: unknown) => {
@@ -204,6 +232,7 @@ class Fleet {
     const assigns = this.assigns.get(platform) as number[];
     const results = this.results.get(platform) as number[];
     const joinSlots = this.joinSlots.get(platform) as number[];
+    const welcomes = this.welcomes;
     const capacity = this.config.capacity;
     const stopping = () => this.stopping;
     const connect: AgentClient['connect'] = (options) => {
@@ -230,6 +259,7 @@ class Fleet {
                 counters.assigns++;
               } else if (message.body.case === 'welcome') {
                 const at = clock();
+                welcomes.push(at);
                 for (let s = 0; s < capacity; s++) joinSlots.push(at);
                 counters.welcomes++;
               }

@@ -90,6 +90,10 @@ export async function startCoordinator(options: {
   logFile: string;
   /** Write a V8 CPU profile into this directory at exit (node --cpu-prof). */
   cpuProfDir?: string;
+  /** gRPC listen address (default 127.0.0.1:0); also advertised to standbys' callers. */
+  listen?: string;
+  /** A PostgreSQL store URL (default: SQLite in the data dir). */
+  store?: string;
   extraArgs?: string[];
 }): Promise<CoordinatorProcess> {
   const nodeArgs = options.cpuProfDir ? ['--cpu-prof', '--cpu-prof-dir', options.cpuProfDir] : [];
@@ -100,7 +104,9 @@ export async function startCoordinator(options: {
       BRAID_BIN,
       'coordinator',
       '--listen',
-      '127.0.0.1:0',
+      options.listen ?? '127.0.0.1:0',
+      ...(options.listen ? ['--advertise', options.listen] : []),
+      ...(options.store ? ['--store', options.store] : []),
       '--metrics-listen',
       '127.0.0.1:0',
       '--data-dir',
@@ -134,6 +140,35 @@ export async function startCoordinator(options: {
       `${(err as Error).message}\n${readFileSync(options.logFile, 'utf8').slice(-3000)}`,
     );
   }
+}
+
+/** 'leader', or why not: a standby's /readyz text ('standby: the leader is ...'), 'unreachable'. */
+export async function role(probeUrl: string): Promise<string> {
+  try {
+    const response = await fetch(new URL('readyz', probeUrl), {
+      signal: AbortSignal.timeout(5000),
+    });
+    const text = (await response.text()).trim();
+    return response.status === 200 ? 'leader' : text;
+  } catch {
+    return 'unreachable';
+  }
+}
+
+/** The first of `coordinators` whose /readyz says it leads, polled every 50 ms up to `timeoutMs`. */
+export async function waitForLeader<T extends CoordinatorProcess>(
+  coordinators: readonly T[],
+  timeoutMs: number,
+): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  let roles: string[] = [];
+  while (Date.now() < deadline) {
+    roles = await Promise.all(coordinators.map((c) => role(c.probeUrl)));
+    const leader = coordinators[roles.indexOf('leader')];
+    if (leader) return leader;
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  throw new Error(`no coordinator leads after ${timeoutMs} ms: ${roles.join('; ')}`);
 }
 
 /** The simulated agents' process (fleet.ts), driven one JSON line at a time. */
