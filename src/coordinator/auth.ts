@@ -15,7 +15,7 @@ import type { Logger } from '../log.js';
 import { isLocalAddress, type GrpcAddress } from '../rpc/address.js';
 import type { CallGuard, CallIdentity, GuardedCall } from '../rpc/service.js';
 import { tokenHash, tokenHint, tokenKindOf, type TokenKind } from './token-format.js';
-import type { TokenStore } from './token-store.js';
+import type { TokenBook } from './token-store.js';
 
 /** The token kind each service needs; a service not listed here is refused. */
 const SERVICE_KINDS: ReadonlyMap<string, TokenKind> = new Map([
@@ -32,7 +32,7 @@ const KIND_TEXT: Record<TokenKind, { article: string; how: string }> = {
 export interface AuthOptions {
   /** Every call needs a token (non-loopback listen address, or requireAuth). */
   required: boolean;
-  tokens: TokenStore;
+  tokens: TokenBook;
   log: Logger;
   /** Tokens that live only in this process (the local agent of `braid serve`). */
   ephemeral?: readonly { token: string; identity: CallIdentity }[];

@@ -43,7 +43,8 @@ import { redactedUrl } from '../pg-url.js';
 import { StandbyError } from '../rpc/leader-hint.js';
 import { systemService } from './system-service.js';
 import { newToken } from './token-format.js';
-import { TokenStore } from './token-store.js';
+import { TokenStore, type TokenBook } from './token-store.js';
+import type { PgListener } from './pg-notify.js';
 
 /** Where the agent of `braid serve` joins: a private socket and a token that live with this process. */
 export interface LocalAgentAccess {
@@ -97,7 +98,17 @@ export async function startCoordinator(
   const events = new EventLog({ retained: config.eventsRetained });
   const stopping = new AbortController();
   const store = await openBuildStore(config.store, config.dataDir, log);
-  const tokens = new TokenStore(join(config.dataDir, 'braid.db'));
+  // On PostgreSQL, notifications (tokens changed, events stored) come on a connection of their own.
+  const notifications =
+    'fencedBy' in store && config.store
+      ? new (await import('./pg-notify.js')).PgListener(config.store, log)
+      : undefined;
+  const tokens = await openTokens(store, notifications, config.dataDir, log).catch(
+    async (err: unknown) => {
+      await store.close();
+      throw err;
+    },
+  );
   const local = options.localAgent
     ? {
         dir: mkdtempSync(join(tmpdir(), 'braid-serve-')),
@@ -237,8 +248,10 @@ export async function startCoordinator(
   };
   // On PostgreSQL, coordinators sharing the database elect a leader (leadership.ts) once listening.
   const shared = 'fencedBy' in store ? (store as PgBuildStore) : undefined;
-  // A standby answers reads from the store.
-  const storedBuilds = new StoredBuilds(store);
+  // A standby answers reads from the store, its watchers woken by the leader's notifications.
+  const wakeups =
+    notifications && new (await import('./pg-notify.js')).BuildEventWakeups(notifications);
+  const storedBuilds = new StoredBuilds(store, { wakeups });
   let leadership: Leadership | undefined;
   /** What the services call: the current term's orchestrator, or a standby's refusal. */
   const lead = (): Orchestrator => {
@@ -363,7 +376,8 @@ export async function startCoordinator(
     stopping.abort();
     endTerm('the coordinator failed to start');
     void store.close();
-    tokens.close();
+    void tokens.close();
+    void notifications?.close();
     if (local) rmSync(local.dir, { recursive: true, force: true });
     throw err;
   });
@@ -404,7 +418,8 @@ export async function startCoordinator(
       endTerm('the coordinator failed to start');
       await running.stop(0);
       void store.close();
-      tokens.close();
+      void tokens.close();
+      void notifications?.close();
       if (local) rmSync(local.dir, { recursive: true, force: true });
       throw err;
     });
@@ -416,7 +431,12 @@ export async function startCoordinator(
       'serving plaintext gRPC on a non-loopback address (--insecure): traffic and tokens cross the network unencrypted',
     );
   }
-  warnIfLockedOut(log, auth, tokens, config.dataDir);
+  warnIfLockedOut(
+    log,
+    auth,
+    tokens,
+    config.store ? `--store ${redactedUrl(config.store)}` : `--data-dir ${config.dataDir}`,
+  );
   events.append({
     kind: EventKind.COORDINATOR_STARTED,
     message: `coordinator ${BRAID_VERSION} listening on ${address}`,
@@ -462,8 +482,9 @@ export async function startCoordinator(
       await last?.live.flushed().catch(() => undefined);
       term = undefined;
       await leadership?.resign();
+      await tokens.close();
+      await notifications?.close();
       await store.close();
-      tokens.close();
       if (local) rmSync(local.dir, { recursive: true, force: true });
       log.info('coordinator stopped');
     },
@@ -484,19 +505,30 @@ async function openBuildStore(
   return PgBuildStore.open(url, { log });
 }
 
-/** Tokens are required and a kind has none: say how to make one. */
-function warnIfLockedOut(
-  log: Logger,
-  auth: Authenticator,
-  tokens: TokenStore,
+/**
+ * The tokens callers are checked against: in the shared PostgreSQL store
+ * when there is one (every coordinator honours every token), else in the
+ * data dir's SQLite file.
+ */
+async function openTokens(
+  store: BuildStore,
+  notifications: PgListener | undefined,
   dataDir: string,
-): void {
+  log: Logger,
+): Promise<TokenBook> {
+  if (!notifications) return new TokenStore(join(dataDir, 'braid.db'));
+  const { PgTokenBook } = await import('./pg-token-store.js');
+  return PgTokenBook.open((store as PgBuildStore).pool, notifications, log);
+}
+
+/** Tokens are required and a kind has none: say how to make one. */
+function warnIfLockedOut(log: Logger, auth: Authenticator, tokens: TokenBook, where: string): void {
   if (!auth.required) return;
   for (const kind of ['api', 'join'] as const) {
     if (tokens.activeCount(kind) === 0) {
       log.warn(
-        { kind, dataDir },
-        `tokens are required and no ${kind} token exists: create one with braid tokens create --kind ${kind} --data-dir ${dataDir}`,
+        { kind, store: where },
+        `tokens are required and no ${kind} token exists: create one with braid tokens create --kind ${kind} ${where}`,
       );
     }
   }

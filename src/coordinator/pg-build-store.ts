@@ -17,6 +17,7 @@ import { BraidError } from '../errors.js';
 import type { Logger } from '../log.js';
 import { redactedUrl } from '../pg-url.js';
 import type { CacheRecord } from './scheduler.js';
+import { CHANNELS } from './pg-notify.js';
 import { latestVersion, pendingMigrations, type Migration } from './store-schema.js';
 import type { BuildRecord, BuildStore, JobRecord, StoreWrite, UnfinishedBuild } from './store.js';
 import {
@@ -132,6 +133,23 @@ const MIGRATIONS: readonly Migration<readonly string[]>[] = [
         lease_until_ms BIGINT NOT NULL
       )`,
       "INSERT INTO leadership (id, epoch, leader, lease_until_ms) VALUES (1, 0, '', 0)",
+    ],
+  },
+  {
+    version: 3,
+    name: 'tokens: API and join tokens, shared by every coordinator',
+    apply: [
+      `CREATE TABLE tokens (
+        id TEXT PRIMARY KEY,
+        name TEXT NOT NULL,
+        kind TEXT NOT NULL CHECK (kind IN ('api', 'join')),
+        hash TEXT NOT NULL UNIQUE,
+        hint TEXT NOT NULL,
+        created_at BIGINT NOT NULL,
+        last_used_at BIGINT,
+        revoked_at BIGINT
+      )`,
+      'CREATE UNIQUE INDEX tokens_active_name ON tokens (name) WHERE revoked_at IS NULL',
     ],
   },
 ];
@@ -372,6 +390,18 @@ export class PgBuildStore implements BuildStore {
         }
         for (const write of writes) {
           for (const sql of statementsOf(write)) await client.query(named(sql));
+        }
+        // Standbys following these builds are woken at the commit (pg-notify.ts), not by polling.
+        const followed = [
+          ...new Set(writes.flatMap((w) => (w.kind === 'appendEvent' ? [w.buildId] : []))),
+        ];
+        if (followed.length > 0) {
+          await client.query(
+            named({
+              text: 'SELECT pg_notify($1, id) FROM unnest($2::text[]) AS id',
+              values: [CHANNELS.buildEvents, followed],
+            }),
+          );
         }
         await client.query('COMMIT');
       } catch (err) {

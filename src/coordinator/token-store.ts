@@ -3,7 +3,8 @@
  * table `tokens`): only each token's sha256 is stored, with a name, a kind,
  * a hint and its times. Opened by the coordinator (to check callers) and by
  * `braid tokens` on the same host (to create, list, revoke and rotate);
- * WAL lets both use the file at once.
+ * WAL lets both use the file at once. On a PostgreSQL store the same table
+ * lives there (pg-token-store.ts), so every coordinator honours every token.
  */
 import { randomBytes } from 'node:crypto';
 import type Database from 'better-sqlite3';
@@ -22,14 +23,41 @@ export interface TokenRecord {
   revokedAt?: Date;
 }
 
-interface TokenRow {
+/** What the coordinator asks of its tokens on every call: answered without waiting. */
+export interface TokenBook {
+  /** The record of a presented token, by its hash; undefined when unknown. */
+  lookup(token: string): TokenRecord | undefined;
+  get(id: string): TokenRecord | undefined;
+  /** Note a use (written at most once a minute per token). */
+  touch(id: string): void;
+  /** Active tokens of a kind. */
+  activeCount(kind: TokenKind): number;
+  close(): void | Promise<void>;
+}
+
+type Awaitable<T> = T | Promise<T>;
+
+/** What `braid tokens` does with a store's tokens. */
+export interface TokenAdmin {
+  /** A new token; the secret is returned here and never again. */
+  create(kind: TokenKind, name?: string): Awaitable<{ record: TokenRecord; token: string }>;
+  /** Every token, newest first, revoked ones included. */
+  list(): Awaitable<TokenRecord[]>;
+  /** Revoke at once (idempotent): `already` when it was revoked before. */
+  revoke(ref: string): Awaitable<{ record: TokenRecord; already: boolean }>;
+  /** A new secret under the same name and kind; the old one stops working now. */
+  rotate(ref: string): Awaitable<{ record: TokenRecord; token: string; replaced: TokenRecord }>;
+  close(): void | Promise<void>;
+}
+
+export interface TokenRow {
   id: string;
   name: string;
   kind: string;
   hint: string;
-  created_at: number;
-  last_used_at: number | null;
-  revoked_at: number | null;
+  created_at: number | string;
+  last_used_at: number | string | null;
+  revoked_at: number | string | null;
 }
 
 const SCHEMA = `
@@ -50,26 +78,61 @@ const NAME = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$/;
 const ID = /^tok_[0-9a-f]{12}$/;
 
 /** A token's last use is written at most this often (it is only informative). */
-const TOUCH_INTERVAL_MS = 60_000;
+export const TOUCH_INTERVAL_MS = 60_000;
 
 export interface TokenStoreOptions {
   clock?: () => Date;
   random?: (n: number) => Uint8Array;
 }
 
-function fromRow(row: TokenRow): TokenRecord {
+/** Times may arrive as strings (PostgreSQL BIGINT). */
+export function tokenFromRow(row: TokenRow): TokenRecord {
+  const at = (ms: number | string) => new Date(Number(ms));
   return {
     id: row.id,
     name: row.name,
     kind: row.kind as TokenKind,
     hint: row.hint,
-    createdAt: new Date(row.created_at),
-    ...(row.last_used_at !== null ? { lastUsedAt: new Date(row.last_used_at) } : {}),
-    ...(row.revoked_at !== null ? { revokedAt: new Date(row.revoked_at) } : {}),
+    createdAt: at(row.created_at),
+    ...(row.last_used_at !== null ? { lastUsedAt: at(row.last_used_at) } : {}),
+    ...(row.revoked_at !== null ? { revokedAt: at(row.revoked_at) } : {}),
   };
 }
 
-export class TokenStore {
+/** A new token's id, `tok_` and 12 hex digits. */
+export function newTokenId(random: (n: number) => Uint8Array): string {
+  return `tok_${Buffer.from(random(6)).toString('hex')}`;
+}
+
+/** A new secret of `kind`, with what is stored of it. */
+export function mintToken(
+  kind: TokenKind,
+  random: (n: number) => Uint8Array,
+): { token: string; hash: string; hint: string } {
+  const token = newToken(kind, random);
+  if (tokenKindOf(token) !== kind) throw new BraidError('internal', 'malformed new token');
+  return { token, hash: tokenHash(token), hint: tokenHint(token) };
+}
+
+export function revokedTokenError(record: TokenRecord): BraidError {
+  return new BraidError(
+    'failed_precondition',
+    `token "${record.name}" (${record.id}) is revoked: create a new one with braid tokens create`,
+  );
+}
+
+export function tokenNameTaken(name: string, id: string): BraidError {
+  return new BraidError(
+    'already_exists',
+    `a token named "${name}" exists (${id}): revoke or rotate it, or pick another name`,
+  );
+}
+
+export function noSuchToken(ref: string): BraidError {
+  return new BraidError('not_found', `no token with id or name "${ref}"`);
+}
+
+export class TokenStore implements TokenBook, TokenAdmin {
   private readonly db: Database.Database;
   private readonly clock: () => Date;
   private readonly random: (n: number) => Uint8Array;
@@ -88,9 +151,9 @@ export class TokenStore {
 
   /** A new token; the secret is returned here and never again. */
   create(kind: TokenKind, name?: string): { record: TokenRecord; token: string } {
-    const id = `tok_${Buffer.from(this.random(6)).toString('hex')}`;
+    const id = newTokenId(this.random);
     const chosen = name ?? `${kind}-${id.slice(4, 10)}`;
-    checkName(chosen);
+    checkTokenName(chosen);
     return this.db.transaction(() => {
       this.refuseActiveName(chosen);
       return this.insert(id, chosen, kind);
@@ -102,7 +165,7 @@ export class TokenStore {
     const rows = this.db
       .prepare('SELECT * FROM tokens ORDER BY created_at DESC, rowid DESC')
       .all() as TokenRow[];
-    return rows.map(fromRow);
+    return rows.map(tokenFromRow);
   }
 
   /** By id, else the active token of that name, else the newest revoked one of that name. */
@@ -113,13 +176,13 @@ export class TokenStore {
           'SELECT * FROM tokens WHERE name = ? ORDER BY revoked_at IS NOT NULL, created_at DESC LIMIT 1',
         )
         .get(ref)) as TokenRow | undefined;
-    return row ? fromRow(row) : undefined;
+    return row ? tokenFromRow(row) : undefined;
   }
 
   get(id: string): TokenRecord | undefined {
     const row = this.db.prepare('SELECT * FROM tokens WHERE id = ?').get(id) as
       TokenRow | undefined;
-    return row ? fromRow(row) : undefined;
+    return row ? tokenFromRow(row) : undefined;
   }
 
   /** Revoke at once (idempotent): `already` when it was revoked before. */
@@ -136,13 +199,8 @@ export class TokenStore {
   /** A new secret under the same name and kind; the old one stops working now. */
   rotate(ref: string): { record: TokenRecord; token: string; replaced: TokenRecord } {
     const old = this.mustFind(ref);
-    if (old.revokedAt) {
-      throw new BraidError(
-        'failed_precondition',
-        `token "${old.name}" (${old.id}) is revoked: create a new one with braid tokens create`,
-      );
-    }
-    const id = `tok_${Buffer.from(this.random(6)).toString('hex')}`;
+    if (old.revokedAt) throw revokedTokenError(old);
+    const id = newTokenId(this.random);
     return this.db.transaction(() => {
       const now = this.clock();
       this.db.prepare('UPDATE tokens SET revoked_at = ? WHERE id = ?').run(now.getTime(), old.id);
@@ -155,7 +213,7 @@ export class TokenStore {
   lookup(token: string): TokenRecord | undefined {
     const row = this.db.prepare('SELECT * FROM tokens WHERE hash = ?').get(tokenHash(token)) as
       TokenRow | undefined;
-    return row ? fromRow(row) : undefined;
+    return row ? tokenFromRow(row) : undefined;
   }
 
   /** Note a use (written at most once a minute per token). */
@@ -179,37 +237,32 @@ export class TokenStore {
     name: string,
     kind: TokenKind,
   ): { record: TokenRecord; token: string } {
-    const token = newToken(kind, this.random);
-    if (tokenKindOf(token) !== kind) throw new BraidError('internal', 'malformed new token');
+    const { token, hash, hint } = mintToken(kind, this.random);
     const createdAt = this.clock();
     this.db
       .prepare(
         'INSERT INTO tokens (id, name, kind, hash, hint, created_at) VALUES (?, ?, ?, ?, ?, ?)',
       )
-      .run(id, name, kind, tokenHash(token), tokenHint(token), createdAt.getTime());
-    return { record: { id, name, kind, hint: tokenHint(token), createdAt }, token };
+      .run(id, name, kind, hash, hint, createdAt.getTime());
+    return { record: { id, name, kind, hint, createdAt }, token };
   }
 
   private refuseActiveName(name: string): void {
     const row = this.db
       .prepare('SELECT id FROM tokens WHERE name = ? AND revoked_at IS NULL')
       .get(name) as { id: string } | undefined;
-    if (row) {
-      throw new BraidError(
-        'already_exists',
-        `a token named "${name}" exists (${row.id}): revoke or rotate it, or pick another name`,
-      );
-    }
+    if (row) throw tokenNameTaken(name, row.id);
   }
 
   private mustFind(ref: string): TokenRecord {
     const record = this.find(ref);
-    if (!record) throw new BraidError('not_found', `no token with id or name "${ref}"`);
+    if (!record) throw noSuchToken(ref);
     return record;
   }
 }
 
-function checkName(name: string): void {
+/** Refuses a name `braid tokens create --name` cannot take. */
+export function checkTokenName(name: string): void {
   if (!NAME.test(name)) {
     throw new BraidError(
       'invalid_argument',

@@ -2,7 +2,8 @@
  * `braid coordinator --store postgres://...`: a farm whose builds live in a
  * real PostgreSQL cluster. A build runs end to end, its rows are read back
  * from the database itself, and a second coordinator with an empty data dir
- * on the same database serves the finished build (status and logs).
+ * on the same database serves the finished build (status and logs). Tokens
+ * made with `braid tokens --store` work on every coordinator of the database.
  */
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -119,6 +120,48 @@ describe('the coordinator on a PostgreSQL store', () => {
       expect(logs.stdout).toContain('pushed');
     } finally {
       await second.stop();
+    }
+  });
+
+  it('keeps tokens in the database: every coordinator honours them, and a revocation ends them on all', async () => {
+    const shared = await postgres.createDatabase('braid_tokens');
+    const coordinators = [
+      await startTestCoordinator('127.0.0.1:0', ['--store', shared, '--require-auth']),
+      await startTestCoordinator('127.0.0.1:0', ['--store', shared, '--require-auth']),
+    ];
+    try {
+      // No data dir, no coordinator: `braid tokens` goes to the store itself.
+      const created = await braid(['tokens', 'create', '--kind', 'api', '--name', 'ci'], {
+        env: { BRAID_STORE: shared },
+      });
+      expect(created.code, created.stderr).toBe(0);
+      const token = created.stdout.trim();
+      expect(token).toMatch(/^braid_api_/);
+      const list = (address: string) =>
+        braid(['builds', '--output', 'json', '--coordinator', address, '--token', token]);
+      // One leads and the other stands by; both check the token (a standby serves reads).
+      for (const c of coordinators) {
+        const listed = await list(c.address);
+        expect(listed.code, listed.stderr).toBe(0);
+      }
+      const listedTokens = await braid(['tokens', 'list', '--store', shared, '--output', 'json']);
+      expect(listedTokens.code, listedTokens.stderr).toBe(0);
+      expect(listedTokens.stdout).toContain('"name":"ci"');
+      expect(listedTokens.stdout).not.toContain(token.slice(10));
+      const revoked = await braid(['tokens', 'revoke', 'ci', '--store', shared]);
+      expect(revoked.code, revoked.stderr).toBe(0);
+      for (const c of coordinators) {
+        // Notified within milliseconds; allow a loaded machine a few seconds.
+        let refused = await list(c.address);
+        for (let i = 0; i < 50 && refused.code === 0; i++) {
+          await new Promise((r) => setTimeout(r, 100));
+          refused = await list(c.address);
+        }
+        expect(refused.code).toBe(1);
+        expect(refused.stderr).toMatch(/token "ci" \(braid_api_\S+\) was revoked/);
+      }
+    } finally {
+      await Promise.all(coordinators.map((c) => c.stop()));
     }
   });
 

@@ -29,6 +29,9 @@ import {
 } from '../../src/gen/braid/v1/common_pb.js';
 import { BuildFactsSchema, ResolvedImageSchema } from '../../src/gen/braid/v1/agent_pb.js';
 import { LiveBuilds } from '../../src/coordinator/live-builds.js';
+import { BuildEventWakeups, PgListener } from '../../src/coordinator/pg-notify.js';
+import { StoredBuilds } from '../../src/coordinator/stored-builds.js';
+import { createLogger } from '../../src/log.js';
 import {
   PG_SCHEMA_VERSION,
   PgBuildStore,
@@ -626,6 +629,53 @@ describe('the PostgreSQL store and its password', () => {
       PG_SCHEMA_VERSION,
     ]);
     for (const store of stores) await store.close();
+  });
+
+  it("wakes a standby's watch when the leader stores events, without polling", async () => {
+    const url = await cluster.createDatabase();
+    const leader = await PgBuildStore.open(url);
+    const standby = await PgBuildStore.open(url);
+    const listener = new PgListener(
+      url,
+      createLogger({ level: 'silent', format: 'json', component: 'test' }),
+    );
+    const wakeups = new BuildEventWakeups(listener);
+    // A poll of a minute: only a notification can deliver the events within the test.
+    const reads = new StoredBuilds(standby, { wakeups, pollMs: 60_000 });
+    const stop = new AbortController();
+    try {
+      await leader.commit([
+        { kind: 'createBuild', build: buildRecord('b1', at(1000)), jobs: [] },
+        { kind: 'appendEvent', buildId: 'b1', event: event(1, 'queued') },
+      ]);
+      const seen: string[] = [];
+      const watching = (async () => {
+        for await (const e of reads.watch('b1', 0n, true, stop.signal)) {
+          seen.push(...texts([e]));
+          if (seen.length === 3) return;
+        }
+      })();
+      await vi.waitFor(() => expect(seen).toEqual(['1:queued']), { timeout: 10_000 });
+      // The watch now waits; each commit of the leader wakes it.
+      await leader.commit([{ kind: 'appendEvent', buildId: 'b1', event: event(2, 'running') }]);
+      await vi.waitFor(() => expect(seen).toEqual(['1:queued', '2:running']), { timeout: 10_000 });
+      await leader.commit([
+        { kind: 'appendEvent', buildId: 'b1', event: event(3, 'pushed') },
+        {
+          kind: 'updateBuild',
+          id: 'b1',
+          patch: { state: BuildState.SUCCEEDED, finishedAt: at(9000) },
+        },
+      ]);
+      await watching;
+      expect(seen).toEqual(['1:queued', '2:running', '3:pushed']);
+    } finally {
+      stop.abort();
+      wakeups.close();
+      await listener.close();
+      await leader.close();
+      await standby.close();
+    }
   });
 });
 

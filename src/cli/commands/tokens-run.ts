@@ -1,7 +1,7 @@
 import { existsSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { coordinatorSettings } from '../../config/settings.js';
-import { TokenStore, type TokenRecord } from '../../coordinator/token-store.js';
+import { TokenStore, type TokenAdmin, type TokenRecord } from '../../coordinator/token-store.js';
 import type { TokenKind } from '../../coordinator/token-format.js';
 import { BraidError, UsageError } from '../../errors.js';
 import { compile } from '../compile.js';
@@ -9,22 +9,24 @@ import { formatAge } from '../progress/format.js';
 import { renderTable } from '../table.js';
 
 interface Opened {
-  store: TokenStore;
-  dataDir: string;
+  store: TokenAdmin;
 }
 
 /**
- * The coordinator's token store, from the same data dir it uses. Only
- * `create` may start a database in a fresh data dir; the others insist that
- * one exists, so a wrong --data-dir is named instead of showing nothing.
+ * The coordinator's tokens, where it keeps them: in its PostgreSQL store
+ * when one is configured (--store, BRAID_STORE or the config file), else
+ * in its data dir. Only `create` may start a database in a fresh data dir;
+ * the others insist that one exists, so a wrong --data-dir is named instead
+ * of showing nothing.
  */
-function openStore(
+async function openStore(
   flags: Record<string, unknown>,
   env: NodeJS.ProcessEnv,
   mayCreate: boolean,
-): Opened {
-  const { dataDir, config } = flags;
-  const settings = compile(coordinatorSettings(env), { dataDir, config }, env);
+): Promise<Opened> {
+  const { dataDir, config, store } = flags;
+  const settings = compile(coordinatorSettings(env), { dataDir, config, store }, env);
+  if (settings.store) return { store: await openSharedTokens(settings.store) };
   const file = join(settings.dataDir, 'braid.db');
   if (!existsSync(file)) {
     if (!mayCreate) {
@@ -38,14 +40,33 @@ function openStore(
       `note: ${file} did not exist; created it (start the coordinator with --data-dir ${settings.dataDir})\n`,
     );
   }
-  return { store: new TokenStore(file), dataDir: settings.dataDir };
+  return { store: new TokenStore(file) };
 }
 
-function withStore<T>(opened: Opened, use: (store: TokenStore) => T): T {
+/** Tokens in a PostgreSQL store, its schema brought up to date first. */
+async function openSharedTokens(url: string): Promise<TokenAdmin> {
+  const { PgBuildStore } = await import('../../coordinator/pg-build-store.js');
+  const { PgTokenAdmin } = await import('../../coordinator/pg-token-store.js');
+  const store = await PgBuildStore.open(url, { maxConnections: 2 });
+  const admin = new PgTokenAdmin(store.pool);
+  return {
+    create: (kind, name) => admin.create(kind, name),
+    list: () => admin.list(),
+    revoke: (ref) => admin.revoke(ref),
+    rotate: (ref) => admin.rotate(ref),
+    close: () => store.close(),
+  };
+}
+
+async function withStore<T>(
+  opened: Promise<Opened>,
+  use: (store: TokenAdmin) => T | Promise<T>,
+): Promise<T> {
+  const { store } = await opened;
   try {
-    return use(opened.store);
+    return await use(store);
   } finally {
-    opened.store.close();
+    await store.close();
   }
 }
 
@@ -78,9 +99,9 @@ export async function runTokensCreate(
 ): Promise<void> {
   const kind = flags.kind as TokenKind;
   const name = typeof flags.name === 'string' ? flags.name : undefined;
-  const { record, token } = withStore(openStore(flags, env, true), (store) => {
+  const { record, token } = await withStore(openStore(flags, env, true), async (store) => {
     try {
-      return store.create(kind, name);
+      return await store.create(kind, name);
     } catch (err) {
       // The store refuses a --name it cannot take as invalid_argument: bad usage here.
       if (err instanceof BraidError && err.code === 'invalid_argument') {
@@ -96,7 +117,7 @@ export async function runTokensList(
   flags: Record<string, unknown>,
   env: NodeJS.ProcessEnv,
 ): Promise<void> {
-  const records = withStore(openStore(flags, env, false), (store) => store.list());
+  const records = await withStore(openStore(flags, env, false), (store) => store.list());
   if (flags.output === 'json') {
     for (const record of records) process.stdout.write(`${JSON.stringify(recordJson(record))}\n`);
     return;
@@ -124,7 +145,9 @@ export async function runTokensRevoke(
   flags: Record<string, unknown>,
   env: NodeJS.ProcessEnv,
 ): Promise<void> {
-  const { record, already } = withStore(openStore(flags, env, false), (store) => store.revoke(ref));
+  const { record, already } = await withStore(openStore(flags, env, false), (store) =>
+    store.revoke(ref),
+  );
   const what = `${record.kind} token "${record.name}" (${record.id})`;
   process.stdout.write(
     already
@@ -138,7 +161,7 @@ export async function runTokensRotate(
   flags: Record<string, unknown>,
   env: NodeJS.ProcessEnv,
 ): Promise<void> {
-  const { record, token, replaced } = withStore(openStore(flags, env, false), (store) =>
+  const { record, token, replaced } = await withStore(openStore(flags, env, false), (store) =>
     store.rotate(ref),
   );
   printSecret(

@@ -1,14 +1,18 @@
 import { Command, Option } from 'commander';
 
 /**
- * `braid tokens ...` administer the coordinator's tokens on its own host:
- * they open the coordinator's data dir directly (no RPC, so no token is
- * needed to make the first one); write access to that directory is the
- * trust boundary.
+ * `braid tokens ...` administer the coordinator's tokens where it keeps
+ * them: its data dir, or its PostgreSQL store (no RPC, so no token is
+ * needed to make the first one); write access to that directory, or the
+ * store's credentials, is the trust boundary.
  */
 function addStoreOptions(command: Command): Command {
   return command
     .option('--data-dir <dir>', "the coordinator's state directory (env BRAID_DATA_DIR)")
+    .option(
+      '--store <url>',
+      "the coordinator's PostgreSQL store, postgres://USER@HOST:PORT/DB (env BRAID_STORE); default: the data dir's SQLite",
+    )
     .option(
       '--config <file>',
       "the coordinator's YAML config file, for its dataDir (env BRAID_CONFIG)",
@@ -70,7 +74,9 @@ function rotateCommand(env: NodeJS.ProcessEnv): Command {
 
 export function tokensCommand(env: NodeJS.ProcessEnv): Command {
   return new Command('tokens')
-    .description("manage the coordinator's API and join tokens (run on the coordinator's host)")
+    .description(
+      "manage the coordinator's API and join tokens (on its host, or against its PostgreSQL store)",
+    )
     .addCommand(createCommand(env))
     .addCommand(listCommand(env))
     .addCommand(revokeCommand(env))
