@@ -52,6 +52,7 @@ import {
   composeFile,
   compositeAction,
   daemonSet,
+  deployment,
   gitlabTemplate,
   k8sObject,
   kustomization,
@@ -122,7 +123,11 @@ function braidImageTag(image: string): string | undefined {
 interface Manifests {
   objects: { file: string; object: K8sObject }[];
   kustomization: z.infer<typeof kustomization>;
+  /** deploy/kubernetes-ha: its own objects (the overlay's additions) and its kustomization. */
+  haObjects: { file: string; object: K8sObject }[];
+  haKustomization: z.infer<typeof kustomization>;
   compose: z.infer<typeof composeFile>;
+  composeHa: z.infer<typeof composeFile>;
   action: z.infer<typeof compositeAction>;
   gitlab: z.infer<typeof gitlabTemplate>;
 }
@@ -133,8 +138,11 @@ let yamlFiles: string[];
 beforeAll(async () => {
   yamlFiles = (await filesUnder(DEPLOY)).filter((f) => /\.ya?ml$/.test(f));
   const objects: Manifests['objects'] = [];
+  const haObjects: Manifests['haObjects'] = [];
   let kust: unknown;
+  let haKust: unknown;
   let compose: unknown;
+  let composeHa: unknown;
   let action: unknown;
   let gitlab: unknown;
   for (const file of yamlFiles) {
@@ -151,7 +159,12 @@ beforeAll(async () => {
     else if (where.startsWith('deploy/kubernetes/')) {
       for (const value of values)
         objects.push({ file: where, object: check(k8sObject, value, where) });
+    } else if (where === 'deploy/kubernetes-ha/kustomization.yaml') haKust = values[0];
+    else if (where.startsWith('deploy/kubernetes-ha/')) {
+      for (const value of values)
+        haObjects.push({ file: where, object: check(k8sObject, value, where) });
     } else if (where === 'deploy/compose/compose.yaml') compose = values[0];
+    else if (where === 'deploy/compose/compose-ha.yaml') composeHa = values[0];
     else if (where === 'deploy/ci/github/action.yml') action = values[0];
     else if (where === 'deploy/ci/gitlab/braid.gitlab-ci.yml') gitlab = values[0];
     else throw new Error(`${where}: no schema for this file; add one to this test`);
@@ -159,7 +172,10 @@ beforeAll(async () => {
   manifests = {
     objects,
     kustomization: check(kustomization, kust, 'deploy/kubernetes/kustomization.yaml'),
+    haObjects,
+    haKustomization: check(kustomization, haKust, 'deploy/kubernetes-ha/kustomization.yaml'),
     compose: check(composeFile, compose, 'deploy/compose/compose.yaml'),
+    composeHa: check(composeFile, composeHa, 'deploy/compose/compose-ha.yaml'),
     action: check(compositeAction, action, 'deploy/ci/github/action.yml'),
     gitlab: check(gitlabTemplate, gitlab, 'deploy/ci/gitlab/braid.gitlab-ci.yml'),
   };
@@ -176,6 +192,8 @@ describe('deploy/ YAML: parsed and checked against schemas of the fields braid u
     expect(yamlFiles.map(rel)).toEqual(
       expect.arrayContaining([
         'deploy/compose/compose.yaml',
+        'deploy/compose/compose-ha.yaml',
+        'deploy/kubernetes-ha/kustomization.yaml',
         'deploy/ci/github/action.yml',
         'deploy/ci/gitlab/braid.gitlab-ci.yml',
         'deploy/kubernetes/kustomization.yaml',
@@ -217,7 +235,7 @@ describe('deploy/ YAML: parsed and checked against schemas of the fields braid u
 
   it("braid's image is the same version everywhere, and that is package.json's", () => {
     const images: { where: string; image: string }[] = [];
-    for (const { file, object } of manifests.objects) {
+    for (const { file, object } of [...manifests.objects, ...manifests.haObjects]) {
       const spec = (object as { spec?: { template?: { spec?: { containers?: Container[] } } } })
         .spec;
       for (const c of spec?.template?.spec?.containers ?? [])
@@ -226,12 +244,14 @@ describe('deploy/ YAML: parsed and checked against schemas of the fields braid u
     for (const job of Object.values(manifests.gitlab)) {
       images.push({ where: 'deploy/ci/gitlab/braid.gitlab-ci.yml', image: job.image.name });
     }
-    for (const image of manifests.kustomization.images ?? []) {
-      if (image.name === 'braid') {
-        images.push({ where: 'kustomization newTag', image: `${image.newName}:${image.newTag}` });
+    for (const kust of [manifests.kustomization, manifests.haKustomization]) {
+      for (const image of kust.images ?? []) {
+        if (image.name === 'braid') {
+          images.push({ where: 'kustomization newTag', image: `${image.newName}:${image.newTag}` });
+        }
       }
     }
-    expect(images.length).toBeGreaterThanOrEqual(7);
+    expect(images.length).toBeGreaterThanOrEqual(9);
     for (const { where, image } of images) {
       expect(braidImageTag(image), `${where}: ${image}`).toBe(VERSION);
     }
@@ -326,7 +346,7 @@ describe('deploy/kubernetes: the objects agree with each other', () => {
   it('every Secret the manifests need is made by a command in deploy/README.md', async () => {
     const readme = await text(join(DEPLOY, 'README.md'));
     const secrets = new Set<string>();
-    for (const { object } of manifests.objects) {
+    for (const { object } of [...manifests.objects, ...manifests.haObjects]) {
       const walk = (value: unknown): void => {
         if (Array.isArray(value)) value.forEach(walk);
         else if (value && typeof value === 'object') {
@@ -344,6 +364,8 @@ describe('deploy/kubernetes: the objects agree with each other', () => {
       'braid-coordinator-tls',
       'braid-join-token',
       'braid-registry-auth',
+      'braid-store',
+      'braid-store-ca',
     ]);
     for (const name of secrets) {
       expect(readme, `deploy/README.md creates Secret ${name}`).toMatch(
@@ -379,6 +401,148 @@ describe('deploy/compose/compose.yaml: a one-box farm', () => {
       expect(build, name).toBeDefined();
       await stat(join(DEPLOY, 'compose', build?.context ?? '', build?.dockerfile ?? ''));
     }
+  });
+});
+
+describe('deploy/kubernetes-ha: two coordinators on PostgreSQL, as an overlay of deploy/kubernetes', () => {
+  /** The overlay's objects as kustomize renders them: the base's, less those deleted, plus its own. */
+  function rendered(): { file: string; object: K8sObject }[] {
+    const deleted = (manifests.haKustomization.patches ?? []).map(({ patch }) => {
+      const doc = parseAllDocuments(patch)[0]?.toJS() as
+        { $patch?: string; kind?: string; metadata?: { name?: string } } | undefined;
+      expect(doc?.$patch, patch).toBe('delete');
+      return `${doc?.kind}/${doc?.metadata?.name}`;
+    });
+    const base = manifests.objects.filter(
+      (o) => !deleted.includes(`${o.object.kind}/${o.object.metadata.name}`),
+    );
+    // Every patch deletes an object the base has.
+    expect(manifests.objects.length - base.length).toBe(deleted.length);
+    return [...base, ...manifests.haObjects];
+  }
+
+  it('builds on the base and lists every file of its own; the StatefulSet gives way to a Deployment', async () => {
+    const kust = manifests.haKustomization;
+    expect(kust.namespace).toBe(manifests.kustomization.namespace);
+    const present = (await readdir(join(DEPLOY, 'kubernetes-ha')))
+      .filter((f) => /\.ya?ml$/.test(f) && f !== 'kustomization.yaml')
+      .sort();
+    expect([...kust.resources].sort()).toEqual(['../kubernetes', ...present].sort());
+    expect(
+      rendered()
+        .map((o) => o.object.kind)
+        .sort(),
+    ).toEqual([
+      'DaemonSet',
+      'DaemonSet',
+      'DaemonSet',
+      'DaemonSet',
+      'Deployment',
+      'Namespace',
+      'Service',
+    ]);
+  });
+
+  it('runs 2 coordinators on the store from a Secret, Ready only as the leader, found through the Service by everyone', () => {
+    const objects = rendered();
+    const [set] = manifests.haObjects
+      .filter((o) => o.object.kind === 'Deployment')
+      .map((o) => check(deployment, o.object, `${o.file} Deployment`));
+    if (!set) throw new Error('no Deployment in deploy/kubernetes-ha');
+    expect(set.spec.replicas).toBe(2);
+    // A standby is never Ready: a rollout that waited for it would never end.
+    expect(set.spec.strategy.rollingUpdate.maxUnavailable).toBe('100%');
+    const pod = set.spec.template;
+    const coordinator = pod.spec.containers[0] as Container;
+    const where = 'deploy/kubernetes-ha Deployment';
+    expect(coordinator.args[0], where).toBe('coordinator');
+    // The store's URL (and its password) comes from a Secret, never from the arguments.
+    expect(coordinator.args.some((a) => a.startsWith('postgres'))).toBe(false);
+    expect(coordinator.args).not.toContain('--store');
+    const store = coordinator.env?.find((e) => e.name === 'BRAID_STORE');
+    expect(store?.valueFrom?.secretKeyRef).toEqual({ name: 'braid-store', key: 'url' });
+    // Readiness is the leader's alone (a standby's /readyz is 503); liveness holds for both.
+    expect(coordinator.readinessProbe?.httpGet).toEqual({ path: '/readyz', port: 'metrics' });
+    expect(coordinator.livenessProbe?.httpGet).toEqual({ path: '/healthz', port: 'metrics' });
+    expect(coordinator.startupProbe?.httpGet.path).toBe('/healthz');
+    const ports = new Map((coordinator.ports ?? []).map((p) => [p.name, p.containerPort]));
+    expect(ports.get('grpc')).toBe(portOf(argValue(coordinator.args, '--listen')));
+    expect(ports.get('metrics')).toBe(portOf(argValue(coordinator.args, '--metrics-listen')));
+    // The one Service selects these pods, on the same ports.
+    const services = objects.filter((o) => o.object.kind === 'Service');
+    expect(services).toHaveLength(1);
+    const svc = check(service, services[0]?.object, 'Service').spec;
+    for (const [k, v] of Object.entries(svc.selector)) {
+      expect(pod.metadata.labels[k], `selector ${k}`).toBe(v);
+    }
+    for (const [k, v] of Object.entries(set.spec.selector.matchLabels)) {
+      expect(pod.metadata.labels[k], `Deployment selector ${k}`).toBe(v);
+    }
+    for (const p of svc.ports) expect(ports.get(String(p.targetPort)), p.name).toBe(p.port);
+    // A standby names the Service as the leader; the agents of the base dial the same.
+    const grpc = svc.ports.find((p) => p.name === 'grpc');
+    const serviceAddress = `${services[0]?.object.metadata.name}.${manifests.haKustomization.namespace}.svc:${grpc?.port}`;
+    expect(argValue(coordinator.args, '--advertise')).toBe(serviceAddress);
+    for (const { object } of objects.filter((o) => o.object.kind === 'DaemonSet')) {
+      const agent = check(daemonSet, object, 'DaemonSet').spec.template.spec
+        .containers[0] as Container;
+      expect(argValue(agent.args, '--coordinator'), object.metadata.name).toBe(serviceAddress);
+    }
+    // Nothing on a volume: the data dir and /tmp (uploads spooled) are the pod's own.
+    const volumes = new Map((pod.spec.volumes ?? []).map((v) => [v.name, v]));
+    const mountOf = (path: string | undefined) =>
+      coordinator.volumeMounts?.find((m) => m.mountPath === path)?.name ?? '';
+    expect(volumes.get(mountOf(argValue(coordinator.args, '--data-dir')))?.emptyDir).toBeDefined();
+    expect(volumes.get(mountOf('/tmp'))?.emptyDir).toBeDefined();
+    const tls = pod.spec.volumes?.find((v) => v.secret?.secretName === 'braid-coordinator-tls');
+    const tlsDir = coordinator.volumeMounts?.find((m) => m.name === tls?.name)?.mountPath;
+    expect(dirname(argValue(coordinator.args, '--tls-cert') ?? '')).toBe(tlsDir);
+    expect(pod.spec.securityContext.runAsNonRoot).toBe(true);
+    expect(pod.spec.terminationGracePeriodSeconds * 1000).toBeGreaterThan(DEFAULTS.shutdownGraceMs);
+  });
+});
+
+describe('deploy/compose/compose-ha.yaml: two coordinators on PostgreSQL', () => {
+  it('both coordinators use the store without a password in the URL, advertise what they listen on, and the agent knows both', () => {
+    const { services } = manifests.composeHa;
+    expect(Object.keys(services).sort()).toEqual([
+      'agent',
+      'coordinator-a',
+      'coordinator-b',
+      'postgres',
+      'registry',
+    ]);
+    const postgres = services.postgres;
+    const pgPort = (postgres?.command ?? []).find((a) => a.startsWith('port='))?.slice(5);
+    expect(pgPort).toBeDefined();
+    expect(postgres?.healthcheck?.test).toContain('pg_isready');
+    const listens: string[] = [];
+    const metrics: string[] = [];
+    for (const name of ['coordinator-a', 'coordinator-b']) {
+      const svc = services[name];
+      const command = svc?.command ?? [];
+      expect(command[0], name).toBe('coordinator');
+      const url = argValue(command, '--store') ?? '';
+      expect(url, name).toBe(`postgres://braid@127.0.0.1:${pgPort}/braid?sslmode=disable`);
+      // The password reaches PostgreSQL's client from the environment, as PGPASSWORD.
+      expect(svc?.environment?.PGPASSWORD, name).toMatch(/^\$\{BRAID_PG_PASSWORD:\?/);
+      expect(postgres?.environment?.POSTGRES_PASSWORD).toBe(svc?.environment?.PGPASSWORD);
+      expect(argValue(command, '--advertise'), name).toBe(argValue(command, '--listen'));
+      listens.push(argValue(command, '--listen') ?? '');
+      metrics.push(argValue(command, '--metrics-listen') ?? '');
+      // /healthz: a standby's /readyz is 503, and the agent waits for both.
+      const health = svc?.healthcheck?.test.join(' ') ?? '';
+      expect(health, name).toContain(`http://${argValue(command, '--metrics-listen')}/healthz`);
+      expect(svc?.depends_on?.postgres?.condition, name).toBe('service_healthy');
+      expect(services.agent?.depends_on?.[name]?.condition).toBe('service_healthy');
+      expect(systemdSeconds(svc?.stop_grace_period ?? '0')).toBeGreaterThan(
+        DEFAULTS.shutdownGraceMs,
+      );
+    }
+    expect(new Set(listens).size).toBe(2);
+    expect(new Set(metrics).size).toBe(2);
+    expect(argValue(services.agent?.command ?? [], '--coordinator')).toBe(listens.join(','));
+    expect(services.agent?.group_add?.[0]).toMatch(/^\$\{DOCKER_GID:\?/);
   });
 });
 
@@ -571,15 +735,20 @@ describe('every flag and BRAID_* variable in deploy/ and docs/ci.md exists in th
       invocations.push(...shellInvocations(await text(file), rel(file)));
     }
     const argLists: Invocation[] = [];
-    for (const { file, object } of manifests.objects) {
+    for (const { file, object } of [...manifests.objects, ...manifests.haObjects]) {
       const spec = (object as { spec?: { template?: { spec?: { containers?: Container[] } } } })
         .spec;
       for (const c of spec?.template?.spec?.containers ?? [])
         argLists.push({ where: file, words: c.args });
     }
-    for (const [name, svc] of Object.entries(manifests.compose.services)) {
-      if (svc.command)
-        argLists.push({ where: `deploy/compose/compose.yaml ${name}`, words: svc.command });
+    for (const [file, compose] of [
+      ['deploy/compose/compose.yaml', manifests.compose],
+      ['deploy/compose/compose-ha.yaml', manifests.composeHa],
+    ] as const) {
+      for (const [name, svc] of Object.entries(compose.services)) {
+        if (svc.command && name !== 'postgres')
+          argLists.push({ where: `${file} ${name}`, words: svc.command });
+      }
     }
     // The CI scripts assemble `braid build` arguments in a list: every --flag in them is one of build's.
     const build = manifests.action.runs.steps.find((s) => s.id === 'build')?.run ?? '';

@@ -145,6 +145,24 @@ export const statefulSet = k8sObject.extend({
   }),
 });
 
+/** The coordinators of deploy/kubernetes-ha: replicas on one PostgreSQL store, nothing on a volume. */
+export const deployment = k8sObject.extend({
+  apiVersion: z.literal('apps/v1'),
+  kind: z.literal('Deployment'),
+  spec: z.strictObject({
+    replicas: z.number().int().min(2),
+    strategy: z.strictObject({
+      type: z.literal('RollingUpdate'),
+      rollingUpdate: z.strictObject({
+        maxSurge: z.union([z.number(), z.string()]),
+        maxUnavailable: z.union([z.number(), z.string()]),
+      }),
+    }),
+    selector,
+    template: podTemplate,
+  }),
+});
+
 export const daemonSet = k8sObject.extend({
   apiVersion: z.literal('apps/v1'),
   kind: z.literal('DaemonSet'),
@@ -193,6 +211,8 @@ export const kustomization = z.strictObject({
   namespace: name,
   labels: z.array(z.strictObject({ pairs: labels })).optional(),
   resources: z.array(z.string()).min(1),
+  /** Inline strategic-merge patches (the HA overlay deletes the base's StatefulSet). */
+  patches: z.array(z.strictObject({ patch: z.string().min(1) })).optional(),
   images: z
     .array(z.strictObject({ name: z.string(), newName: z.string(), newTag: z.string() }))
     .optional(),
