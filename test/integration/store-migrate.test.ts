@@ -2,7 +2,8 @@
  * `braid store migrate` (the real binary) copies a coordinator's SQLite
  * store — filled through the real store APIs: the build store, the file
  * context store and the token store — into a real PostgreSQL, and what
- * the PostgreSQL stores read back is what SQLite held. A target that holds
+ * the PostgreSQL stores read back is what SQLite held; a coordinator
+ * started on it lists the history and honours the tokens. A target that holds
  * builds, a running coordinator, a bad URL and a missing data dir are
  * refused in one line, and nothing is written.
  */
@@ -38,7 +39,7 @@ import {
   PlatformSchema,
 } from '../../src/gen/braid/v1/common_pb.js';
 import { parsePlatform } from '../../src/oci/platform.js';
-import { braid } from '../support/braid-cli.js';
+import { braid, startTestCoordinator } from '../support/braid-cli.js';
 import { startPostgres, type PostgresCluster } from '../support/postgres.js';
 
 const MiB = 1024 * 1024;
@@ -180,13 +181,13 @@ async function fillDataDir(dataDir: string, prefix: string) {
 
   let tick = 0;
   const tokens = new TokenStore(file, { clock: () => new Date(base + 100 * ++tick) });
-  tokens.create('api', `${prefix}-ci`);
+  const ci = tokens.create('api', `${prefix}-ci`);
   const join_ = tokens.create('join', `${prefix}-builders`);
-  tokens.create('api', `${prefix}-old`);
+  const old = tokens.create('api', `${prefix}-old`);
   tokens.revoke(`${prefix}-old`);
   tokens.touch(join_.record.id);
   tokens.close();
-  return { file, ids, contexts: digests };
+  return { file, ids, contexts: digests, apiToken: ci.token, revokedToken: old.token };
 }
 
 /** Every row of a target table as SQLite holds it: BIGINTs as numbers, no identity column. */
@@ -318,6 +319,44 @@ describe('braid store migrate', () => {
     expect(await targetRows(url, 'build_events', 'build_id, sequence')).toEqual(
       sourceRows(source.file, 'build_events', 'build_id, sequence'),
     );
+  }, 60_000);
+
+  it('a coordinator started on the migrated store lists the history and honours a token made on SQLite', async () => {
+    const dataDir = join(dir, 'served');
+    const source = await fillDataDir(dataDir, 'served');
+    const url = await cluster.createDatabase();
+    const migrated = await braid(['store', 'migrate', '--data-dir', dataDir, '--to', url]);
+    expect(migrated.code, migrated.stderr).toBe(0);
+    const coordinator = await startTestCoordinator('127.0.0.1:0', [
+      '--store',
+      url,
+      '--require-auth',
+    ]);
+    try {
+      const list = (token: string) =>
+        braid([
+          'builds',
+          '--coordinator',
+          coordinator.address,
+          '--token',
+          token,
+          '--output',
+          'json',
+        ]);
+      const listed = await list(source.apiToken);
+      expect(listed.code, listed.stderr).toBe(0);
+      const builds = listed.stdout
+        .trim()
+        .split('\n')
+        .map((line) => JSON.parse(line) as { id: string });
+      expect(builds.map((b) => b.id)).toEqual(['served-c', 'served-a', 'served-b']);
+      // The token revoked on SQLite stays revoked.
+      const refused = await list(source.revokedToken);
+      expect(refused.code).toBe(1);
+      expect(refused.stderr).toMatch(/^braid: unauthenticated: token "served-old" .* was revoked/);
+    } finally {
+      await coordinator.stop();
+    }
   }, 60_000);
 
   it('refuses a target that already holds builds in one line naming it without the password, and leaves it unchanged', async () => {
