@@ -3,8 +3,8 @@
  * build events, cache records, tokens) and its build contexts on disk
  * (`<dataDir>/contexts/sha256`) into a PostgreSQL store, for `braid store
  * migrate`. The source is read under an exclusive lock, so it is refused
- * while a coordinator (or `braid tokens`) has it open, and it is never
- * written. Rows are copied as stored (the same bytes, ids, sequences and
+ * while a coordinator (or `braid tokens`) has it open, and its contents
+ * are never changed. Rows are copied as stored (the same bytes, ids, sequences and
  * times), in the order they were made, and the target is written in one
  * transaction that commits only after every table's rows are counted
  * there: a failure leaves the target as it was.
