@@ -398,6 +398,12 @@ export async function startCoordinator(
       return { ready: false, reason: 'draining: the coordinator is stopping' };
     if (!serving) return { ready: false, reason: 'the gRPC server is not listening' };
     if (!store.isOpen()) return { ready: false, reason: 'the build store is closed' };
+    if (!term && leadership?.unreachable !== undefined) {
+      return {
+        ready: false,
+        reason: `standby: the store at ${redactedUrl(config.store ?? '')} is unreachable (${leadership.unreachable})`,
+      };
+    }
     if (!term) {
       const leader = leadership?.leaderSeen;
       return {

@@ -48,6 +48,8 @@ export class Leadership {
   private renewedAt = 0;
   /** The leader's address as last read from the store ('' before any). */
   leaderSeen = '';
+  /** Why the last try for the lock could not reach the store; undefined once it could. */
+  unreachable: string | undefined;
 
   constructor(
     private readonly url: string,
@@ -66,12 +68,20 @@ export class Leadership {
       if (signal.aborted) throw new BraidError('cancelled', 'stopped before leading');
       try {
         const term = await this.tryLead();
+        if (this.unreachable !== undefined) {
+          this.log.info({ store: redactedUrl(this.url) }, 'leader election: the store is back');
+        }
+        this.unreachable = undefined;
         if (term) return term;
       } catch (err) {
-        this.log.warn(
-          { store: redactedUrl(this.url), err: errorLine(err) },
-          'leader election: the store is unreachable; trying again',
-        );
+        // Said once per outage, not once per poll.
+        if (this.unreachable === undefined) {
+          this.log.warn(
+            { store: redactedUrl(this.url), err: errorLine(err) },
+            'leader election: the store is unreachable; trying again every poll',
+          );
+        }
+        this.unreachable = errorLine(err);
         await this.dropClient();
       }
       await abortableSleep(this.settings.pollMs, signal);

@@ -375,7 +375,9 @@ export class PgBuildStore implements BuildStore {
     writes: readonly StoreWrite[],
     epoch: bigint | undefined,
   ): Promise<void> {
-    const client = await this.pool.connect();
+    const client = await this.pool.connect().catch((err: unknown) => {
+      throw unreachableAs(err, this.where);
+    });
     let broken: Error | undefined;
     try {
       await client.query('BEGIN');
@@ -409,7 +411,7 @@ export class PgBuildStore implements BuildStore {
           // A connection that cannot roll back is not given to the next caller.
           broken = rollbackErr instanceof Error ? rollbackErr : new Error(String(rollbackErr));
         });
-        throw err;
+        throw unreachableAs(err, this.where);
       }
     } finally {
       client.release(broken);
@@ -417,8 +419,12 @@ export class PgBuildStore implements BuildStore {
   }
 
   private async rows<R extends pg.QueryResultRow>(text: string, values: unknown[]): Promise<R[]> {
-    const result = await this.pool.query<R>(named({ text, values }));
-    return result.rows;
+    try {
+      const result = await this.pool.query<R>(named({ text, values }));
+      return result.rows;
+    } catch (err) {
+      throw unreachableAs(err, this.where);
+    }
   }
 
   private async migrate(): Promise<void> {
@@ -530,6 +536,38 @@ function update(table: 'builds' | 'jobs', columns: Record<string, unknown>, id: 
       values: [...Object.values(columns), id],
     },
   ];
+}
+
+/** SQLSTATE classes and codes of a database that cannot be reached or is going away. */
+const UNREACHABLE_SQLSTATE = /^(08|57P0[1-3]|53300)/;
+/** Node's errors of a connection that failed or could not be made. */
+const UNREACHABLE_ERRNO = new Set([
+  'ECONNREFUSED',
+  'ECONNRESET',
+  'ETIMEDOUT',
+  'EPIPE',
+  'EHOSTUNREACH',
+  'ENOTFOUND',
+]);
+
+/**
+ * A failure to reach the store as StoreUnavailableError (UNAVAILABLE: the
+ * caller may try again, and a client resumes); anything else as it was.
+ */
+export function unreachableAs(err: unknown, where: string): unknown {
+  if (err instanceof BraidError) return err;
+  const code = (err as { code?: unknown }).code;
+  const message = firstLine(err);
+  const unreachable =
+    (typeof code === 'string' &&
+      (UNREACHABLE_SQLSTATE.test(code) || UNREACHABLE_ERRNO.has(code))) ||
+    // pg's own: a connection ended under a query, or none free within the connect timeout.
+    /^Connection terminated|timeout exceeded when trying to connect|Client has encountered a connection error/i.test(
+      message,
+    );
+  return unreachable
+    ? new StoreUnavailableError(`the store at ${where} is unreachable: ${message}`, { cause: err })
+    : err;
 }
 
 function firstLine(err: unknown): string {

@@ -4,12 +4,14 @@
  * both addresses) reconnect to it and report the jobs they hold, and every
  * build succeeds through it. No finished job is built again, every tag
  * points at a complete index, and each `braid build` watching its build
- * (also given both addresses) sees every event once, in order.
+ * (also given both addresses) sees every event once, in order. Then the
+ * same with the database itself stopped for 20 s mid-build: no coordinator
+ * is ready while it is down, and every build still succeeds once.
  */
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { pushBaseImage } from '../support/base-image.js';
 import { BRAID_BIN, braid, cleanEnv } from '../support/braid-cli.js';
 import { requireCommand, requireEngine, requireQemu } from '../support/components.js';
@@ -29,12 +31,19 @@ RUN echo "\${TARGETARCH} \${N}" > /arch
 
 const BUILDS = 3;
 
+interface Coordinator {
+  address: string;
+  /** Its /readyz and /metrics, HOST:PORT. */
+  probe: string;
+  process: Started;
+}
+
 describe('the leading coordinator killed with builds in flight, a standby on the same PostgreSQL', () => {
   let postgres: PostgresCluster;
   let registry: TestRegistry;
   let dir: string;
   let skopeo: string;
-  const coordinators: { address: string; process: Started }[] = [];
+  const coordinators: Coordinator[] = [];
   const agents: TestAgent[] = [];
   const builds: Started[] = [];
 
@@ -58,10 +67,12 @@ describe('the leading coordinator killed with builds in flight, a standby on the
     if (dir) await rm(dir, { recursive: true, force: true });
   });
 
-  it('finishes all three builds through the standby, rebuilding nothing', async () => {
+  /** Two coordinators on one new database, two agents given both; returns the leader. */
+  async function startFarm(): Promise<{ both: string; leader: Coordinator }> {
     const url = await postgres.createDatabase();
     for (const name of ['a', 'b']) {
       const address = `127.0.0.1:${await freePort()}`;
+      const probe = `127.0.0.1:${await freePort()}`;
       const proc = startProcess(
         process.execPath,
         [
@@ -69,6 +80,8 @@ describe('the leading coordinator killed with builds in flight, a standby on the
           'coordinator',
           '--listen',
           address,
+          '--metrics-listen',
+          probe,
           '--data-dir',
           join(dir, `data-${name}`),
           '--store',
@@ -84,23 +97,22 @@ describe('the leading coordinator killed with builds in flight, a standby on the
         ],
         { env: cleanEnv() },
       );
-      coordinators.push({ address, process: proc });
+      coordinators.push({ address, probe, process: proc });
       await proc.waitForStdout(/^listening /m, 30_000);
     }
     const both = coordinators.map((c) => c.address).join(',');
     agents.push(await startTestAgent(both, 'f1'), await startTestAgent(both, 'f2'));
     await waitForAgents(both, ['f1', 'f2']);
-    const leaderOf = async () => {
-      for (const c of coordinators) {
-        const listed = await braid(['agents', '--output', 'json', '--coordinator', c.address]);
-        if (listed.code === 0 && listed.stdout.includes('"f1"')) return c;
-      }
-      return undefined;
-    };
-    const leader = await leaderOf();
-    expect(leader, 'a coordinator with both agents joined').toBeDefined();
+    for (const c of coordinators) {
+      const listed = await braid(['agents', '--output', 'json', '--coordinator', c.address]);
+      if (listed.code === 0 && listed.stdout.includes('"f1"')) return { both, leader: c };
+    }
+    throw new Error('no coordinator has both agents joined');
+  }
 
-    const tags = Array.from({ length: BUILDS }, (_, i) => `${registry.host}/team/failover:${i}`);
+  /** BUILDS builds of two platforms, each followed by `braid build` given both addresses. */
+  function submitBuilds(both: string, name: string): string[] {
+    const tags = Array.from({ length: BUILDS }, (_, i) => `${registry.host}/team/${name}:${i}`);
     for (const [i, tag] of tags.entries()) {
       builds.push(
         startProcess(
@@ -127,7 +139,11 @@ describe('the leading coordinator killed with builds in flight, a standby on the
         ),
       );
     }
-    // Killed once some platform has finished and some is still building.
+    return tags;
+  }
+
+  /** The builds' ids, once some platform has finished and some is still building. */
+  async function midBuild(both: string): Promise<Set<string>> {
     const ids = new Set<string>();
     const deadline = Date.now() + 180_000;
     let states: string[] = [];
@@ -145,8 +161,16 @@ describe('the leading coordinator killed with builds in flight, a standby on the
     }
     expect(states).toContain('succeeded');
     expect(states).toContain('running');
-    await leader?.process.stop('SIGKILL');
+    return ids;
+  }
 
+  /** Every build succeeded once, each tag on a complete index, each watcher saw every event once. */
+  async function expectAllSucceeded(
+    fault: string,
+    both: string,
+    ids: Set<string>,
+    tags: string[],
+  ): Promise<void> {
     const exits = await Promise.all(builds.map((b) => b.exited));
     const statuses = await Promise.all([...ids].map((id) => buildStatus(both, id)));
     const tagStates = await Promise.all(
@@ -159,7 +183,7 @@ describe('the leading coordinator killed with builds in flight, a standby on the
         .filter((l) => l.includes('"job succeeded"')),
     );
     await recordFault({
-      fault: 'leader coordinator SIGKILLed mid-build; standby on PostgreSQL takes over',
+      fault,
       attempted: BUILDS,
       succeeded: statuses.filter((s) => s?.state === 'succeeded').length,
       failedCleanly: 0,
@@ -173,7 +197,7 @@ describe('the leading coordinator killed with builds in flight, a standby on the
     // Nothing ran twice: every job finished on its first attempt, each once.
     for (const status of statuses) expect(status?.jobs.map((j) => j.attempt)).toEqual([1, 1]);
     expect(succeededLines).toHaveLength(BUILDS * 2);
-    // Each watcher resumed its stream at the new leader: every sequence once, in order.
+    // Each watcher resumed its stream: every sequence once, in order.
     for (const build of builds) {
       const sequences = build
         .stderr()
@@ -182,5 +206,56 @@ describe('the leading coordinator killed with builds in flight, a standby on the
         .map((l) => Number((JSON.parse(l) as { sequence: string }).sequence));
       expect(sequences).toEqual(Array.from({ length: sequences.length }, (_, i) => i + 1));
     }
+  }
+
+  /** What a coordinator's /readyz answers: its status code. */
+  async function readyz(c: Coordinator): Promise<number> {
+    const response = await fetch(`http://${c.probe}/readyz`, {
+      signal: AbortSignal.timeout(5000),
+    });
+    await response.text();
+    return response.status;
+  }
+
+  afterEach(async () => {
+    for (const build of builds.splice(0)) await build.stop('SIGKILL').catch(() => undefined);
+    for (const agent of agents.splice(0)) await agent.stop('SIGKILL').catch(() => undefined);
+    for (const c of coordinators.splice(0)) await c.process.stop('SIGKILL').catch(() => undefined);
+  });
+
+  it('finishes all three builds through the standby, rebuilding nothing', async () => {
+    const { both, leader } = await startFarm();
+    const tags = submitBuilds(both, 'failover');
+    const ids = await midBuild(both);
+    await leader.process.stop('SIGKILL');
+    await expectAllSucceeded(
+      'leader coordinator SIGKILLed mid-build; standby on PostgreSQL takes over',
+      both,
+      ids,
+      tags,
+    );
+  });
+
+  it('carries every build through PostgreSQL stopped for 20 s mid-build, not ready meanwhile', async () => {
+    const { both } = await startFarm();
+    const tags = submitBuilds(both, 'pg-restart');
+    const ids = await midBuild(both);
+    await postgres.down();
+    const downAt = Date.now();
+    // Without its database no coordinator is ready: a load balancer sends nothing to it.
+    const answers: number[] = [];
+    try {
+      while (Date.now() - downAt < 20_000) {
+        answers.push(...(await Promise.all(coordinators.map(readyz))));
+        await new Promise((r) => setTimeout(r, 1000));
+      }
+    } finally {
+      await postgres.up();
+    }
+    // The first answers may come before the coordinators noticed; after that, none is ready.
+    expect(answers.slice(-2 * coordinators.length)).toEqual(
+      Array(2 * coordinators.length).fill(503),
+    );
+    await expectAllSucceeded('PostgreSQL stopped for 20 s mid-build', both, ids, tags);
   });
 });

@@ -224,6 +224,7 @@ export async function runBuild(
   let after = 0n;
   try {
     for (let attempt = 0; ; attempt++) {
+      const resumedAfter = after;
       try {
         for await (const { event } of client.watchBuild({
           buildId,
@@ -236,7 +237,9 @@ export async function runBuild(
         }
         break;
       } catch (err) {
-        // A dropped stream resumes where it stopped: no event is lost.
+        // A dropped stream resumes where it stopped: no event is lost. A stream
+        // that delivered events before it dropped starts the count again.
+        if (after > resumedAfter) attempt = 0;
         if (watchDropped(err) && attempt < WATCH_RECONNECTS) {
           await new Promise((r) =>
             setTimeout(r, backoffDelayMs(WATCH_RETRY, attempt + 1, Math.random)),
