@@ -1,10 +1,10 @@
 /**
  * braid.v1.BuildService: what the CLI and CI call.
  */
-import { BuildService } from '../gen/braid/v1/build_pb.js';
+import { BuildService, type Build, type SubmitBuildRequest } from '../gen/braid/v1/build_pb.js';
 import { BraidError } from '../errors.js';
 import type { Logger } from '../log.js';
-import type { ImplOf } from '../rpc/service.js';
+import type { CallIdentity, ImplOf } from '../rpc/service.js';
 import type { AgentRegistry } from './agent-registry.js';
 import type { BuildContexts } from './contexts.js';
 import type { CoordinatorMetrics } from './metrics.js';
@@ -15,6 +15,11 @@ import type { BuildReads } from './stored-builds.js';
 export function buildService(deps: {
   /** The orchestrator of the current term; throws (UNAVAILABLE) on a standby. */
   orchestrator: () => Orchestrator;
+  /**
+   * Takes a submission: the leader's orchestrator, or a standby storing it
+   * for the leader (or refusing, naming the leader, when it cannot).
+   */
+  submit: (request: SubmitBuildRequest, submitter: CallIdentity | undefined) => Promise<Build>;
   /**
    * Who answers reads now: the leader's orchestrator (with a signal aborted
    * when its term ends), or the store on a standby.
@@ -60,10 +65,7 @@ export function buildService(deps: {
     async submitBuild(request, ctx) {
       if (deps.stopping.aborted)
         throw new BraidError('unavailable', 'the coordinator is shutting down');
-      const build = await deps
-        .orchestrator()
-        .submit(request.spec ?? ({} as never), request.requestId, request.secrets, ctx.identity);
-      return { build };
+      return { build: await deps.submit(request, ctx.identity) };
     },
     forwardSsh(requests, ctx) {
       return deps.sshRelay.serveClient(

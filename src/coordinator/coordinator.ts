@@ -31,7 +31,7 @@ import type { BuildContexts } from './contexts.js';
 import { EventLog, buildStateSeverity } from './event-log.js';
 import { startProbeServer, type ProbeServer, type Readiness } from './http-probe-server.js';
 import { CoordinatorMetrics, meteredRegistry } from './metrics.js';
-import { Orchestrator } from './orchestrator.js';
+import { newBuildId, Orchestrator } from './orchestrator.js';
 import { SshRelay } from './ssh-relay.js';
 import { pushPreflightFor } from './push-preflight.js';
 import { SqliteBuildStore } from './sqlite-build-store.js';
@@ -45,6 +45,8 @@ import { systemService } from './system-service.js';
 import { newToken } from './token-format.js';
 import { TokenStore, type TokenBook } from './token-store.js';
 import type { PgListener } from './pg-notify.js';
+import { CHANNELS } from './pg-channels.js';
+import { needsLeader, prepareSubmission, submitToStore } from './submission.js';
 
 /** Where the agent of `braid serve` joins: a private socket and a token that live with this process. */
 export interface LocalAgentAccess {
@@ -230,16 +232,25 @@ export async function startCoordinator(
     });
   /** This coordinator's term while it leads; undefined while it stands by. */
   let term:
-    { orchestrator: Orchestrator; deadlines: NodeJS.Timeout; ended: AbortController } | undefined;
+    | {
+        orchestrator: Orchestrator;
+        deadlines: NodeJS.Timeout;
+        ended: AbortController;
+        stopAdopting?: () => void;
+      }
+    | undefined;
   const beginTerm = async (orchestrator: Orchestrator) => {
     await orchestrator.recover();
     const deadlines = setInterval(() => orchestrator.checkDeadlines(), 1000);
     deadlines.unref();
     term = { orchestrator, deadlines, ended: new AbortController() };
+    // On a shared store, builds submitted through a standby are taken in when it notifies.
+    if (notifications) term.stopAdopting = adoptStoredBuilds(orchestrator, notifications, log);
   };
   const endTerm = (why: string) => {
     if (!term) return;
     clearInterval(term.deadlines);
+    term.stopAdopting?.();
     // Its watch streams end UNAVAILABLE: their clients resume at the leader.
     term.ended.abort();
     term = undefined;
@@ -339,6 +350,24 @@ export async function startCoordinator(
         BuildService,
         buildService({
           orchestrator: lead,
+          submit: (request, submitter) => {
+            const spec = request.spec ?? ({} as never);
+            if (term)
+              return term.orchestrator.submit(spec, request.requestId, request.secrets, submitter);
+            // A standby on the shared store stores the build for the leader, which adopts it.
+            if (!shared || needsLeader(request.spec, request.secrets))
+              return Promise.reject(new StandbyError(leadership?.leaderSeen || undefined));
+            return prepareSubmission(spec, request.requestId, request.secrets, {
+              contexts,
+              checkPush: pushPreflight && ((tags) => pushPreflight.checkTags(tags)),
+              newId: newBuildId,
+              clock: () => new Date(),
+            }).then((submission) =>
+              submitToStore(submission, (writes) =>
+                shared.commitAnnounced(writes, CHANNELS.submitted, submission.record.id),
+              ),
+            );
+          },
           reads: () =>
             term
               ? { reads: term.orchestrator, termEnded: term.ended.signal }
@@ -479,6 +508,7 @@ export async function startCoordinator(
       stopping.abort();
       const last = term?.orchestrator;
       if (term) clearInterval(term.deadlines);
+      term?.stopAdopting?.();
       for (const session of agents.all()) session.close('coordinator stopping');
       await running.stop(graceMs);
       serving = false;
@@ -509,6 +539,31 @@ async function openBuildStore(
   if (url === undefined) return new SqliteBuildStore(join(dataDir, 'braid.db'));
   const { PgBuildStore } = await import('./pg-build-store.js');
   return PgBuildStore.open(url, { log });
+}
+
+/**
+ * The leader takes in builds that standbys stored: when its term begins,
+ * when a standby notifies (NOTIFY is sent in the standby's transaction, so
+ * a listening leader cannot miss it), and when notifications resume after
+ * their connection failed (some may have been lost then). Returns what
+ * stops it (the term's end).
+ */
+function adoptStoredBuilds(
+  orchestrator: Orchestrator,
+  notifications: PgListener,
+  log: Logger,
+): () => void {
+  const sweep = () => {
+    orchestrator.adoptStored().catch((err: unknown) => {
+      log.warn({ err: errorLine(err) }, 'could not take in the builds standbys stored');
+    });
+  };
+  const unsubscribe = notifications.subscribe(CHANNELS.submitted, {
+    notified: sweep,
+    resumed: sweep,
+  });
+  sweep();
+  return unsubscribe;
 }
 
 /**

@@ -76,6 +76,22 @@ export class LiveBuilds {
     return unfinished;
   }
 
+  /**
+   * Builds the store holds in flight that memory does not (stored by a
+   * standby), taken in as load() takes them; `skip` names builds not to
+   * take (ended here, their final state maybe not yet stored). Returns those taken.
+   */
+  async adopt(skip: ReadonlySet<string>): Promise<UnfinishedBuild[]> {
+    const taken: UnfinishedBuild[] = [];
+    for (const unfinished of await this.store.unfinishedBuilds()) {
+      const { build, jobs, lastSequence } = unfinished;
+      if (this.builds.has(build.id) || skip.has(build.id)) continue;
+      this.insert(build, jobs, lastSequence + 1n);
+      taken.push(unfinished);
+    }
+    return taken;
+  }
+
   onJobChange(listener: JobListener): void {
     this.listeners.push(listener);
   }

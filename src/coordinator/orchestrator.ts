@@ -10,7 +10,6 @@ import { randomBytes } from 'node:crypto';
 import { create } from '@bufbuild/protobuf';
 import {
   BuildState,
-  CacheType,
   LogSource,
   type Build,
   type BuildEvent,
@@ -21,11 +20,10 @@ import { ImageDescriptorSchema, JobState } from '../gen/braid/v1/common_pb.js';
 import { BraidError } from '../errors.js';
 import type { Logger } from '../log.js';
 import { formatPlatform, platformsEqual, type Platform } from '../oci/platform.js';
-import { formatReference, parseReference, type ImageReference } from '../oci/reference.js';
+import type { ImageReference } from '../oci/reference.js';
 import type { RegistryClient } from '../oci/registry.js';
 import type { PublishOptions } from '../oci/stitch.js';
 import { fromProtoPlatform, toProtoPlatform } from '../rpc/platform.js';
-import { requestIdFor } from '../rpc/request-id.js';
 import type { CallIdentity } from '../rpc/service.js';
 import type { AgentRegistry, AgentSession } from './agent-registry.js';
 import { BuildEvents } from './build-events.js';
@@ -36,25 +34,18 @@ import { DEFAULT_LIMITS, JobLifecycle, type OrchestratorLimits } from './job-lif
 import type { BuildObserver } from './metrics.js';
 import { Placement } from './placement.js';
 import type { ProvenanceSettings } from './provenance-writer.js';
-import { checkJobs } from './reproducibility-check.js';
+import { prepareSubmission } from './submission.js';
 import {
   anyCapable,
   DEFAULT_CACHE_AFFINITY,
   schedule,
   type CacheAffinitySettings,
 } from './scheduler.js';
-import { SecretVault, checkSecrets, type BuildSecretValue } from './secret-vault.js';
-import { validateSpec } from './spec-validation.js';
+import { SecretVault, type BuildSecretValue } from './secret-vault.js';
 import type { SshJob, SshRelay } from './ssh-relay.js';
 import { StitchStep } from './stitch-step.js';
 import { LiveBuilds } from './live-builds.js';
-import {
-  buildToProto,
-  queuedJob,
-  type BuildRecord,
-  type BuildStore,
-  type JobRecord,
-} from './store.js';
+import { buildToProto, type BuildStore, type JobRecord } from './store.js';
 import { TERMINAL_BUILD_STATES, TERMINAL_JOB_STATES } from './transitions.js';
 
 export { DEFAULT_LIMITS, type OrchestratorLimits } from './job-lifecycle.js';
@@ -91,7 +82,7 @@ export interface OrchestratorDeps {
 
 const MAX_LOG_LINE_CHARS = 4096;
 
-function newBuildId(): string {
+export function newBuildId(): string {
   return `b${Date.now().toString(36)}${randomBytes(4).toString('hex')}`;
 }
 
@@ -110,6 +101,12 @@ export class Orchestrator {
   private readonly stitching: StitchStep;
   /** The builds in flight, in memory; the store's only writer. */
   readonly live: LiveBuilds;
+  /** Builds ended since the last adoption sweep began (not to be taken in again). */
+  private readonly ended = new Set<string>();
+  private adopting: Promise<number> | undefined;
+  private adoptAgain = false;
+  /** Set by the first sweep: only a leader on a shared store remembers ended builds. */
+  private adoptsStored = false;
 
   constructor(private readonly deps: OrchestratorDeps) {
     this.limits = { ...DEFAULT_LIMITS, ...deps.limits };
@@ -133,6 +130,7 @@ export class Orchestrator {
       observer: deps.observer,
       onBuildState: deps.onBuildState,
       onBuildEnded: (buildId) => {
+        if (this.adoptsStored) this.ended.add(buildId);
         this.specs.forget(buildId);
         this.secrets.forget(buildId);
         this.deps.sshRelay?.forget(buildId);
@@ -192,6 +190,41 @@ export class Orchestrator {
     }
   }
 
+  /**
+   * Takes in the builds a standby stored (submitToStore) that this leader
+   * does not hold yet; called when notified of one, and now and then in
+   * case a notification was lost. Sweeps run one at a time.
+   */
+  adoptStored(): Promise<number> {
+    this.adoptsStored = true;
+    if (this.adopting) {
+      this.adoptAgain = true;
+      return this.adopting;
+    }
+    this.adopting = (async () => {
+      let taken = 0;
+      try {
+        do {
+          this.adoptAgain = false;
+          // What ended before this point is stored as ended; what ends from now is skipped.
+          await this.live.flushed();
+          this.ended.clear();
+          const adopted = await this.live.adopt(this.ended);
+          for (const { build, jobs } of adopted) {
+            this.deps.observer?.jobsQueued(jobs, build.createdAt);
+            this.lifecycle.buildLog(build.id).info('build submitted through a standby');
+          }
+          taken += adopted.length;
+          if (adopted.length > 0) this.scheduleQueued();
+        } while (this.adoptAgain);
+        return taken;
+      } finally {
+        this.adopting = undefined;
+      }
+    })();
+    return this.adopting;
+  }
+
   // --- builds ------------------------------------------------------------------
 
   async submit(
@@ -200,57 +233,25 @@ export class Orchestrator {
     secrets: readonly BuildSecretValue[] = [],
     submitter?: CallIdentity,
   ): Promise<Build> {
-    const valid = validateSpec(spec);
-    const secretIds = checkSecrets(secrets);
-    const requestId = requestIdFor(sentRequestId);
-    if ((await this.deps.contexts.size(spec.contextDigest)) === undefined) {
-      throw new BraidError(
-        'failed_precondition',
-        `context ${spec.contextDigest} has not been uploaded`,
-      );
-    }
-    if (!(await this.deps.contexts.hasFile(spec.contextDigest, valid.dockerfile))) {
-      throw new BraidError(
-        'invalid_argument',
-        `Dockerfile "${valid.dockerfile}" is not in context ${spec.contextDigest}`,
-      );
-    }
-    const id = this.newId();
-    const jobs: JobRecord[] = valid.platforms.map((platform, i) =>
-      queuedJob(`${id}-${i + 1}`, id, platform),
-    );
-    // --check-reproducible: a second build of every platform to compare with.
-    if (spec.checkReproducible) jobs.push(...checkJobs(id, jobs));
-    // A platform nobody can build fails the submit at once: nothing is stored.
-    const views = this.deps.agents.views();
-    const unbuildable = jobs.filter((j) => !anyCapable(views, j.platform, valid.policy));
-    const impossible = schedule(
-      unbuildable.map((j) => ({ jobId: j.id, platform: j.platform, policy: valid.policy })),
-      views,
-    ).filter((p) => p.kind === 'impossible');
-    if (impossible.length > 0) {
-      throw new BraidError('failed_precondition', impossible.map((p) => p.reason).join('; '));
-    }
-    await this.deps.checkPush?.(valid.tags);
-    // The cache refs too: a refused cache push would fail the stitch after every platform built.
-    const cacheRefs = spec.cacheTo
-      .filter((c) => c.type === CacheType.REGISTRY)
-      .map((c) => parseReference(c.ref));
-    if (cacheRefs.length > 0)
-      await this.deps.checkPush?.(cacheRefs).catch((err: unknown) => {
-        throw err instanceof BraidError
-          ? new BraidError(err.code, `--cache-to: ${err.message}`, { cause: err })
-          : err;
-      });
-    const record: BuildRecord = {
-      id,
-      // The ids are the coordinator's to set: they say which values it must hold.
-      spec: { ...spec, dockerfile: valid.dockerfile, secretIds },
-      state: BuildState.QUEUED,
-      createdAt: this.clock(),
-      error: '',
-      requestId,
-    };
+    const { valid, record, jobs, queued } = await prepareSubmission(spec, sentRequestId, secrets, {
+      contexts: this.deps.contexts,
+      checkPush: this.deps.checkPush,
+      newId: this.newId,
+      clock: this.clock,
+      // A platform nobody can build fails the submit at once: nothing is stored.
+      refuseUnbuildable: (all, checked) => {
+        const views = this.deps.agents.views();
+        const unbuildable = all.filter((j) => !anyCapable(views, j.platform, checked.policy));
+        const impossible = schedule(
+          unbuildable.map((j) => ({ jobId: j.id, platform: j.platform, policy: checked.policy })),
+          views,
+        ).filter((p) => p.kind === 'impossible');
+        if (impossible.length > 0) {
+          throw new BraidError('failed_precondition', impossible.map((p) => p.reason).join('; '));
+        }
+      },
+    });
+    const id = record.id;
     // Its jobs join the queue under the build's policy.
     this.specs.remember(id, valid);
     // The build, its jobs and its first event are stored together.
@@ -258,10 +259,7 @@ export class Orchestrator {
       this.live.createBuild(record, jobs);
       this.events.append(id, {
         case: 'buildState',
-        value: {
-          state: BuildState.QUEUED,
-          message: `build queued: ${valid.platforms.map(formatPlatform).join(', ')} -> ${valid.tags.map(formatReference).join(', ')}`,
-        },
+        value: { state: BuildState.QUEUED, message: queued },
       });
     });
     this.secrets.keep(id, secrets);

@@ -17,7 +17,7 @@ import { BraidError } from '../errors.js';
 import type { Logger } from '../log.js';
 import { redactedUrl } from '../pg-url.js';
 import type { CacheRecord } from './scheduler.js';
-import { CHANNELS } from './pg-notify.js';
+import { CHANNELS, type Channel } from './pg-notify.js';
 import { latestVersion, pendingMigrations, type Migration } from './store-schema.js';
 import type { BuildRecord, BuildStore, JobRecord, StoreWrite, UnfinishedBuild } from './store.js';
 import {
@@ -289,9 +289,22 @@ export class PgBuildStore implements BuildStore {
     return this.commitIn(writes, undefined);
   }
 
-  private commitIn(writes: readonly StoreWrite[], epoch: bigint | undefined): Promise<void> {
+  /**
+   * A commit of a coordinator that does not lead (a submission through a
+   * standby), with `NOTIFY channel, payload` in the same transaction: the
+   * leader hears of it once it is stored.
+   */
+  commitAnnounced(writes: readonly StoreWrite[], channel: Channel, payload: string): Promise<void> {
+    return this.commitIn(writes, undefined, { channel, payload });
+  }
+
+  private commitIn(
+    writes: readonly StoreWrite[],
+    epoch: bigint | undefined,
+    announce?: { channel: Channel; payload: string },
+  ): Promise<void> {
     if (!this.open) return Promise.reject(new Error(`the store at ${this.where} is closed`));
-    const run = this.tail.then(() => this.transaction(writes, epoch));
+    const run = this.tail.then(() => this.transaction(writes, epoch, announce));
     this.tail = run.catch(() => undefined);
     return run;
   }
@@ -374,6 +387,7 @@ export class PgBuildStore implements BuildStore {
   private async transaction(
     writes: readonly StoreWrite[],
     epoch: bigint | undefined,
+    announce?: { channel: Channel; payload: string },
   ): Promise<void> {
     const client = await this.pool.connect().catch((err: unknown) => {
       throw unreachableAs(err, this.where);
@@ -404,6 +418,9 @@ export class PgBuildStore implements BuildStore {
               values: [CHANNELS.buildEvents, followed],
             }),
           );
+        }
+        if (announce) {
+          await client.query('SELECT pg_notify($1, $2)', [announce.channel, announce.payload]);
         }
         await client.query('COMMIT');
       } catch (err) {

@@ -12,18 +12,9 @@ import { errorLine } from '../errors.js';
 import type { Logger } from '../log.js';
 import { backoffDelayMs, type RetryPolicy } from '../oci/retry.js';
 import { redactedUrl } from '../pg-url.js';
+import { CHANNELS, type Channel } from './pg-channels.js';
 
-/** The channels braid notifies on; each is also a LISTEN identifier. */
-export const CHANNELS = {
-  /** A token was created, revoked or rotated. */
-  tokens: 'braid_tokens',
-  /** Events of a build were stored; the payload is the build's id. */
-  buildEvents: 'braid_build_events',
-  /** A build was submitted through a standby; the payload is its id. */
-  submitted: 'braid_submitted',
-} as const;
-
-export type Channel = (typeof CHANNELS)[keyof typeof CHANNELS];
+export { CHANNELS, type Channel };
 
 export interface Subscriber {
   /** A notification on the channel. */

@@ -38,6 +38,48 @@ describe('the coordinator on a PostgreSQL store', () => {
     if (dataDir) await rm(dataDir, { recursive: true, force: true });
   });
 
+  it('takes a build submitted through a standby: stored there, built by the leader, followed on the standby', async () => {
+    // The farm's coordinator leads; this one, on the same database, stands by.
+    const standby = await startTestCoordinator('127.0.0.1:0', ['--store', url]);
+    try {
+      const refused = await braid(['agents', '--coordinator', standby.address]);
+      expect(refused.code).toBe(1);
+      expect(refused.stderr).toContain('standby coordinator: the leader is');
+      const tag = `${farm.registry.host}/team/pg-standby:1`;
+      // Only the standby's address: the CLI uploads, submits and follows there.
+      const built = await braid(
+        [
+          'build',
+          farm.dir,
+          '-t',
+          tag,
+          '--platform',
+          'linux/amd64',
+          '--progress',
+          'json',
+          '--coordinator',
+          standby.address,
+        ],
+        { timeoutMs: 300_000 },
+      );
+      expect(built.code, built.stderr).toBe(0);
+      const events = built.stderr
+        .split('\n')
+        .filter((l) => l.startsWith('{'))
+        .map((l) => JSON.parse(l) as { sequence: string; type: string; agent?: string });
+      // Every event once, in order, from the queued one the standby stored to the end.
+      expect(events.map((e) => Number(e.sequence))).toEqual(events.map((_, i) => i + 1));
+      expect(events.some((e) => e.type === 'job-state' && e.agent === 'pg1')).toBe(true);
+      const index = await farm.raw<{ manifests: { platform?: { architecture: string } }[] }>(tag);
+      expect(index.manifests.map((m) => m.platform?.architecture)).toContain('amd64');
+      expect(farm.coordinator.process.stdout() + farm.coordinator.process.stderr()).toContain(
+        'build submitted through a standby',
+      );
+    } finally {
+      await standby.stop();
+    }
+  });
+
   it('stores a build, its jobs and its events in the database, and another coordinator serves them', async () => {
     const tag = `${farm.registry.host}/team/pg-store:1`;
     const built = await braid(

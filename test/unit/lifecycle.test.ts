@@ -20,6 +20,7 @@ import type { RegistryClient } from '../../src/oci/registry.js';
 import { AgentRegistry, type AgentSession } from '../../src/coordinator/agent-registry.js';
 import type { ContextStore } from '../../src/coordinator/context-store.js';
 import { Orchestrator, type OrchestratorLimits } from '../../src/coordinator/orchestrator.js';
+import { prepareSubmission, submitToStore } from '../../src/coordinator/submission.js';
 import { SqliteBuildStore } from '../../src/coordinator/sqlite-build-store.js';
 import type { BuildRecord, JobRecord } from '../../src/coordinator/store.js';
 import {
@@ -463,6 +464,62 @@ describe('a coordinator restart', () => {
     expect(await after.job(`${id}-1`)).toMatchObject({ state: JobState.QUEUED, attempt: 2 });
     const other = after.connect('a2', 'amd64');
     expect(other.assigned()).toEqual([`${id}-1`]);
+  });
+});
+
+describe('builds a standby stored', () => {
+  it('are taken in once, placed, and their events continue after the stored one', async () => {
+    const farm = newFarm();
+    const session = farm.connect('a1', 'amd64');
+    // A standby on the same store: the build, its job and its queued event, nothing in memory.
+    const standby = new SqliteBuildStore(farm.dbFile);
+    const submission = await prepareSubmission(
+      create(BuildSpecSchema, {
+        contextDigest: DIGEST,
+        platforms: [{ os: 'linux', architecture: 'amd64' }],
+        tags: ['127.0.0.1:5000/app:1'],
+      }),
+      '',
+      [],
+      {
+        contexts: {
+          size: () => Promise.resolve(100),
+          hasFile: () => Promise.resolve(true),
+        } as unknown as ContextStore,
+        newId: () => 'bs1',
+        clock: () => new Date(),
+      },
+    );
+    await submitToStore(submission, (writes) => standby.commit(writes));
+    await standby.close();
+    expect(farm.orchestrator.live.build('bs1')).toBeUndefined();
+
+    expect(await farm.orchestrator.adoptStored()).toBe(1);
+    expect(session.assigned()).toEqual(['bs1-1']);
+    // Taken once: a second sweep finds nothing new.
+    expect(await farm.orchestrator.adoptStored()).toBe(0);
+    farm.running(session, 'bs1-1');
+    farm.succeed(session, 'bs1-1');
+    await farm.orchestrator.live.flushed();
+    const sequences = (await farm.store.eventsAfter('bs1', 0n, 100)).map((e) => e.sequence);
+    expect(sequences).toEqual(sequences.map((_, i) => BigInt(i + 1)));
+    expect(sequences.length).toBeGreaterThan(2);
+  });
+
+  it('never takes in again a build this leader ended', async () => {
+    const farm = newFarm();
+    const session = farm.connect('a1', 'amd64');
+    expect(await farm.orchestrator.adoptStored()).toBe(0);
+    const id = await farm.submit(['amd64']);
+    farm.fail(session, `${id}-1`, 'no');
+    farm.advance(1);
+    const other = farm.connect('a2', 'amd64');
+    farm.fail(other, `${id}-1`, 'no again');
+    expect(await farm.buildState(id)).toBe(BuildState.FAILED);
+    const events = await farm.eventCount(id);
+    expect(await farm.orchestrator.adoptStored()).toBe(0);
+    expect(farm.orchestrator.live.build(id)).toBeUndefined();
+    expect(await farm.eventCount(id)).toBe(events);
   });
 });
 
