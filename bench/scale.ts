@@ -18,8 +18,11 @@
  *   resources   coordinator RSS and CPU (from /proc/<pid>) idle before the
  *               burst, at peak, and idle after it; one real `braid agent`'s
  *               RSS while idle (real engine)
+ *   postgres    on PostgreSQL: the database's commits, rows and WAL while idle and over
+ *               the burst (pg_stat_database), and its server processes' CPU
  *
- * and a table of how each figure grows with agents and jobs.
+ * and a table of how each figure grows with agents and jobs (with several
+ * stores, also each point's stores side by side).
  *
  *   --agents 100,300,1000   scale points (agents; a quarter per platform)
  *   --stores sqlite,postgres  the coordinator's store at each point, one run per store in turn
