@@ -423,11 +423,21 @@ export class Orchestrator {
   }
 
   jobResult(session: AgentSession, result: JobResult): void {
-    // Stored or ignored as late, the agent may forget it now; another agent's job gets no answer.
+    // Stored or ignored as late, the agent may forget it: once what it changed is stored
+    // (until then a coordinator that dies leaves the agent holding it, to report again).
+    // Another agent's job gets no answer.
     const named = this.live.job(result.jobId);
-    if (!named || named.agent === session.name || named.agent === '') {
-      session.send({ case: 'ack', value: { jobId: result.jobId } });
+    const ack = !named || named.agent === session.name || named.agent === '';
+    try {
+      this.takeResult(session, result);
+    } finally {
+      if (ack) {
+        this.live.afterCommit(() => session.send({ case: 'ack', value: { jobId: result.jobId } }));
+      }
     }
+  }
+
+  private takeResult(session: AgentSession, result: JobResult): void {
     const job = this.ownedJob(session, result.jobId);
     session.jobs.delete(result.jobId);
     if (!job) {

@@ -22,7 +22,12 @@ import type { ContextStore } from '../../src/coordinator/context-store.js';
 import { Orchestrator, type OrchestratorLimits } from '../../src/coordinator/orchestrator.js';
 import { prepareSubmission, submitToStore } from '../../src/coordinator/submission.js';
 import { SqliteBuildStore } from '../../src/coordinator/sqlite-build-store.js';
-import type { BuildRecord, JobRecord } from '../../src/coordinator/store.js';
+import type {
+  BuildRecord,
+  BuildStore,
+  JobRecord,
+  StoreWrite,
+} from '../../src/coordinator/store.js';
 import {
   checkBuildMove,
   checkJobMove,
@@ -77,6 +82,8 @@ function newFarm(
   limits: Partial<OrchestratorLimits> = {},
   file?: string,
   registry: RegistryClient = silentRegistry,
+  /** The store as the orchestrator sees it (default: the SQLite store itself). */
+  seen: (store: SqliteBuildStore) => BuildStore = (store) => store,
 ) {
   let dbFile = file;
   if (!dbFile) {
@@ -93,7 +100,7 @@ function newFarm(
     hasFile: () => Promise.resolve(true),
   } as unknown as ContextStore;
   const orchestrator = new Orchestrator({
-    store,
+    store: seen(store),
     contexts,
     agents,
     registry,
@@ -464,6 +471,44 @@ describe('a coordinator restart', () => {
     expect(await after.job(`${id}-1`)).toMatchObject({ state: JobState.QUEUED, attempt: 2 });
     const other = after.connect('a2', 'amd64');
     expect(other.assigned()).toEqual([`${id}-1`]);
+  });
+});
+
+describe('a result', () => {
+  it('is acknowledged to its agent only once what it changed is stored', async () => {
+    // The store answers commits only when the test lets it: a coordinator that died before then
+    // must leave the agent holding the result, to report it again to the next one.
+    const held: (() => void)[] = [];
+    let holding = false;
+    const farm = newFarm({}, undefined, silentRegistry, (store) => {
+      const commit = async (writes: readonly StoreWrite[]) => {
+        if (holding) await new Promise<void>((resolve) => held.push(resolve));
+        return store.commit(writes);
+      };
+      return new Proxy(store, {
+        get(target, key) {
+          if (key === 'commit') return commit;
+          if (key === 'commitSync') return undefined;
+          const value: unknown = Reflect.get(target, key);
+          return typeof value === 'function' ? (value as () => unknown).bind(target) : value;
+        },
+      }) as BuildStore;
+    });
+    const session = farm.connect('a1', 'amd64');
+    const id = await farm.submit(['amd64']);
+    farm.running(session, `${id}-1`);
+    await farm.orchestrator.live.flushed();
+    holding = true;
+    const acks = () => session.sent.filter((m) => m?.case === 'ack').length;
+    farm.succeed(session, `${id}-1`);
+    await new Promise((r) => setImmediate(r));
+    expect(held.length).toBeGreaterThan(0);
+    expect(acks()).toBe(0);
+    holding = false;
+    held.splice(0).forEach((resolve) => resolve());
+    await farm.orchestrator.live.flushed();
+    expect(acks()).toBe(1);
+    expect((await farm.store.jobsOf(id))[0]?.state).toBe(JobState.SUCCEEDED);
   });
 });
 
