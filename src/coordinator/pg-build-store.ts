@@ -59,6 +59,21 @@ export class StoreUnavailableError extends BraidError {
 
 type Sql = { text: string; values?: unknown[] };
 
+/** A NOTIFY sent with a commit. */
+type Announce = { channel: Channel; payload: string };
+
+/** A commit waiting for its turn. */
+interface Queued {
+  writes: readonly StoreWrite[];
+  epoch: bigint | undefined;
+  announce: Announce | undefined;
+  resolve: () => void;
+  reject: (err: unknown) => void;
+}
+
+/** At most this many commits go in one transaction. */
+const MAX_GROUP = 256;
+
 /**
  * The schema's migrations, applied in order at start, each once
  * (store-schema.ts). Version 1 is the schema SQLite reached at its version 5.
@@ -188,8 +203,15 @@ const JOB_COLUMNS =
 export class PgBuildStore implements BuildStore {
   private open = true;
 
-  /** Commits in the order of calls: each waits for the one before. */
+  /**
+   * Commits in the order of calls. One transaction is in flight at a time;
+   * the commits called meanwhile wait, and go together in the next one
+   * (group commit): a busy leader pays one round of transactions for many
+   * commits instead of one each. They succeed or fail together.
+   */
+  private waiting: Queued[] = [];
   private tail: Promise<void> = Promise.resolve();
+  private inFlight = false;
 
   private constructor(
     /** Its connection pool (the shared context store uses it too). */
@@ -281,7 +303,8 @@ export class PgBuildStore implements BuildStore {
   async close(): Promise<void> {
     if (!this.open) return;
     this.open = false;
-    await this.tail.catch(() => undefined);
+    // Commits called before the close are still written.
+    while (this.inFlight || this.waiting.length > 0) await this.tail.catch(() => undefined);
     await this.pool.end();
   }
 
@@ -301,12 +324,47 @@ export class PgBuildStore implements BuildStore {
   private commitIn(
     writes: readonly StoreWrite[],
     epoch: bigint | undefined,
-    announce?: { channel: Channel; payload: string },
+    announce?: Announce,
   ): Promise<void> {
     if (!this.open) return Promise.reject(new Error(`the store at ${this.where} is closed`));
-    const run = this.tail.then(() => this.transaction(writes, epoch, announce));
-    this.tail = run.catch(() => undefined);
-    return run;
+    return new Promise<void>((resolve, reject) => {
+      this.waiting.push({ writes, epoch, announce, resolve, reject });
+      this.pump();
+    });
+  }
+
+  /** The next group: the commits waiting, in order, that share the first one's epoch. */
+  private pump(): void {
+    if (this.inFlight || this.waiting.length === 0) return;
+    const epoch = this.waiting[0]?.epoch;
+    let n = 0;
+    while (n < this.waiting.length && n < MAX_GROUP && this.waiting[n]?.epoch === epoch) n++;
+    const group = this.waiting.splice(0, n);
+    this.inFlight = true;
+    const announces = (q: Queued) => (q.announce ? [q.announce] : []);
+    const run = this.transaction(
+      group.flatMap((q) => q.writes),
+      epoch,
+      group.flatMap(announces),
+    ).then(
+      () => group.forEach((q) => q.resolve()),
+      async (err: unknown) => {
+        // The store unreachable, or the term over: every commit of the group fails alike.
+        if (group.length === 1 || err instanceof BraidError) {
+          group.forEach((q) => q.reject(err));
+          return;
+        }
+        // One commit refused (a constraint): it alone fails; the group was rolled back,
+        // so each is tried again on its own, in order.
+        for (const q of group) {
+          await this.transaction(q.writes, epoch, announces(q)).then(q.resolve, q.reject);
+        }
+      },
+    );
+    this.tail = run.finally(() => {
+      this.inFlight = false;
+      this.pump();
+    });
   }
 
   async unfinishedBuilds(): Promise<UnfinishedBuild[]> {
@@ -387,7 +445,7 @@ export class PgBuildStore implements BuildStore {
   private async transaction(
     writes: readonly StoreWrite[],
     epoch: bigint | undefined,
-    announce?: { channel: Channel; payload: string },
+    announces: readonly Announce[],
   ): Promise<void> {
     const client = await this.pool.connect().catch((err: unknown) => {
       throw unreachableAs(err, this.where);
@@ -419,8 +477,8 @@ export class PgBuildStore implements BuildStore {
             }),
           );
         }
-        if (announce) {
-          await client.query('SELECT pg_notify($1, $2)', [announce.channel, announce.payload]);
+        for (const { channel, payload } of announces) {
+          await client.query('SELECT pg_notify($1, $2)', [channel, payload]);
         }
         await client.query('COMMIT');
       } catch (err) {
