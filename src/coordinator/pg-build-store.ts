@@ -462,13 +462,30 @@ export class PgBuildStore implements BuildStore {
           const current = BigInt(rows[0]?.epoch ?? '0');
           if (current !== epoch) throw new FencedError(epoch, current);
         }
+        // Events (most of a busy leader's writes: log lines) go in one statement after the
+        // rest: they reference no other row, and the transaction is one either way.
+        const events: Extract<StoreWrite, { kind: 'appendEvent' }>[] = [];
         for (const write of writes) {
-          for (const sql of statementsOf(write)) await client.query(named(sql));
+          if (write.kind === 'appendEvent') events.push(write);
+          else for (const sql of statementsOf(write)) await client.query(named(sql));
+        }
+        if (events.length === 1) {
+          for (const sql of statementsOf(events[0]!)) await client.query(named(sql));
+        } else if (events.length > 1) {
+          await client.query(
+            named({
+              text: `INSERT INTO build_events (build_id, sequence, event)
+                     SELECT * FROM unnest($1::text[], $2::bigint[], $3::bytea[])`,
+              values: [
+                events.map((e) => e.buildId),
+                events.map((e) => e.event.sequence.toString()),
+                events.map((e) => Buffer.from(toBinary(BuildEventSchema, e.event))),
+              ],
+            }),
+          );
         }
         // Standbys following these builds are woken at the commit (pg-notify.ts), not by polling.
-        const followed = [
-          ...new Set(writes.flatMap((w) => (w.kind === 'appendEvent' ? [w.buildId] : []))),
-        ];
+        const followed = [...new Set(events.map((e) => e.buildId))];
         if (followed.length > 0) {
           await client.query(
             named({
