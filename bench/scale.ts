@@ -673,12 +673,12 @@ function reportPoint(p: PointResult): void {
       const { idle, burst } = p.pg;
       const perBuild = (n: number) => (p.finished ? (n / p.finished).toFixed(1) : 'n/a');
       line(
-        `  postgres           idle: ${(idle.commits / idle.at).toFixed(1)} commits/s, ${((idle.inserted + idle.updated) / idle.at).toFixed(1)} rows written/s, ` +
+        `  postgres           idle: ${(idle.commits / idle.at).toFixed(1)} commits/s (${(idle.writeTransactions / idle.at).toFixed(1)} writing), ${((idle.inserted + idle.updated) / idle.at).toFixed(1)} rows written/s, ` +
           `${(idle.walBytes / idle.at / 1024).toFixed(1)} KB WAL/s, server ${(p.pg.idleCpuCores * 100).toFixed(1)}% CPU`,
       );
       line(
-        `                     burst: ${burst.commits} commits, ${burst.inserted} rows inserted, ${burst.updated} updated, ${burst.deleted} deleted, ` +
-          `${mb(burst.walBytes)} WAL = per build ${perBuild(burst.commits)} commits, ${perBuild(burst.inserted)} inserts, ` +
+        `                     burst: ${burst.commits} commits (${burst.writeTransactions} writing), ${burst.inserted} rows inserted, ${burst.updated} updated, ${burst.deleted} deleted, ` +
+          `${mb(burst.walBytes)} WAL = per build ${perBuild(burst.commits)} commits (${perBuild(burst.writeTransactions)} writing), ${perBuild(burst.inserted)} inserts, ` +
           `${perBuild(burst.updated)} updates, ${p.finished ? (burst.walBytes / p.finished / 1024).toFixed(0) : 'n/a'} KB WAL; ` +
           `server ${(p.pg.burstCpuCores * 100).toFixed(0)}% CPU (mean)`,
       );

@@ -1,7 +1,8 @@
 /**
  * What a PostgreSQL store costs the database, read from outside the
  * coordinator: transactions and rows written to one database
- * (pg_stat_database), WAL written by the cluster, and the CPU time of the
+ * (pg_stat_database), transactions that wrote (transaction ids assigned,
+ * cluster-wide), WAL written by the cluster, and the CPU time of the
  * server's processes (/proc, the postmaster found by its port).
  */
 import { readdirSync, readFileSync } from 'node:fs';
@@ -12,7 +13,10 @@ const TICKS_PER_SECOND = 100;
 export interface PgWrites {
   /** Epoch ms. */
   at: number;
+  /** Every committed transaction, reads included (xact_commit). */
   commits: number;
+  /** Transactions that wrote: each is given a transaction id (cluster-wide). */
+  writeTransactions: number;
   inserted: number;
   updated: number;
   deleted: number;
@@ -32,9 +36,12 @@ export async function readPgWrites(url: string): Promise<PgWrites> {
       updated: string;
       deleted: string;
       wal: string;
+      xid: string;
     }>(
       `SELECT xact_commit AS commits, tup_inserted AS inserted, tup_updated AS updated,
-              tup_deleted AS deleted, pg_wal_lsn_diff(pg_current_wal_lsn(), '0/0') AS wal
+              tup_deleted AS deleted, pg_wal_lsn_diff(pg_current_wal_lsn(), '0/0') AS wal,
+              -- The next transaction id, read without taking one.
+              pg_snapshot_xmax(pg_current_snapshot())::text AS xid
          FROM pg_stat_database WHERE datname = current_database()`,
     );
     const row = rows[0];
@@ -42,6 +49,7 @@ export async function readPgWrites(url: string): Promise<PgWrites> {
     return {
       at: Date.now(),
       commits: Number(row.commits),
+      writeTransactions: Number(row.xid),
       inserted: Number(row.inserted),
       updated: Number(row.updated),
       deleted: Number(row.deleted),
@@ -57,6 +65,7 @@ export function pgWritesBetween(a: PgWrites, b: PgWrites): PgWrites {
   return {
     at: (b.at - a.at) / 1000,
     commits: b.commits - a.commits,
+    writeTransactions: b.writeTransactions - a.writeTransactions,
     inserted: b.inserted - a.inserted,
     updated: b.updated - a.updated,
     deleted: b.deleted - a.deleted,
