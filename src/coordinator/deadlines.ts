@@ -47,6 +47,23 @@ export class Deadlines {
     this.orphans.delete(jobId);
   }
 
+  /**
+   * Its agent reconnected holding `held`: the orphans assigned to it that
+   * it does not hold never reached it (the assignment was stored, then the
+   * coordinator stopped before sending it), so they need not wait out the
+   * grace. Returns them, no longer orphans.
+   */
+  notHeldBy(agent: string, held: ReadonlySet<string>): JobRecord[] {
+    const lost: JobRecord[] = [];
+    for (const jobId of this.orphans.keys()) {
+      const job = this.deps.live.job(jobId);
+      if (!job || job.agent !== agent || held.has(jobId)) continue;
+      this.orphans.delete(jobId);
+      if (!TERMINAL_JOB_STATES.has(job.state)) lost.push(job);
+    }
+    return lost;
+  }
+
   get orphanCount(): number {
     return this.orphans.size;
   }

@@ -54,7 +54,7 @@ export class LiveBuilds {
   private group: Group | undefined;
   /** Deferred groups (log lines, steps) not yet committed: they go with the next commit. */
   private deferred: Group | undefined;
-  /** Commits not yet acknowledged by an asynchronous store, chained in order. */
+  /** The after-commit work of commits not yet acknowledged by an asynchronous store, in order. */
   private tail: Promise<void> = Promise.resolve();
   private inflight = 0;
 
@@ -302,9 +302,12 @@ export class LiveBuilds {
       return;
     }
     this.inflight += 1;
-    const writes = group.writes;
+    // Handed to the store at once (it applies commits in the order of calls, and may send
+    // those that wait together); only the work after each commit waits for the ones before.
+    const stored = this.store.commit(group.writes);
+    stored.catch(() => undefined);
     this.tail = this.tail
-      .then(() => this.store.commit(writes))
+      .then(() => stored)
       .then(
         () => {
           this.inflight -= 1;

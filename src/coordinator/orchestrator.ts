@@ -347,6 +347,12 @@ export class Orchestrator {
         `${formatPlatform(job.platform)}: agent ${session.name} reconnected and still holds the job`,
       );
     }
+    for (const job of this.deadlines.notHeldBy(session.name, new Set(session.hello.heldJobIds))) {
+      this.lifecycle.retryOrFail(
+        job,
+        `agent ${session.name} reconnected without it (the assignment never reached it)`,
+      );
+    }
     this.scheduleQueued();
   }
 

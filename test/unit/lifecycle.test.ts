@@ -461,6 +461,13 @@ describe('a coordinator restart', () => {
     expect(await after.buildState(id)).toBe(BuildState.STITCHING);
   });
 
+  it('re-queues at once an orphaned job its agent reconnects without (the assignment never reached it)', async () => {
+    const { after, id } = await runningBuild();
+    const back = after.connect('a1', 'amd64', { held: [] });
+    expect(await after.job(`${id}-1`)).toMatchObject({ attempt: 2, agent: 'a1' });
+    expect(back.assigned()).toEqual([`${id}-1`]);
+  });
+
   it('re-queues an orphaned job its agent did not reclaim within the grace period', async () => {
     const { after, id } = await runningBuild();
     after.advance(9_999);
