@@ -9,7 +9,7 @@
  * and a second upload of the same digest waits on the first's row, then
  * finds it and reports the context as already present.
  */
-import { randomUUID } from 'node:crypto';
+import { createHash, randomUUID } from 'node:crypto';
 import { mkdir, open as openFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -121,26 +121,7 @@ export class PgContextStore implements BuildContexts {
         [digest, sizeBytes, files.join('\n'), this.now()],
       );
       if (claimed.rowCount === 0) return true;
-      const file = await openFile(spool, 'r');
-      try {
-        const buffer = Buffer.allocUnsafe(CONTEXT_CHUNK_BYTES);
-        for (let seq = 0; ; seq++) {
-          let filled = 0;
-          while (filled < buffer.length) {
-            const { bytesRead } = await file.read(buffer, filled, buffer.length - filled, null);
-            if (bytesRead === 0) break;
-            filled += bytesRead;
-          }
-          if (filled === 0) break;
-          await client.query(
-            'INSERT INTO context_chunks (digest, seq, bytes) VALUES ($1, $2, $3)',
-            [digest, seq, buffer.subarray(0, filled)],
-          );
-          if (filled < buffer.length) break;
-        }
-      } finally {
-        await file.close();
-      }
+      await insertChunks(client, digest, spool);
       return false;
     });
   }
@@ -226,4 +207,43 @@ export class PgContextStore implements BuildContexts {
       client.release(broken);
     }
   }
+}
+
+/**
+ * A file's bytes into `context_chunks` under `digest`, CONTEXT_CHUNK_BYTES
+ * a row, through `client` (in its transaction); returns the file's size and
+ * its sha256 as `sha256:<hex>`.
+ */
+export async function insertChunks(
+  client: pg.PoolClient,
+  digest: string,
+  path: string,
+): Promise<{ bytes: number; sha256: string }> {
+  const file = await openFile(path, 'r');
+  const hash = createHash('sha256');
+  let bytes = 0;
+  try {
+    const buffer = Buffer.allocUnsafe(CONTEXT_CHUNK_BYTES);
+    for (let seq = 0; ; seq++) {
+      let filled = 0;
+      while (filled < buffer.length) {
+        const { bytesRead } = await file.read(buffer, filled, buffer.length - filled, null);
+        if (bytesRead === 0) break;
+        filled += bytesRead;
+      }
+      if (filled === 0) break;
+      const chunk = buffer.subarray(0, filled);
+      hash.update(chunk);
+      bytes += filled;
+      await client.query('INSERT INTO context_chunks (digest, seq, bytes) VALUES ($1, $2, $3)', [
+        digest,
+        seq,
+        chunk,
+      ]);
+      if (filled < buffer.length) break;
+    }
+  } finally {
+    await file.close();
+  }
+  return { bytes, sha256: `sha256:${hash.digest('hex')}` };
 }

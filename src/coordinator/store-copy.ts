@@ -9,15 +9,14 @@
  * transaction that commits only after every table's rows are counted
  * there: a failure leaves the target as it was.
  */
-import { createHash } from 'node:crypto';
 import { existsSync } from 'node:fs';
-import { open as openFile, readdir, readFile, stat } from 'node:fs/promises';
+import { readdir, readFile, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
 import type pg from 'pg';
 import { BraidError } from '../errors.js';
 import { checkContextTar } from './context-check.js';
-import { CONTEXT_CHUNK_BYTES, PgContextStore } from './pg-context-store.js';
+import { insertChunks, PgContextStore } from './pg-context-store.js';
 import { PgBuildStore } from './pg-build-store.js';
 import { SQLITE_SCHEMA_VERSION } from './sqlite-build-store.js';
 import { StoreSchemaError } from './store-schema.js';
@@ -402,38 +401,13 @@ async function contextFiles(path: string): Promise<string> {
 
 /** Writes the file's chunks; returns its bytes, refusing a file whose bytes are not its digest. */
 async function copyChunks(path: string, digest: string, client: pg.PoolClient): Promise<number> {
-  const file = await openFile(path, 'r');
-  const hash = createHash('sha256');
-  let total = 0;
-  try {
-    const buffer = Buffer.allocUnsafe(CONTEXT_CHUNK_BYTES);
-    for (let seq = 0; ; seq++) {
-      let filled = 0;
-      while (filled < buffer.length) {
-        const { bytesRead } = await file.read(buffer, filled, buffer.length - filled, null);
-        if (bytesRead === 0) break;
-        filled += bytesRead;
-      }
-      if (filled === 0) break;
-      const chunk = buffer.subarray(0, filled);
-      hash.update(chunk);
-      total += filled;
-      await client.query('INSERT INTO context_chunks (digest, seq, bytes) VALUES ($1, $2, $3)', [
-        digest,
-        seq,
-        chunk,
-      ]);
-      if (filled < buffer.length) break;
-    }
-  } finally {
-    await file.close();
-  }
-  if (`sha256:${hash.digest('hex')}` !== digest) {
+  const { bytes, sha256 } = await insertChunks(client, digest, path);
+  if (sha256 !== digest) {
     throw new StoreCopyError(
       `context ${path} does not hash to its name (damaged on disk): remove it or restore it, then migrate; nothing was written`,
     );
   }
-  return total;
+  return bytes;
 }
 
 /** A PostgreSQL error in one line, with its detail (which key) when it has one. */
