@@ -21,6 +21,7 @@ import { AgentRegistry, type AgentSession } from '../../src/coordinator/agent-re
 import type { ContextStore } from '../../src/coordinator/context-store.js';
 import { Orchestrator, type OrchestratorLimits } from '../../src/coordinator/orchestrator.js';
 import { prepareSubmission, submitToStore } from '../../src/coordinator/submission.js';
+import { asAsyncStore } from '../support/async-store.js';
 import { SqliteBuildStore } from '../../src/coordinator/sqlite-build-store.js';
 import type {
   BuildRecord,
@@ -492,14 +493,7 @@ describe('a result', () => {
         if (holding) await new Promise<void>((resolve) => held.push(resolve));
         return store.commit(writes);
       };
-      return new Proxy(store, {
-        get(target, key) {
-          if (key === 'commit') return commit;
-          if (key === 'commitSync') return undefined;
-          const value: unknown = Reflect.get(target, key);
-          return typeof value === 'function' ? (value as () => unknown).bind(target) : value;
-        },
-      }) as BuildStore;
+      return asAsyncStore(store, commit);
     });
     const session = farm.connect('a1', 'amd64');
     const id = await farm.submit(['amd64']);

@@ -24,6 +24,7 @@ import { AgentRegistry, type AgentSession } from '../../src/coordinator/agent-re
 import type { ContextStore } from '../../src/coordinator/context-store.js';
 import { Orchestrator } from '../../src/coordinator/orchestrator.js';
 import { LiveBuilds } from '../../src/coordinator/live-builds.js';
+import { asAsyncStore } from '../support/async-store.js';
 import { SqliteBuildStore } from '../../src/coordinator/sqlite-build-store.js';
 import { queuedJob, type BuildStore, type StoreWrite } from '../../src/coordinator/store.js';
 
@@ -401,14 +402,7 @@ describe('LiveBuilds.atomically', () => {
       );
       return store.commit(writes);
     };
-    const slow = new Proxy(store, {
-      get(target, key) {
-        if (key === 'commit') return commit;
-        if (key === 'commitSync') return undefined;
-        const value: unknown = Reflect.get(target, key);
-        return typeof value === 'function' ? (value as () => unknown).bind(target) : value;
-      },
-    }) as BuildStore;
+    const slow = asAsyncStore(store, commit);
     const failures: unknown[] = [];
     const live = new LiveBuilds(slow, (err) => failures.push(err));
     await live.load(new Date(0));
