@@ -18,6 +18,7 @@ import type { Logger } from '../log.js';
 import { redactedUrl } from '../pg-url.js';
 import type { CacheRecord } from './scheduler.js';
 import { CHANNELS, type Channel } from './pg-notify.js';
+import { inTransaction } from './pg-transaction.js';
 import { latestVersion, pendingMigrations, type Migration } from './store-schema.js';
 import type { BuildRecord, BuildStore, JobRecord, StoreWrite, UnfinishedBuild } from './store.js';
 import {
@@ -447,67 +448,53 @@ export class PgBuildStore implements BuildStore {
     epoch: bigint | undefined,
     announces: readonly Announce[],
   ): Promise<void> {
-    const client = await this.pool.connect().catch((err: unknown) => {
+    await inTransaction(this.pool, async (client) => {
+      if (epoch !== undefined) {
+        // Held until the commit: a takeover (which raises the epoch) waits for it, or fences it.
+        const { rows } = await client.query<{ epoch: string }>(
+          'SELECT epoch FROM leadership WHERE id = 1 FOR SHARE',
+        );
+        const current = BigInt(rows[0]?.epoch ?? '0');
+        if (current !== epoch) throw new FencedError(epoch, current);
+      }
+      // Events (most of a busy leader's writes: log lines) go in one statement after the
+      // rest: they reference no other row, and the transaction is one either way.
+      const events: Extract<StoreWrite, { kind: 'appendEvent' }>[] = [];
+      for (const write of writes) {
+        if (write.kind === 'appendEvent') events.push(write);
+        else for (const sql of statementsOf(write)) await client.query(named(sql));
+      }
+      if (events.length === 1) {
+        for (const sql of statementsOf(events[0]!)) await client.query(named(sql));
+      } else if (events.length > 1) {
+        await client.query(
+          named({
+            text: `INSERT INTO build_events (build_id, sequence, event)
+                 SELECT * FROM unnest($1::text[], $2::bigint[], $3::bytea[])`,
+            values: [
+              events.map((e) => e.buildId),
+              events.map((e) => e.event.sequence.toString()),
+              events.map((e) => Buffer.from(toBinary(BuildEventSchema, e.event))),
+            ],
+          }),
+        );
+      }
+      // Standbys following these builds are woken at the commit (pg-notify.ts), not by polling.
+      const followed = [...new Set(events.map((e) => e.buildId))];
+      if (followed.length > 0) {
+        await client.query(
+          named({
+            text: 'SELECT pg_notify($1, id) FROM unnest($2::text[]) AS id',
+            values: [CHANNELS.buildEvents, followed],
+          }),
+        );
+      }
+      for (const { channel, payload } of announces) {
+        await client.query('SELECT pg_notify($1, $2)', [channel, payload]);
+      }
+    }).catch((err: unknown) => {
       throw unreachableAs(err, this.where);
     });
-    let broken: Error | undefined;
-    try {
-      await client.query('BEGIN');
-      try {
-        if (epoch !== undefined) {
-          // Held until the commit: a takeover (which raises the epoch) waits for it, or fences it.
-          const { rows } = await client.query<{ epoch: string }>(
-            'SELECT epoch FROM leadership WHERE id = 1 FOR SHARE',
-          );
-          const current = BigInt(rows[0]?.epoch ?? '0');
-          if (current !== epoch) throw new FencedError(epoch, current);
-        }
-        // Events (most of a busy leader's writes: log lines) go in one statement after the
-        // rest: they reference no other row, and the transaction is one either way.
-        const events: Extract<StoreWrite, { kind: 'appendEvent' }>[] = [];
-        for (const write of writes) {
-          if (write.kind === 'appendEvent') events.push(write);
-          else for (const sql of statementsOf(write)) await client.query(named(sql));
-        }
-        if (events.length === 1) {
-          for (const sql of statementsOf(events[0]!)) await client.query(named(sql));
-        } else if (events.length > 1) {
-          await client.query(
-            named({
-              text: `INSERT INTO build_events (build_id, sequence, event)
-                     SELECT * FROM unnest($1::text[], $2::bigint[], $3::bytea[])`,
-              values: [
-                events.map((e) => e.buildId),
-                events.map((e) => e.event.sequence.toString()),
-                events.map((e) => Buffer.from(toBinary(BuildEventSchema, e.event))),
-              ],
-            }),
-          );
-        }
-        // Standbys following these builds are woken at the commit (pg-notify.ts), not by polling.
-        const followed = [...new Set(events.map((e) => e.buildId))];
-        if (followed.length > 0) {
-          await client.query(
-            named({
-              text: 'SELECT pg_notify($1, id) FROM unnest($2::text[]) AS id',
-              values: [CHANNELS.buildEvents, followed],
-            }),
-          );
-        }
-        for (const { channel, payload } of announces) {
-          await client.query('SELECT pg_notify($1, $2)', [channel, payload]);
-        }
-        await client.query('COMMIT');
-      } catch (err) {
-        await client.query('ROLLBACK').catch((rollbackErr: unknown) => {
-          // A connection that cannot roll back is not given to the next caller.
-          broken = rollbackErr instanceof Error ? rollbackErr : new Error(String(rollbackErr));
-        });
-        throw unreachableAs(err, this.where);
-      }
-    } finally {
-      client.release(broken);
-    }
   }
 
   private async rows<R extends pg.QueryResultRow>(text: string, values: unknown[]): Promise<R[]> {
@@ -520,37 +507,24 @@ export class PgBuildStore implements BuildStore {
   }
 
   private async migrate(): Promise<void> {
-    const client = await this.pool.connect();
-    let broken: Error | undefined;
-    try {
-      await client.query('BEGIN');
-      try {
-        await client.query('SELECT pg_advisory_xact_lock($1)', [MIGRATION_LOCK]);
-        await client.query(`CREATE TABLE IF NOT EXISTS schema_version (
-          version INTEGER PRIMARY KEY,
-          name TEXT NOT NULL,
-          applied_at BIGINT NOT NULL
-        )`);
-        const { rows } = await client.query<{ current: number | null }>(
-          'SELECT MAX(version) AS current FROM schema_version',
+    await inTransaction(this.pool, async (client) => {
+      await client.query('SELECT pg_advisory_xact_lock($1)', [MIGRATION_LOCK]);
+      await client.query(`CREATE TABLE IF NOT EXISTS schema_version (
+        version INTEGER PRIMARY KEY,
+        name TEXT NOT NULL,
+        applied_at BIGINT NOT NULL
+      )`);
+      const { rows } = await client.query<{ current: number | null }>(
+        'SELECT MAX(version) AS current FROM schema_version',
+      );
+      for (const migration of pendingMigrations(MIGRATIONS, rows[0]?.current ?? 0, this.where)) {
+        for (const statement of migration.apply) await client.query(statement);
+        await client.query(
+          'INSERT INTO schema_version (version, name, applied_at) VALUES ($1, $2, $3)',
+          [migration.version, migration.name, Date.now()],
         );
-        for (const migration of pendingMigrations(MIGRATIONS, rows[0]?.current ?? 0, this.where)) {
-          for (const statement of migration.apply) await client.query(statement);
-          await client.query(
-            'INSERT INTO schema_version (version, name, applied_at) VALUES ($1, $2, $3)',
-            [migration.version, migration.name, Date.now()],
-          );
-        }
-        await client.query('COMMIT');
-      } catch (err) {
-        await client.query('ROLLBACK').catch((rollbackErr: unknown) => {
-          broken = rollbackErr instanceof Error ? rollbackErr : new Error(String(rollbackErr));
-        });
-        throw err;
       }
-    } finally {
-      client.release(broken);
-    }
+    });
   }
 }
 

@@ -14,6 +14,7 @@ import type pg from 'pg';
 import { errorLine } from '../errors.js';
 import type { Logger } from '../log.js';
 import { CHANNELS, type PgListener } from './pg-notify.js';
+import { inTransaction } from './pg-transaction.js';
 import { tokenHash, type TokenKind } from './token-format.js';
 import {
   checkTokenName,
@@ -32,21 +33,6 @@ import {
 
 /** PostgreSQL's unique_violation. */
 const UNIQUE_VIOLATION = '23505';
-
-async function inTransaction<T>(pool: pg.Pool, work: (client: pg.PoolClient) => Promise<T>) {
-  const client = await pool.connect();
-  try {
-    await client.query('BEGIN');
-    const result = await work(client);
-    await client.query('COMMIT');
-    return result;
-  } catch (err) {
-    await client.query('ROLLBACK').catch(() => undefined);
-    throw err;
-  } finally {
-    client.release();
-  }
-}
 
 export class PgTokenAdmin implements TokenAdmin {
   constructor(

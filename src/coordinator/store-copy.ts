@@ -18,6 +18,7 @@ import { BraidError } from '../errors.js';
 import { checkContextTar } from './context-check.js';
 import { insertChunks, PgContextStore } from './pg-context-store.js';
 import { PgBuildStore } from './pg-build-store.js';
+import { inTransaction } from './pg-transaction.js';
 import { SQLITE_SCHEMA_VERSION } from './sqlite-build-store.js';
 import { StoreSchemaError } from './store-schema.js';
 
@@ -148,31 +149,18 @@ async function copyInto(
   options: StoreCopyOptions,
   target: PgBuildStore,
 ): Promise<StoreCopySummary> {
-  const client = await target.pool.connect();
-  let broken: Error | undefined;
-  try {
-    await client.query('BEGIN');
-    try {
-      const before = await countRows(client, [...TABLES.map((t) => t.table), 'contexts']);
-      if (!options.append) refuseNonEmpty(before, target.where);
-      const rows: StoreCopySummary['rows'] = [];
-      for (const spec of TABLES) {
-        const copied = await copyTable(source, client, spec, target.where);
-        await verifyTable(client, spec, copied, before.get(spec.table) ?? 0, target.where);
-        rows.push({ table: spec.table, rows: copied.count });
-      }
-      const contexts = await copyContexts(options.dataDir, client, target.where);
-      await client.query('COMMIT');
-      return { source: file, target: target.where, rows, contexts };
-    } catch (err) {
-      await client.query('ROLLBACK').catch((rollbackErr: unknown) => {
-        broken = rollbackErr instanceof Error ? rollbackErr : new Error(String(rollbackErr));
-      });
-      throw err;
+  return inTransaction(target.pool, async (client) => {
+    const before = await countRows(client, [...TABLES.map((t) => t.table), 'contexts']);
+    if (!options.append) refuseNonEmpty(before, target.where);
+    const rows: StoreCopySummary['rows'] = [];
+    for (const spec of TABLES) {
+      const copied = await copyTable(source, client, spec, target.where);
+      await verifyTable(client, spec, copied, before.get(spec.table) ?? 0, target.where);
+      rows.push({ table: spec.table, rows: copied.count });
     }
-  } finally {
-    client.release(broken);
-  }
+    const contexts = await copyContexts(options.dataDir, client, target.where);
+    return { source: file, target: target.where, rows, contexts };
+  });
 }
 
 async function countRows(client: pg.PoolClient, tables: string[]): Promise<Map<string, number>> {
